@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# End-to-end load benchmark of keygate: installs wrk if needed, then runs benches/load.rs with the
+# server pinned to one core and wrk to the other. Usage: scripts/load.sh (env: LOAD_ROUNDS,
+# LOAD_SECONDS, LOAD_CONNECTIONS).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if ! command -v wrk >/dev/null; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk
+fi
+cargo bench --bench load --no-run
+export LOAD_CLIENT_CORE=1
+exec taskset -c 0 cargo bench --bench load

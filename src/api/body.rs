@@ -1,0 +1,100 @@
+//! Request bodies, parsed strictly: JSON content type, no unknown fields, clear messages.
+
+use axum::extract::{FromRequest, Request};
+use bytes::Bytes;
+use http::header::CONTENT_TYPE;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+use super::ApiError;
+use crate::key::Environment;
+use crate::restrict::Restrictions;
+
+/// A JSON body.
+pub(super) struct JsonBody<T>(pub(super) T);
+
+/// A JSON body that may be left empty.
+pub(super) struct OptionalJsonBody<T>(pub(super) Option<T>);
+
+fn is_json(req: &Request) -> bool {
+    req.headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"))
+}
+
+async fn read(req: Request) -> Result<(bool, Bytes), ApiError> {
+    let json = is_json(&req);
+    let bytes = Bytes::from_request(req, &())
+        .await
+        .map_err(|e| ApiError::BadRequest(format!("Could not read the request body: {e}")))?;
+    Ok((json, bytes))
+}
+
+fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::BadRequest(format!("Invalid JSON body: {e}")))
+}
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
+        let (json, bytes) = read(req).await?;
+        if !json {
+            return Err(ApiError::BadRequest(
+                "Content-Type must be application/json".into(),
+            ));
+        }
+        parse(&bytes).map(JsonBody)
+    }
+}
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for OptionalJsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
+        let (json, bytes) = read(req).await?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(OptionalJsonBody(None));
+        }
+        if !json {
+            return Err(ApiError::BadRequest(
+                "Content-Type must be application/json".into(),
+            ));
+        }
+        parse(&bytes).map(|v| OptionalJsonBody(Some(v)))
+    }
+}
+
+/// `POST /v1/api-keys`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct CreateKey {
+    pub(super) name: String,
+    pub(super) scopes: Vec<String>,
+    #[serde(default)]
+    pub(super) environment: Option<Environment>,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub(super) expires_at: Option<time::OffsetDateTime>,
+    #[serde(default)]
+    pub(super) metadata: Option<serde_json::Map<String, serde_json::Value>>,
+    #[serde(default)]
+    pub(super) restrictions: Option<Restrictions>,
+}
+
+/// `PATCH /v1/api-keys/{id}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Rename {
+    pub(super) name: String,
+}
+
+/// `POST /v1/api-keys/{id}/rotate`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Rotate {
+    #[serde(default)]
+    pub(super) grace_period_seconds: Option<u64>,
+}

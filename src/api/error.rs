@@ -1,0 +1,86 @@
+use axum::response::{IntoResponse, Response};
+use http::StatusCode;
+use http::header::CONTENT_TYPE;
+
+use crate::AuthError;
+use crate::error::envelope;
+use crate::manage::ManageError;
+use crate::store::StoreError;
+
+/// A refused management call. Each variant has one status and one code.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApiError {
+    /// The caller is not authenticated or lacks `admin`.
+    #[error(transparent)]
+    Auth(AuthError),
+    /// The request is malformed; the message says what is wrong.
+    #[error("{0}")]
+    BadRequest(String),
+    /// No such key for the caller's tenant.
+    #[error("API key not found")]
+    NotFound,
+    /// The tenant has the maximum number of active keys.
+    #[error("{0}")]
+    KeyLimit(String),
+    /// The store failed.
+    #[error("key store unavailable")]
+    Unavailable,
+}
+
+impl From<ManageError> for ApiError {
+    fn from(e: ManageError) -> Self {
+        match e {
+            ManageError::NotFound => ApiError::NotFound,
+            ManageError::TooManyKeys(_) => ApiError::KeyLimit(e.to_string()),
+            ManageError::Store(error) => {
+                tracing::error!(target: "keygate", %error, "key store failed in a management call");
+                ApiError::Unavailable
+            }
+            other => ApiError::BadRequest(other.to_string()),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        ApiError::from(ManageError::from(e))
+    }
+}
+
+impl ApiError {
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Auth(e) => e.status(),
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::KeyLimit(_) => StatusCode::CONFLICT,
+            ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// The code of the error envelope.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::Auth(e) => e.code(),
+            ApiError::BadRequest(_) => "BAD_REQUEST",
+            ApiError::NotFound => "NOT_FOUND",
+            ApiError::KeyLimit(_) => "KEY_LIMIT_REACHED",
+            ApiError::Unavailable => "SERVICE_UNAVAILABLE",
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        match self {
+            ApiError::Auth(e) => e.into_response(),
+            ApiError::Unavailable => AuthError::Unavailable.into_response(),
+            other => {
+                let body = envelope(other.code(), &other.to_string());
+                (other.status(), [(CONTENT_TYPE, "application/json")], body).into_response()
+            }
+        }
+    }
+}

@@ -1,0 +1,142 @@
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use http::StatusCode;
+use serde::Serialize;
+
+use super::ApiError;
+use super::body::{CreateKey, JsonBody, OptionalJsonBody, Rename, Rotate};
+use crate::manage::{IssuedKey, KeyManager, NewKey};
+use crate::scope::Scope;
+use crate::store::KeyInfo;
+use crate::{AuthError, Tenant};
+
+const SHOWN_ONCE: &str = "Store this key securely — it cannot be retrieved again.";
+
+#[derive(Serialize)]
+struct Success<T> {
+    success: bool,
+    data: T,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<&'static str>,
+}
+
+#[derive(Serialize)]
+struct WithSecret<'a> {
+    #[serde(flatten)]
+    info: &'a KeyInfo,
+    key: &'a str,
+}
+
+fn ok<T: Serialize>(status: StatusCode, data: T, message: Option<&'static str>) -> Response {
+    (
+        status,
+        Json(Success {
+            success: true,
+            data,
+            message,
+        }),
+    )
+        .into_response()
+}
+
+fn issued(key: &IssuedKey) -> Response {
+    let data = WithSecret {
+        info: &key.info,
+        key: key.key.expose_secret(),
+    };
+    ok(StatusCode::CREATED, data, Some(SHOWN_ONCE))
+}
+
+/// The caller, who must hold `admin`.
+fn admin(tenant: Option<Tenant>) -> Result<Tenant, ApiError> {
+    let tenant = tenant.ok_or(ApiError::Auth(AuthError::MissingCredential))?;
+    tenant.require(&Scope::ADMIN).map_err(ApiError::Auth)?;
+    Ok(tenant)
+}
+
+type Caller = Option<axum::Extension<Tenant>>;
+
+fn caller(c: Caller) -> Result<Tenant, ApiError> {
+    admin(c.map(|axum::Extension(t)| t))
+}
+
+pub(super) async fn create(
+    State(manager): State<KeyManager>,
+    tenant: Caller,
+    body: Result<JsonBody<CreateKey>, ApiError>,
+) -> Result<Response, ApiError> {
+    let tenant = caller(tenant)?;
+    let JsonBody(body) = body?;
+    let mut new = NewKey::new(body.name, body.scopes);
+    new.environment = body.environment.unwrap_or(tenant.environment());
+    new.expires_at = body.expires_at;
+    new.metadata = body.metadata.unwrap_or_default();
+    new.restrictions = body.restrictions.unwrap_or_default();
+    let key = manager
+        .issue(tenant.key_id(), tenant.tenant_id(), new)
+        .await?;
+    Ok(issued(&key))
+}
+
+pub(super) async fn list(
+    State(manager): State<KeyManager>,
+    tenant: Caller,
+) -> Result<Response, ApiError> {
+    let tenant = caller(tenant)?;
+    let keys = manager.list(tenant.tenant_id()).await?;
+    Ok(ok(StatusCode::OK, keys, None))
+}
+
+pub(super) async fn get_one(
+    State(manager): State<KeyManager>,
+    tenant: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let tenant = caller(tenant)?;
+    let key = manager.get(tenant.tenant_id(), &id).await?;
+    Ok(ok(StatusCode::OK, key, None))
+}
+
+pub(super) async fn rename(
+    State(manager): State<KeyManager>,
+    tenant: Caller,
+    Path(id): Path<String>,
+    body: Result<JsonBody<Rename>, ApiError>,
+) -> Result<Response, ApiError> {
+    let tenant = caller(tenant)?;
+    let JsonBody(body) = body?;
+    let key = manager
+        .rename(tenant.key_id(), tenant.tenant_id(), &id, &body.name)
+        .await?;
+    Ok(ok(StatusCode::OK, key, None))
+}
+
+pub(super) async fn rotate(
+    State(manager): State<KeyManager>,
+    tenant: Caller,
+    Path(id): Path<String>,
+    body: Result<OptionalJsonBody<Rotate>, ApiError>,
+) -> Result<Response, ApiError> {
+    let tenant = caller(tenant)?;
+    let OptionalJsonBody(body) = body?;
+    let grace = body
+        .and_then(|b| b.grace_period_seconds)
+        .map(std::time::Duration::from_secs);
+    let key = manager
+        .rotate(tenant.key_id(), tenant.tenant_id(), &id, grace)
+        .await?;
+    Ok(issued(&key))
+}
+
+pub(super) async fn revoke(
+    State(manager): State<KeyManager>,
+    tenant: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let tenant = caller(tenant)?;
+    manager
+        .revoke(tenant.key_id(), tenant.tenant_id(), &id)
+        .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}

@@ -1,0 +1,172 @@
+use std::borrow::Cow;
+use std::fmt;
+
+use http::StatusCode;
+
+use crate::key::{Environment, MalformedKey};
+use crate::scope::Scope;
+
+/// Why a request was refused. One variant per outcome; each maps to one status and code.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuthError {
+    /// No `x-api-key` and no `Authorization` header.
+    #[error("missing API key")]
+    MissingCredential,
+    /// More than one credential: both headers, or one header repeated.
+    #[error("more than one credential in the request")]
+    MultipleCredentials,
+    /// `Authorization` with a scheme other than `Bearer`, e.g. `Basic`.
+    #[error("unsupported authorization scheme")]
+    UnsupportedScheme,
+    /// The credential is empty, not visible ASCII, or does not have the key format.
+    #[error("malformed API key: {0}")]
+    Malformed(MalformedKey),
+    /// Well-formed, but no store knows it.
+    #[error("unknown API key")]
+    UnknownKey,
+    /// The key was revoked.
+    #[error("revoked API key")]
+    RevokedKey,
+    /// The key is past its expiry.
+    #[error("expired API key")]
+    ExpiredKey,
+    /// This server does not accept keys of this environment.
+    #[error("{0} keys are not accepted")]
+    EnvironmentNotAccepted(Environment),
+    /// The key lacks the scope the route requires.
+    #[error("insufficient scope: {0} required")]
+    InsufficientScope(Scope),
+    /// The tenant is suspended.
+    #[error("tenant suspended")]
+    TenantSuspended,
+    /// The entitlement source does not know the key's tenant.
+    #[error("tenant has no plan")]
+    NoPlan,
+    /// The tenant's quota for the current period is used up.
+    #[error("quota exhausted")]
+    QuotaExhausted,
+    /// A key restriction does not allow this request.
+    #[error("key restriction violated: {0}")]
+    RestrictionViolated(Restriction),
+    /// A rate limit is exceeded; retry after the given whole seconds (at least 1).
+    #[error("rate limit exceeded")]
+    RateLimited {
+        /// Seconds until a retry can pass.
+        retry_after_secs: u64,
+    },
+    /// The key store or a limit backend failed or timed out (fail closed).
+    #[error("authentication backend unavailable")]
+    Unavailable,
+}
+
+/// The kind of key restriction a request violated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Restriction {
+    /// The client address is outside the key's allowed ranges.
+    IpAddress,
+    /// The referrer is not one of the key's allowed referrers.
+    Referrer,
+    /// The endpoint is not one of the key's allowed endpoints.
+    Endpoint,
+}
+
+impl fmt::Display for Restriction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Restriction::IpAddress => "IP address",
+            Restriction::Referrer => "referrer",
+            Restriction::Endpoint => "endpoint",
+        })
+    }
+}
+
+impl AuthError {
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            AuthError::MissingCredential
+            | AuthError::MultipleCredentials
+            | AuthError::UnsupportedScheme
+            | AuthError::Malformed(_)
+            | AuthError::UnknownKey
+            | AuthError::RevokedKey
+            | AuthError::ExpiredKey
+            | AuthError::EnvironmentNotAccepted(_) => StatusCode::UNAUTHORIZED,
+            AuthError::InsufficientScope(_)
+            | AuthError::TenantSuspended
+            | AuthError::NoPlan
+            | AuthError::QuotaExhausted
+            | AuthError::RestrictionViolated(_) => StatusCode::FORBIDDEN,
+            AuthError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            AuthError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// The machine-readable code of the error envelope.
+    pub fn code(&self) -> &'static str {
+        match self.status() {
+            StatusCode::UNAUTHORIZED => "UNAUTHORIZED",
+            StatusCode::FORBIDDEN => "FORBIDDEN",
+            StatusCode::TOO_MANY_REQUESTS => "RATE_LIMITED",
+            _ => "SERVICE_UNAVAILABLE",
+        }
+    }
+
+    /// The gRPC status code: 16, 7, 8 or 14.
+    pub fn grpc_code(&self) -> u8 {
+        match self.status() {
+            StatusCode::UNAUTHORIZED => 16,
+            StatusCode::FORBIDDEN => 7,
+            StatusCode::TOO_MANY_REQUESTS => 8,
+            _ => 14,
+        }
+    }
+
+    /// The human-readable message clients see. It never contains the presented key.
+    pub fn message(&self) -> Cow<'static, str> {
+        Cow::Borrowed(match self {
+            AuthError::MissingCredential => {
+                "Missing API key: send it in the x-api-key header or as Authorization: Bearer <key>"
+            }
+            AuthError::MultipleCredentials => {
+                "More than one credential in the request: send exactly one API key"
+            }
+            AuthError::UnsupportedScheme => {
+                "Unsupported authorization scheme: use Authorization: Bearer <key>"
+            }
+            AuthError::Malformed(_) => "Malformed API key",
+            AuthError::UnknownKey => "Invalid API key",
+            AuthError::RevokedKey => "API key has been revoked",
+            AuthError::ExpiredKey => "API key has expired",
+            AuthError::EnvironmentNotAccepted(Environment::Test) => {
+                "Test keys are not accepted here: use a live key"
+            }
+            AuthError::EnvironmentNotAccepted(Environment::Live) => {
+                "Live keys are not accepted here: use a test key"
+            }
+            AuthError::InsufficientScope(scope) => {
+                return Cow::Owned(format!("API key lacks the required scope: {scope}"));
+            }
+            AuthError::TenantSuspended => "Tenant suspended",
+            AuthError::NoPlan => "Tenant has no active plan",
+            AuthError::QuotaExhausted => "Quota exhausted for the current period",
+            AuthError::RestrictionViolated(r) => {
+                return Cow::Owned(format!("API key restriction violated: {r} not allowed"));
+            }
+            AuthError::RateLimited { .. } => "Rate limit exceeded: retry later",
+            AuthError::Unavailable => "Authentication is temporarily unavailable: retry later",
+        })
+    }
+
+    /// The RFC 6750 `error` attribute of `WWW-Authenticate`, if any.
+    pub fn bearer_error(&self) -> Option<&'static str> {
+        match self {
+            AuthError::MissingCredential => None,
+            AuthError::InsufficientScope(_) => Some("insufficient_scope"),
+            e if e.status() == StatusCode::UNAUTHORIZED => Some("invalid_token"),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,22 @@
+//! Every way a request can be refused, and how the refusal is rendered.
+//!
+//! | error | HTTP | code | gRPC |
+//! |---|---|---|---|
+//! | missing, malformed, unknown, revoked, expired key, environment refused | 401 + `WWW-Authenticate` | `UNAUTHORIZED` | 16 `UNAUTHENTICATED` |
+//! | scope missing, tenant suspended, quota exhausted, restriction violated | 403 | `FORBIDDEN` | 7 `PERMISSION_DENIED` |
+//! | rate limit exceeded | 429 + `Retry-After` | `RATE_LIMITED` | 8 `RESOURCE_EXHAUSTED` |
+//! | key store or limit backend failing | 503 | `SERVICE_UNAVAILABLE` | 14 `UNAVAILABLE` |
+//!
+//! HTTP bodies are `{"success":false,"error":{"code":"…","message":"…"}}`. Requests whose
+//! content type is `application/grpc` (or `application/grpc+…`) get a trailers-only gRPC answer:
+//! HTTP 200 with `grpc-status` and a percent-encoded `grpc-message`.
+//!
+//! The rendering is pluggable through [`RenderError`]; see its docs for an RFC 9457 example.
+
+mod auth_error;
+mod render;
+
+pub use auth_error::{AuthError, Restriction};
+#[allow(unused_imports)] // used by the management API
+pub(crate) use render::envelope;
+pub use render::{InvalidRealm, JsonErrors, RenderError, grpc_response, is_grpc};

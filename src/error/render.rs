@@ -1,0 +1,193 @@
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
+use http::{HeaderMap, HeaderValue, Response, StatusCode};
+use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
+
+use super::AuthError;
+
+/// Turns an [`AuthError`] into the HTTP response a client sees.
+///
+/// keygate renders gRPC requests itself (see [`grpc_response`]); this trait decides what plain
+/// HTTP clients get. The default is [`JsonErrors`]. Here is an RFC 9457 problem+json renderer:
+///
+/// ```
+/// use bytes::Bytes;
+/// use http::{Response, header};
+/// use keygate::error::{AuthError, RenderError};
+///
+/// struct ProblemJson;
+///
+/// impl RenderError for ProblemJson {
+///     fn render(&self, error: &AuthError) -> Response<Bytes> {
+///         let body = serde_json::json!({
+///             "type": "about:blank",
+///             "title": error.code(),
+///             "status": error.status().as_u16(),
+///             "detail": error.message(),
+///         });
+///         let mut response = Response::new(Bytes::from(body.to_string()));
+///         *response.status_mut() = error.status();
+///         response.headers_mut().insert(
+///             header::CONTENT_TYPE,
+///             header::HeaderValue::from_static("application/problem+json"),
+///         );
+///         response
+///     }
+/// }
+///
+/// let response = ProblemJson.render(&AuthError::QuotaExhausted);
+/// assert_eq!(response.status(), 403);
+/// ```
+pub trait RenderError: Send + Sync + 'static {
+    /// The response for a refused plain HTTP request.
+    fn render(&self, error: &AuthError) -> Response<Bytes>;
+}
+
+/// The default renderer: keygate's JSON error envelope with `WWW-Authenticate` on 401 and
+/// scope-related 403, and `Retry-After` on 429.
+///
+/// ```
+/// use keygate::error::{AuthError, JsonErrors, RenderError};
+///
+/// let response = JsonErrors::new().with_realm("docs-api").unwrap().render(&AuthError::UnknownKey);
+/// assert_eq!(response.status(), 401);
+/// assert_eq!(
+///     response.headers()["www-authenticate"],
+///     "Bearer realm=\"docs-api\", error=\"invalid_token\""
+/// );
+/// assert_eq!(
+///     response.body().as_ref(),
+///     br#"{"success":false,"error":{"code":"UNAUTHORIZED","message":"Invalid API key"}}"#
+/// );
+/// ```
+#[derive(Debug, Clone)]
+pub struct JsonErrors {
+    realm: String,
+}
+
+impl Default for JsonErrors {
+    fn default() -> Self {
+        JsonErrors {
+            realm: "api".into(),
+        }
+    }
+}
+
+/// A realm must be visible ASCII without `"` or `\`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("realm must be 1 to 64 visible ASCII characters without `\"` or `\\`")]
+pub struct InvalidRealm;
+
+impl JsonErrors {
+    /// The default renderer with realm `api`.
+    pub fn new() -> Self {
+        JsonErrors::default()
+    }
+
+    /// Sets the realm of `WWW-Authenticate`.
+    pub fn with_realm(mut self, realm: &str) -> Result<Self, InvalidRealm> {
+        let ok = (1..=64).contains(&realm.len())
+            && realm
+                .bytes()
+                .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\');
+        if !ok {
+            return Err(InvalidRealm);
+        }
+        self.realm = realm.to_owned();
+        Ok(self)
+    }
+
+    fn www_authenticate(&self, error: &AuthError) -> Option<String> {
+        let mut value = format!("Bearer realm=\"{}\"", self.realm);
+        match error {
+            AuthError::MissingCredential => {}
+            AuthError::InsufficientScope(scope) => {
+                value.push_str(&format!(
+                    ", error=\"insufficient_scope\", scope=\"{scope}\""
+                ));
+            }
+            e => value.push_str(&format!(", error=\"{}\"", e.bearer_error()?)),
+        }
+        Some(value)
+    }
+}
+
+impl RenderError for JsonErrors {
+    fn render(&self, error: &AuthError) -> Response<Bytes> {
+        let mut response = Response::new(envelope(error.code(), &error.message()));
+        *response.status_mut() = error.status();
+        let headers = response.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if let Some(value) = self.www_authenticate(error) {
+            if let Ok(value) = HeaderValue::try_from(value) {
+                headers.insert(WWW_AUTHENTICATE, value);
+            }
+        }
+        if let AuthError::RateLimited { retry_after_secs } = error {
+            headers.insert(RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+        }
+        response
+    }
+}
+
+/// The error envelope `{"success":false,"error":{"code":…,"message":…}}`, fields in that order.
+pub(crate) fn envelope(code: &str, message: &str) -> Bytes {
+    #[derive(serde::Serialize)]
+    struct Envelope<'a> {
+        success: bool,
+        error: Detail<'a>,
+    }
+    #[derive(serde::Serialize)]
+    struct Detail<'a> {
+        code: &'a str,
+        message: &'a str,
+    }
+    let envelope = Envelope {
+        success: false,
+        error: Detail { code, message },
+    };
+    // Serializing two strings and a bool into a Vec cannot fail.
+    Bytes::from(serde_json::to_vec(&envelope).unwrap_or_default())
+}
+
+/// Characters the gRPC spec requires to be percent-encoded in `grpc-message`.
+const GRPC_MESSAGE: &AsciiSet = &CONTROLS.add(b'%');
+
+/// A trailers-only gRPC answer for `error`: HTTP 200, `grpc-status` and `grpc-message`.
+///
+/// ```
+/// use keygate::error::{AuthError, grpc_response};
+///
+/// let response = grpc_response(&AuthError::RateLimited { retry_after_secs: 3 });
+/// assert_eq!(response.status(), 200);
+/// assert_eq!(response.headers()["grpc-status"], "8");
+/// ```
+pub fn grpc_response(error: &AuthError) -> Response<Bytes> {
+    let mut response = Response::new(Bytes::new());
+    *response.status_mut() = StatusCode::OK;
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+    headers.insert(
+        "grpc-status",
+        HeaderValue::from(u16::from(error.grpc_code())),
+    );
+    let message = error.message();
+    let encoded = utf8_percent_encode(&message, GRPC_MESSAGE).to_string();
+    if let Ok(value) = HeaderValue::try_from(encoded) {
+        headers.insert("grpc-message", value);
+    }
+    if let AuthError::RateLimited { retry_after_secs } = error {
+        headers.insert(RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+    }
+    response
+}
+
+/// Whether the request is a gRPC call: content type `application/grpc`, optionally followed by
+/// `+proto`, `+json` or parameters.
+pub fn is_grpc(headers: &HeaderMap) -> bool {
+    headers.get(CONTENT_TYPE).is_some_and(|v| {
+        let v = v.as_bytes();
+        v.starts_with(b"application/grpc")
+            && matches!(v.get(b"application/grpc".len()), None | Some(b'+' | b';'))
+    })
+}

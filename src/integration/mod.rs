@@ -1,0 +1,3 @@
+//! Framework glue.
+
+mod axum;

@@ -1,0 +1,126 @@
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use pin_project_lite::pin_project;
+use tower_service::Service;
+
+use super::AuthBody;
+use super::layer::Config;
+use super::service::{admit, render};
+use crate::limit::{Usage, apply_headers};
+use crate::verify::{Admitted, Rejection, RequestHead};
+
+type CheckFuture<B> =
+    Pin<Box<dyn Future<Output = (Request<B>, Result<Admitted, Rejection>)> + Send>>;
+
+pin_project! {
+    /// The response future of [`AuthService`](super::AuthService).
+    pub struct ResponseFuture<S, B>
+    where
+        S: Service<Request<B>>,
+    {
+        #[pin]
+        state: State<S, B>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<S, B>
+    where
+        S: Service<Request<B>>,
+    {
+        // Waiting for a backend that could not answer at once.
+        Checking {
+            check: CheckFuture<B>,
+            inner: Option<S>,
+            config: Arc<Config>,
+        },
+        Inner { #[pin] future: S::Future, usage: Option<Usage> },
+        Refused { response: Option<Response<Bytes>> },
+    }
+}
+
+impl<S, B> ResponseFuture<S, B>
+where
+    S: Service<Request<B>>,
+{
+    pub(super) fn inner(mut inner: S, req: Request<B>, usage: Option<Usage>) -> Self {
+        ResponseFuture {
+            state: State::Inner {
+                future: inner.call(req),
+                usage,
+            },
+        }
+    }
+
+    pub(super) fn refused(response: Response<Bytes>) -> Self {
+        ResponseFuture {
+            state: State::Refused {
+                response: Some(response),
+            },
+        }
+    }
+
+    pub(super) fn checking(check: CheckFuture<B>, inner: S, config: Arc<Config>) -> Self {
+        ResponseFuture {
+            state: State::Checking {
+                check,
+                inner: Some(inner),
+                config,
+            },
+        }
+    }
+}
+
+impl<S, B, ResBody> Future for ResponseFuture<S, B>
+where
+    S: Service<Request<B>, Response = Response<ResBody>>,
+{
+    type Output = Result<Response<AuthBody<ResBody>>, S::Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::Checking {
+                    check,
+                    inner,
+                    config,
+                } => {
+                    let (req, outcome) = ready!(check.as_mut().poll(cx));
+                    let next = match (outcome, inner.take()) {
+                        (Ok(admitted), Some(mut inner)) => State::Inner {
+                            future: inner.call(admit(config, req, admitted.tenant)),
+                            usage: admitted.usage,
+                        },
+                        (Err(rejection), _) => State::Refused {
+                            response: Some(render(config, &RequestHead::from(&req), &rejection)),
+                        },
+                        // Only reachable if polled again after completion.
+                        (Ok(_), None) => return Poll::Pending,
+                    };
+                    this.state.set(next);
+                }
+                StateProj::Inner { future, usage } => {
+                    let mut response = ready!(future.poll(cx))?;
+                    if let Some(usage) = usage {
+                        apply_headers(response.headers_mut(), usage);
+                    }
+                    return Poll::Ready(Ok(response.map(AuthBody::inner)));
+                }
+                StateProj::Refused { response } => {
+                    let response = response.take().map(|r| r.map(AuthBody::refusal));
+                    return match response {
+                        Some(r) => Poll::Ready(Ok(r)),
+                        None => Poll::Pending,
+                    };
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,116 @@
+use std::fmt;
+use std::sync::Arc;
+
+use tower_layer::Layer;
+
+use super::AuthService;
+use crate::error::{JsonErrors, RenderError};
+use crate::manage::LastUsedTracker;
+use crate::scope::{Scope, ScopePolicy};
+use crate::verify::{RequestHead, Verifier};
+
+type PublicFn = dyn Fn(&RequestHead<'_>) -> bool + Send + Sync;
+
+/// Applies API-key authentication to a service. See the [module docs](crate::layer).
+#[derive(Clone)]
+pub struct AuthLayer {
+    pub(crate) config: Arc<Config>,
+}
+
+#[derive(Clone)]
+pub(crate) struct Config {
+    pub(crate) verifier: Verifier,
+    pub(crate) policy: ScopePolicy,
+    pub(crate) public: Option<Arc<PublicFn>>,
+    pub(crate) renderer: Arc<dyn RenderError>,
+    pub(crate) strip_credentials: bool,
+    pub(crate) last_used: Option<LastUsedTracker>,
+}
+
+impl AuthLayer {
+    /// A layer that lets through every request carrying a valid key, whatever its scopes.
+    pub fn new(verifier: Verifier) -> Self {
+        AuthLayer {
+            config: Arc::new(Config {
+                verifier,
+                policy: ScopePolicy::AnyKey,
+                public: None,
+                renderer: Arc::new(JsonErrors::default()),
+                strip_credentials: true,
+                last_used: None,
+            }),
+        }
+    }
+
+    fn with(mut self, change: impl FnOnce(&mut Config)) -> Self {
+        change(Arc::make_mut(&mut self.config));
+        self
+    }
+
+    /// Which scope each request needs.
+    pub fn scope_policy(self, policy: ScopePolicy) -> Self {
+        self.with(|c| c.policy = policy)
+    }
+
+    /// A copy of this layer (sharing its verifier and settings) whose requests all need
+    /// `scope`; meant for `route_layer` on one route.
+    pub fn require_scope(&self, scope: Scope) -> Self {
+        self.clone().scope_policy(ScopePolicy::Require(scope))
+    }
+
+    /// Requests for which `is_public` returns true skip authentication entirely, e.g. health
+    /// checks under a layer that wraps the whole router.
+    ///
+    /// ```
+    /// # use keygate::{AuthLayer, Verifier, store::MemoryStore};
+    /// let auth = AuthLayer::new(Verifier::builder(MemoryStore::new()).build())
+    ///     .public_when(|head| head.uri.path() == "/health");
+    /// # let _ = auth;
+    /// ```
+    pub fn public_when(
+        self,
+        is_public: impl Fn(&RequestHead<'_>) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.with(|c| c.public = Some(Arc::new(is_public)))
+    }
+
+    /// How refusals of plain HTTP requests are rendered (default [`JsonErrors`]).
+    pub fn renderer(self, renderer: impl RenderError) -> Self {
+        self.with(|c| c.renderer = Arc::new(renderer))
+    }
+
+    /// Whether the credential headers are removed before the inner service runs (default
+    /// yes, so that no handler or downstream log ever sees the key).
+    pub fn strip_credentials(self, strip: bool) -> Self {
+        self.with(|c| c.strip_credentials = strip)
+    }
+
+    /// Notes every accepted key in `tracker` (in memory; see [`LastUsedTracker`]).
+    pub fn track_last_used(self, tracker: LastUsedTracker) -> Self {
+        self.with(|c| c.last_used = Some(tracker))
+    }
+
+    /// The verifier behind this layer.
+    pub fn verifier(&self) -> &Verifier {
+        &self.config.verifier
+    }
+}
+
+impl<S> Layer<S> for AuthLayer {
+    type Service = AuthService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        AuthService::new(inner, self.config.clone())
+    }
+}
+
+impl fmt::Debug for AuthLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthLayer")
+            .field("verifier", &self.config.verifier)
+            .field("policy", &self.config.policy)
+            .field("public", &self.config.public.is_some())
+            .field("strip_credentials", &self.config.strip_credentials)
+            .finish_non_exhaustive()
+    }
+}

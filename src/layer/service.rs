@@ -1,0 +1,115 @@
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::{Request, Response};
+use tower_service::Service;
+
+use super::layer::Config;
+use super::{AuthBody, ResponseFuture};
+use crate::error::{grpc_response, is_grpc};
+use crate::limit::apply_headers;
+use crate::tenant::Tenant;
+use crate::verify::{Rejection, RequestHead};
+
+/// The service made by [`AuthLayer`](super::AuthLayer).
+pub struct AuthService<S> {
+    inner: S,
+    config: Arc<Config>,
+}
+
+impl<S> AuthService<S> {
+    pub(crate) fn new(inner: S, config: Arc<Config>) -> Self {
+        AuthService { inner, config }
+    }
+}
+
+impl<S: Clone> Clone for AuthService<S> {
+    fn clone(&self) -> Self {
+        AuthService {
+            inner: self.inner.clone(),
+            config: self.config.clone(),
+        }
+    }
+}
+
+impl<S: fmt::Debug> fmt::Debug for AuthService<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthService")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for AuthService<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
+    ReqBody: Send + 'static,
+{
+    type Response = Response<AuthBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S, ReqBody>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        // Call the instance that was driven to readiness; leave the clone in its place.
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        let config = &self.config;
+        let head = RequestHead::from(&req);
+
+        if config.public.as_ref().is_some_and(|public| public(&head)) {
+            return ResponseFuture::inner(inner, req, None);
+        }
+        let required = config.policy.required(&head);
+        match config.verifier.check_now(&head, required.as_ref()) {
+            Some(Ok(admitted)) => {
+                let usage = admitted.usage;
+                ResponseFuture::inner(inner, admit(config, req, admitted.tenant), usage)
+            }
+            Some(Err(rejection)) => ResponseFuture::refused(render(config, &head, &rejection)),
+            None => {
+                // A backend must be awaited: the request waits inside the check.
+                let verifier = config.verifier.clone();
+                let check = Box::pin(async move {
+                    let outcome = verifier
+                        .check(&RequestHead::from(&req), required.as_ref())
+                        .await;
+                    (req, outcome)
+                });
+                ResponseFuture::checking(check, inner, config.clone())
+            }
+        }
+    }
+}
+
+/// Hands the request on: credentials stripped, tenant attached, use noted.
+pub(super) fn admit<B>(config: &Config, mut req: Request<B>, tenant: Tenant) -> Request<B> {
+    if config.strip_credentials {
+        config.verifier.credential_source().strip(req.headers_mut());
+    }
+    if let Some(tracker) = &config.last_used {
+        tracker.record(tenant.key_id());
+    }
+    req.extensions_mut().insert(tenant);
+    req
+}
+
+pub(super) fn render(
+    config: &Config,
+    head: &RequestHead<'_>,
+    rejection: &Rejection,
+) -> Response<bytes::Bytes> {
+    let mut response = if is_grpc(head.headers) {
+        grpc_response(&rejection.error)
+    } else {
+        config.renderer.render(&rejection.error)
+    };
+    if let Some(usage) = &rejection.usage {
+        apply_headers(response.headers_mut(), usage);
+    }
+    response
+}

@@ -1,0 +1,195 @@
+//! Rate limits and quotas, checked and consumed all-or-nothing.
+//!
+//! A [`Limiter`] receives everything a request must pass at once (the tenant's rate limit, the
+//! key's rate limit, the tenant's quota) and either consumes all of it or none: a request
+//! refused by one limit never uses up another. The trait is shaped for shared backends (one
+//! atomic check-and-consume with a cost); [`MemoryLimiter`] is the in-process one.
+//!
+//! Rate limits use GCRA: a smooth limit of `limit` requests per `window` that allows bursts of
+//! up to `limit`. Quotas count requests per tenant per calendar day or month (UTC).
+//!
+//! ```
+//! use std::time::Duration;
+//! use keygate::limit::{Decision, LimitRequest, Limiter, MemoryLimiter, Quota, QuotaPeriod, RateLimit};
+//!
+//! let limiter = MemoryLimiter::new();
+//! let request = LimitRequest {
+//!     tenant_id: "acme",
+//!     key_id: "key_1",
+//!     tenant_rate: Some(RateLimit::per_minute(2)),
+//!     key_rate: None,
+//!     quota: Some(Quota { limit: 1000, period: QuotaPeriod::Month }),
+//!     cost: 1,
+//! };
+//! assert!(matches!(limiter.acquire_now(&request), Some(Ok(Decision::Allowed(_)))));
+//! assert!(matches!(limiter.acquire_now(&request), Some(Ok(Decision::Allowed(_)))));
+//! assert!(matches!(limiter.acquire_now(&request), Some(Ok(Decision::RateLimited { .. }))));
+//! ```
+
+mod clock;
+mod headers;
+mod memory;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use headers::apply_headers;
+pub use memory::MemoryLimiter;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+/// `limit` requests per `window`, bursts up to `limit`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RateLimit {
+    /// Requests allowed per window (at least 1).
+    pub limit: u32,
+    /// The window.
+    #[serde(with = "secs")]
+    pub window: Duration,
+}
+
+impl RateLimit {
+    /// `limit` requests per minute.
+    pub const fn per_minute(limit: u32) -> Self {
+        RateLimit {
+            limit,
+            window: Duration::from_secs(60),
+        }
+    }
+
+    /// `limit` requests per second.
+    pub const fn per_second(limit: u32) -> Self {
+        RateLimit {
+            limit,
+            window: Duration::from_secs(1),
+        }
+    }
+}
+
+mod secs {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_secs())
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_secs)
+    }
+}
+
+/// A calendar period, in UTC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QuotaPeriod {
+    /// From 00:00 UTC to the next.
+    Day,
+    /// From the first of the month, 00:00 UTC, to the next first.
+    Month,
+}
+
+/// `limit` requests per tenant per calendar period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Quota {
+    /// Requests allowed per period.
+    pub limit: u64,
+    /// The period.
+    pub period: QuotaPeriod,
+}
+
+/// Everything one request must pass.
+#[derive(Debug, Clone, Copy)]
+pub struct LimitRequest<'a> {
+    /// The tenant: its rate limit and quota are shared by all its keys.
+    pub tenant_id: &'a str,
+    /// The key, for a per-key rate limit.
+    pub key_id: &'a str,
+    /// The tenant's rate limit.
+    pub tenant_rate: Option<RateLimit>,
+    /// The key's own rate limit.
+    pub key_rate: Option<RateLimit>,
+    /// The tenant's quota.
+    pub quota: Option<Quota>,
+    /// How much this request consumes (usually 1).
+    pub cost: u32,
+}
+
+/// The state of the most constraining rate limit after a decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateStatus {
+    /// Which limit this is: `"tenant"` or `"key"`.
+    pub name: &'static str,
+    /// Requests per window.
+    pub limit: u32,
+    /// Requests left right now.
+    pub remaining: u32,
+    /// Window length in seconds.
+    pub window_secs: u64,
+    /// Seconds until the limit is fully replenished.
+    pub reset_after_secs: u64,
+    /// Unix time (seconds) when the limit is fully replenished.
+    pub reset_at: u64,
+}
+
+/// The state of the quota after a decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuotaStatus {
+    /// Requests per period.
+    pub limit: u64,
+    /// Requests left in this period.
+    pub remaining: u64,
+    /// Length of the current period in seconds.
+    pub period_secs: u64,
+    /// Seconds until the next period starts.
+    pub reset_after_secs: u64,
+}
+
+/// What the limits look like after a decision; rendered as response headers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// The most constraining rate limit, if any applies.
+    pub rate: Option<RateStatus>,
+    /// The quota, if one applies.
+    pub quota: Option<QuotaStatus>,
+}
+
+/// The answer of a limiter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Everything passed and was consumed.
+    Allowed(Usage),
+    /// A rate limit refused; nothing was consumed.
+    RateLimited {
+        /// Whole seconds (at least 1) until the request could pass.
+        retry_after_secs: u64,
+        /// The limits' state.
+        usage: Usage,
+    },
+    /// The quota is used up; nothing was consumed.
+    QuotaExhausted {
+        /// The limits' state.
+        usage: Usage,
+    },
+}
+
+/// A limiter backend failed.
+#[derive(Debug, thiserror::Error)]
+#[error("limit backend error: {0}")]
+pub struct LimitError(#[source] pub Box<dyn std::error::Error + Send + Sync>);
+
+/// Checks and consumes rate limits and quotas, all-or-nothing.
+#[async_trait]
+pub trait Limiter: Send + Sync + 'static {
+    /// One atomic check-and-consume of everything in `request`.
+    async fn acquire(&self, request: &LimitRequest<'_>) -> Result<Decision, LimitError>;
+
+    /// The same, answered at once when the backend can (in-process limiters); `None` means
+    /// "ask [`Limiter::acquire`]" and must not have consumed anything.
+    fn acquire_now(&self, request: &LimitRequest<'_>) -> Option<Result<Decision, LimitError>> {
+        let _ = request;
+        None
+    }
+}

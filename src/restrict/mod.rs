@@ -1,0 +1,145 @@
+//! Key restrictions: where a key may be used from, and for what.
+//!
+//! A key can be limited to client IP ranges, to referrers, and to endpoints. An empty list
+//! means "no restriction of that kind".
+//!
+//! ```
+//! use keygate::restrict::{EndpointRule, Restrictions};
+//!
+//! let r = Restrictions {
+//!     ip_ranges: vec!["10.0.0.0/8".parse().unwrap(), "2001:db8::/32".parse().unwrap()],
+//!     referrers: vec!["https://app.example.com".into()],
+//!     endpoints: vec![EndpointRule { method: Some("GET".into()), path: "/v1/documents/*".into() }],
+//! };
+//! assert!(!r.is_empty());
+//! ```
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+/// The restrictions attached to one key.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Restrictions {
+    /// Client addresses allowed to use the key (CIDR, IPv4 or IPv6).
+    pub ip_ranges: Vec<IpNet>,
+    /// Allowed `Referer`/`Origin` values: an exact origin such as `https://app.example.com`, or
+    /// a prefix ending in `*`.
+    pub referrers: Vec<String>,
+    /// Endpoints the key may call.
+    pub endpoints: Vec<EndpointRule>,
+}
+
+impl Restrictions {
+    /// Whether the key is unrestricted.
+    pub fn is_empty(&self) -> bool {
+        self.ip_ranges.is_empty() && self.referrers.is_empty() && self.endpoints.is_empty()
+    }
+}
+
+/// One allowed endpoint: an optional method and a path pattern.
+///
+/// The pattern matches the path exactly, or, when it ends in `*`, every path that starts with
+/// what comes before the `*`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointRule {
+    /// `GET`, `POST`, …; `None` allows every method.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    /// The path pattern, e.g. `/v1/documents` or `/v1/documents/*`.
+    pub path: String,
+}
+
+impl Restrictions {
+    /// Checks a request against the restrictions; `client_ip` is computed only when the key
+    /// has IP ranges. An unknown client address fails an IP restriction (fail closed).
+    pub(crate) fn check(
+        &self,
+        head: &crate::verify::RequestHead<'_>,
+        client_ip: impl FnOnce() -> Option<std::net::IpAddr>,
+    ) -> Result<(), crate::error::Restriction> {
+        use crate::error::Restriction;
+        if !self.ip_ranges.is_empty() {
+            let allowed =
+                client_ip().is_some_and(|ip| self.ip_ranges.iter().any(|net| net.contains(&ip)));
+            if !allowed {
+                return Err(Restriction::IpAddress);
+            }
+        }
+        if !self.referrers.is_empty() {
+            let referrer = head
+                .headers
+                .get(http::header::REFERER)
+                .or_else(|| head.headers.get(http::header::ORIGIN))
+                .and_then(|v| v.to_str().ok());
+            if !referrer.is_some_and(|r| {
+                self.referrers
+                    .iter()
+                    .any(|pattern| referrer_matches(pattern, r))
+            }) {
+                return Err(Restriction::Referrer);
+            }
+        }
+        if !self.endpoints.is_empty() {
+            let path = head.uri.path();
+            let method = head.method.as_str();
+            let allowed = self.endpoints.iter().any(|rule| {
+                rule.method
+                    .as_deref()
+                    .is_none_or(|m| m.eq_ignore_ascii_case(method))
+                    && path_matches(&rule.path, path)
+            });
+            if !allowed {
+                return Err(Restriction::Endpoint);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `https://app.example.com` matches that origin and any page under it; `https://*.example.com`
+/// style wildcards are not supported, a trailing `*` is a prefix match.
+fn referrer_matches(pattern: &str, referrer: &str) -> bool {
+    if let Some(prefix) = pattern.strip_suffix('*') {
+        return referrer.starts_with(prefix);
+    }
+    let pattern = pattern.trim_end_matches('/');
+    referrer == pattern
+        || referrer
+            .strip_prefix(pattern)
+            .is_some_and(|rest| rest.starts_with('/') || rest.starts_with('?'))
+}
+
+fn path_matches(pattern: &str, path: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => path.starts_with(prefix),
+        None => pattern == path,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn referrers_and_paths() {
+        assert!(referrer_matches(
+            "https://app.example.com",
+            "https://app.example.com"
+        ));
+        assert!(referrer_matches(
+            "https://app.example.com",
+            "https://app.example.com/page?x=1"
+        ));
+        assert!(!referrer_matches(
+            "https://app.example.com",
+            "https://app.example.com.evil.io/"
+        ));
+        assert!(referrer_matches(
+            "https://app.example.com/docs/*",
+            "https://app.example.com/docs/a"
+        ));
+        assert!(path_matches("/v1/documents/*", "/v1/documents/42"));
+        assert!(!path_matches("/v1/documents", "/v1/documents/42"));
+    }
+}

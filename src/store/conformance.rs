@@ -1,0 +1,516 @@
+//! The conformance suite every key store runs: keygate's memory, SQLite and PostgreSQL stores,
+//! and yours.
+//!
+//! Each check takes a store, works on fresh random tenant ids (so stores may be shared between
+//! checks), and panics with a message naming what went wrong.
+//!
+//! ```
+//! use keygate::store::{MemoryStore, conformance};
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! conformance::run_all(|| async { MemoryStore::new() }).await;
+//! # }
+//! ```
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
+
+use std::future::Future;
+
+use time::{Duration, OffsetDateTime};
+
+use super::{KeyRecord, ManagedKeyStore, StoreError};
+use crate::hash::KeyHasher;
+use crate::key::{Environment, KeyFormat};
+use crate::restrict::Restrictions;
+use crate::scope::Scopes;
+
+/// Runs every check, each on a store from `make`.
+pub async fn run_all<S, F, Fut>(make: F)
+where
+    S: ManagedKeyStore + Clone,
+    F: Fn() -> Fut,
+    Fut: Future<Output = S>,
+{
+    find_by_digest(&make().await).await;
+    revoked_and_expired_records_are_returned(&make().await).await;
+    insert_conflicts(&make().await).await;
+    active_key_cap(&make().await).await;
+    concurrent_inserts_respect_the_cap(make().await).await;
+    get_list_rename_revoke(&make().await).await;
+    rotate_immediately(&make().await).await;
+    rotate_with_grace_period(&make().await).await;
+    tenant_isolation(&make().await).await;
+    concurrent_revoke_and_find(make().await).await;
+    touch_last_used(&make().await).await;
+    expiry(&make().await).await;
+}
+
+/// A fresh tenant id, unique across runs.
+pub fn tenant() -> String {
+    format!("tenant_{}", random_hex())
+}
+
+fn random_hex() -> String {
+    let mut bytes = [0u8; 8];
+    getrandom::fill(&mut bytes).expect("randomness");
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A record as an issuing service would store it (no secret), created at `created_at`
+/// truncated to the microsecond.
+pub fn record(tenant_id: &str, created_at: OffsetDateTime) -> KeyRecord {
+    let key = KeyFormat::default().generate(Environment::Live);
+    let created_at = created_at
+        .replace_nanosecond(created_at.microsecond() * 1000)
+        .expect("valid");
+    KeyRecord {
+        id: format!("key_{}", random_hex()),
+        tenant_id: tenant_id.to_owned(),
+        name: "conformance".into(),
+        digest: KeyHasher::sha256().hash(key.expose_secret()),
+        prefix: key.prefix().to_owned(),
+        last4: key.last4().to_owned(),
+        scopes: Scopes::from_static(&["read", "write"]),
+        environment: Environment::Live,
+        created_at,
+        expires_at: None,
+        revoked_at: None,
+        last_used_at: None,
+        metadata: serde_json::Map::from_iter([("plan".to_owned(), serde_json::json!({"tier": 2}))]),
+        restrictions: Restrictions {
+            ip_ranges: vec!["10.0.0.0/8".parse().expect("cidr")],
+            ..Restrictions::default()
+        },
+    }
+}
+
+fn now() -> OffsetDateTime {
+    let t = OffsetDateTime::now_utc();
+    t.replace_nanosecond(t.microsecond() * 1000).expect("valid")
+}
+
+/// `find` returns the exact record for its digest and nothing for an unknown digest.
+pub async fn find_by_digest<S: ManagedKeyStore>(store: &S) {
+    let t = tenant();
+    let r = record(&t, now());
+    store.insert(r.clone(), None).await.expect("insert");
+    let found = store
+        .find(&r.digest)
+        .await
+        .expect("find")
+        .expect("find: record missing");
+    assert_eq!(
+        *found, r,
+        "find: the stored record must come back unchanged"
+    );
+    let other = record(&t, now());
+    assert!(
+        store.find(&other.digest).await.expect("find").is_none(),
+        "find: unknown digest must miss"
+    );
+}
+
+/// Revoked and expired records are returned by `find` as they are, so that the verifier can
+/// say "revoked" or "expired" rather than "unknown".
+pub async fn revoked_and_expired_records_are_returned<S: ManagedKeyStore>(store: &S) {
+    let t = tenant();
+    let past = now() - Duration::hours(1);
+    let revoked = KeyRecord {
+        revoked_at: Some(past),
+        ..record(&t, past)
+    };
+    let expired = KeyRecord {
+        expires_at: Some(past),
+        ..record(&t, past - Duration::hours(1))
+    };
+    store
+        .insert(revoked.clone(), None)
+        .await
+        .expect("insert revoked");
+    store
+        .insert(expired.clone(), None)
+        .await
+        .expect("insert expired");
+    assert_eq!(
+        *store
+            .find(&revoked.digest)
+            .await
+            .unwrap()
+            .expect("revoked found"),
+        revoked
+    );
+    assert_eq!(
+        *store
+            .find(&expired.digest)
+            .await
+            .unwrap()
+            .expect("expired found"),
+        expired
+    );
+    assert!(
+        store.list(&t, now()).await.unwrap().is_empty(),
+        "list: only active keys"
+    );
+}
+
+/// A duplicate id or digest is a conflict and changes nothing.
+pub async fn insert_conflicts<S: ManagedKeyStore>(store: &S) {
+    let t = tenant();
+    let r = record(&t, now());
+    store.insert(r.clone(), None).await.unwrap();
+    let same_id = KeyRecord {
+        id: r.id.clone(),
+        ..record(&t, now())
+    };
+    assert!(
+        matches!(
+            store.insert(same_id.clone(), None).await,
+            Err(StoreError::Conflict(_))
+        ),
+        "duplicate id"
+    );
+    assert!(
+        store.find(&same_id.digest).await.unwrap().is_none(),
+        "a refused insert writes nothing"
+    );
+    let same_digest = KeyRecord {
+        digest: r.digest,
+        ..record(&t, now())
+    };
+    assert!(
+        matches!(
+            store.insert(same_digest, None).await,
+            Err(StoreError::Conflict(_))
+        ),
+        "duplicate digest"
+    );
+    assert_eq!(store.list(&t, now()).await.unwrap().len(), 1);
+}
+
+/// `max_active` counts only the tenant's active keys.
+pub async fn active_key_cap<S: ManagedKeyStore>(store: &S) {
+    let t = tenant();
+    let past = now() - Duration::hours(1);
+    store
+        .insert(
+            KeyRecord {
+                revoked_at: Some(past),
+                ..record(&t, past)
+            },
+            Some(2),
+        )
+        .await
+        .unwrap();
+    store.insert(record(&t, now()), Some(2)).await.unwrap();
+    store.insert(record(&t, now()), Some(2)).await.unwrap();
+    let third = record(&t, now());
+    assert!(matches!(
+        store.insert(third.clone(), Some(2)).await,
+        Err(StoreError::ActiveKeyLimit(2))
+    ));
+    assert!(store.find(&third.digest).await.unwrap().is_none());
+    // Another tenant is not affected.
+    store
+        .insert(record(&tenant(), now()), Some(2))
+        .await
+        .unwrap();
+}
+
+/// Concurrent inserts never exceed the cap.
+pub async fn concurrent_inserts_respect_the_cap<S: ManagedKeyStore + Clone>(store: S) {
+    let t = tenant();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..20 {
+        let store = store.clone();
+        let r = record(&t, now());
+        tasks.spawn(async move { store.insert(r, Some(5)).await });
+    }
+    let mut ok = 0;
+    while let Some(result) = tasks.join_next().await {
+        match result.expect("task") {
+            Ok(()) => ok += 1,
+            Err(StoreError::ActiveKeyLimit(5)) => {}
+            Err(e) => panic!("concurrent insert: unexpected error {e}"),
+        }
+    }
+    assert_eq!(ok, 5, "exactly the cap must succeed");
+    assert_eq!(store.list(&t, now()).await.unwrap().len(), 5);
+}
+
+/// The read and update operations, and listing order.
+pub async fn get_list_rename_revoke<S: ManagedKeyStore>(store: &S) {
+    let t = tenant();
+    let base = now() - Duration::minutes(10);
+    let (a, b, c) = (
+        record(&t, base + Duration::seconds(2)),
+        record(&t, base),
+        record(&t, base + Duration::seconds(1)),
+    );
+    for r in [&a, &b, &c] {
+        store.insert(r.clone(), None).await.unwrap();
+    }
+    let ids: Vec<String> = store
+        .list(&t, now())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(
+        ids,
+        [b.id.clone(), c.id.clone(), a.id.clone()],
+        "list: oldest first"
+    );
+    assert_eq!(
+        store.get(&t, &a.id, now()).await.unwrap().as_ref(),
+        Some(&a)
+    );
+    assert!(store.get(&t, "key_missing", now()).await.unwrap().is_none());
+
+    let renamed = store
+        .rename(&t, &a.id, "renamed", now())
+        .await
+        .unwrap()
+        .expect("rename");
+    assert_eq!(renamed.name, "renamed");
+    assert_eq!(
+        store.get(&t, &a.id, now()).await.unwrap().unwrap().name,
+        "renamed"
+    );
+    assert_eq!(
+        store.find(&a.digest).await.unwrap().unwrap().name,
+        "renamed"
+    );
+
+    let at = now();
+    let revoked = store.revoke(&t, &a.id, at).await.unwrap().expect("revoke");
+    assert_eq!(revoked.revoked_at, Some(at));
+    assert!(
+        store.get(&t, &a.id, now()).await.unwrap().is_none(),
+        "revoked keys are gone from get"
+    );
+    assert!(
+        store.revoke(&t, &a.id, now()).await.unwrap().is_none(),
+        "revoking twice"
+    );
+    assert!(
+        store.rename(&t, &a.id, "x", now()).await.unwrap().is_none(),
+        "renaming a revoked key"
+    );
+    let found = store.find(&a.digest).await.unwrap().unwrap();
+    assert!(
+        found.is_revoked_at(now()),
+        "find sees the revocation at once"
+    );
+    assert_eq!(store.list(&t, now()).await.unwrap().len(), 2);
+}
+
+/// Rotation without grace: the old key is revoked at `now`, the new one is stored.
+pub async fn rotate_immediately<S: ManagedKeyStore>(store: &S) {
+    let t = tenant();
+    let old = KeyRecord {
+        expires_at: Some(now() + Duration::days(30)),
+        ..record(&t, now() - Duration::minutes(1))
+    };
+    store.insert(old.clone(), None).await.unwrap();
+    let at = now();
+    let new = KeyRecord {
+        created_at: at,
+        ..record(&t, at)
+    };
+    let rotated = store
+        .rotate(&t, &old.id, new.clone(), at, at)
+        .await
+        .unwrap()
+        .expect("rotate");
+    assert_eq!(rotated.revoked_at, Some(at));
+    assert!(store.get(&t, &old.id, now()).await.unwrap().is_none());
+    assert_eq!(
+        *store
+            .find(&new.digest)
+            .await
+            .unwrap()
+            .expect("new key found"),
+        new
+    );
+    assert!(
+        store
+            .find(&old.digest)
+            .await
+            .unwrap()
+            .unwrap()
+            .is_revoked_at(now())
+    );
+    assert!(
+        store
+            .rotate(&t, &old.id, record(&t, now()), now(), now())
+            .await
+            .unwrap()
+            .is_none(),
+        "rotating a revoked key"
+    );
+}
+
+/// Rotation with a grace period: both keys work until it ends.
+pub async fn rotate_with_grace_period<S: ManagedKeyStore>(store: &S) {
+    let t = tenant();
+    let old = record(&t, now() - Duration::minutes(1));
+    store.insert(old.clone(), None).await.unwrap();
+    let at = now();
+    let until = at + Duration::hours(1);
+    let new = record(&t, at);
+    let rotated = store
+        .rotate(&t, &old.id, new.clone(), until, at)
+        .await
+        .unwrap()
+        .expect("rotate");
+    assert_eq!(rotated.revoked_at, Some(until));
+    assert!(
+        store.get(&t, &old.id, at).await.unwrap().is_some(),
+        "old key active during grace"
+    );
+    assert!(
+        store
+            .get(&t, &old.id, until + Duration::seconds(1))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(store.list(&t, at).await.unwrap().len(), 2);
+    assert!(
+        store
+            .get(&t, &new.id, until + Duration::seconds(1))
+            .await
+            .unwrap()
+            .is_some()
+    );
+}
+
+/// Another tenant's key behaves exactly like an unknown key, and is left untouched.
+pub async fn tenant_isolation<S: ManagedKeyStore>(store: &S) {
+    let (owner, intruder) = (tenant(), tenant());
+    let r = record(&owner, now());
+    store.insert(r.clone(), None).await.unwrap();
+    assert!(store.get(&intruder, &r.id, now()).await.unwrap().is_none());
+    assert!(store.list(&intruder, now()).await.unwrap().is_empty());
+    assert!(
+        store
+            .rename(&intruder, &r.id, "pwned", now())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .revoke(&intruder, &r.id, now())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let stolen = record(&intruder, now());
+    assert!(
+        store
+            .rotate(&intruder, &r.id, stolen.clone(), now(), now())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store.find(&stolen.digest).await.unwrap().is_none(),
+        "a refused rotation writes nothing"
+    );
+    assert_eq!(
+        store.get(&owner, &r.id, now()).await.unwrap().as_ref(),
+        Some(&r),
+        "owner's key untouched"
+    );
+}
+
+/// Lookups racing a revocation see either the active or the revoked record, never an error,
+/// and every lookup after the revocation sees it revoked.
+pub async fn concurrent_revoke_and_find<S: ManagedKeyStore + Clone>(store: S) {
+    let t = tenant();
+    let keys: Vec<KeyRecord> = (0..10).map(|_| record(&t, now())).collect();
+    for r in &keys {
+        store.insert(r.clone(), None).await.unwrap();
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    for r in keys.clone() {
+        let (s1, s2, t) = (store.clone(), store.clone(), t.clone());
+        tasks.spawn(async move { s1.revoke(&t, &r.id, now()).await.map(|x| x.is_some()) });
+        tasks.spawn(async move { s2.find(&r.digest).await.map(|x| x.is_some()) });
+    }
+    while let Some(result) = tasks.join_next().await {
+        assert!(
+            result.expect("task").expect("no store error"),
+            "every revoke and find succeeds"
+        );
+    }
+    for r in &keys {
+        assert!(
+            store
+                .find(&r.digest)
+                .await
+                .unwrap()
+                .unwrap()
+                .is_revoked_at(now())
+        );
+    }
+    assert!(store.list(&t, now()).await.unwrap().is_empty());
+}
+
+/// `touch` records last use in batches, never moves it back, and ignores unknown ids.
+pub async fn touch_last_used<S: ManagedKeyStore>(store: &S) {
+    let t = tenant();
+    let (a, b) = (record(&t, now()), record(&t, now()));
+    store.insert(a.clone(), None).await.unwrap();
+    store.insert(b.clone(), None).await.unwrap();
+    let t1 = now();
+    let t0 = t1 - Duration::minutes(5);
+    store
+        .touch(&[
+            (a.id.clone(), t1),
+            (b.id.clone(), t0),
+            ("key_unknown".into(), t1),
+        ])
+        .await
+        .expect("touch");
+    store.touch(&[(a.id.clone(), t0)]).await.unwrap();
+    let a_now = store.get(&t, &a.id, now()).await.unwrap().unwrap();
+    let b_now = store.get(&t, &b.id, now()).await.unwrap().unwrap();
+    assert_eq!(
+        a_now.last_used_at,
+        Some(t1),
+        "an older time never moves last use back"
+    );
+    assert_eq!(b_now.last_used_at, Some(t0));
+    store.touch(&[]).await.expect("empty batch");
+}
+
+/// A key with an expiry is active before it and gone after it.
+pub async fn expiry<S: ManagedKeyStore>(store: &S) {
+    let t = tenant();
+    let at = now();
+    let r = KeyRecord {
+        expires_at: Some(at + Duration::seconds(60)),
+        ..record(&t, at)
+    };
+    store.insert(r.clone(), None).await.unwrap();
+    assert!(store.get(&t, &r.id, at).await.unwrap().is_some());
+    assert!(
+        store
+            .get(&t, &r.id, at + Duration::seconds(61))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        store
+            .list(&t, at + Duration::seconds(61))
+            .await
+            .unwrap()
+            .len(),
+        0
+    );
+    let found = store.find(&r.digest).await.unwrap().unwrap();
+    assert!(found.is_expired_at(at + Duration::seconds(61)) && !found.is_expired_at(at));
+}

@@ -1,0 +1,115 @@
+//! The authenticated caller, handed to the service in the request extensions.
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::entitle::TenantEntitlements;
+use crate::error::AuthError;
+use crate::key::Environment;
+use crate::scope::{Scope, Scopes};
+use crate::store::KeyRecord;
+
+/// Who made the request: the tenant and the key it used.
+///
+/// The layer inserts it into the request extensions after every check passed. Cloning is an
+/// `Arc` clone.
+///
+/// ```
+/// # use keygate::Tenant;
+/// fn handler_logic(tenant: &Tenant) -> String {
+///     format!("hello {} (key {})", tenant.tenant_id(), tenant.key_id())
+/// }
+/// ```
+#[derive(Clone)]
+pub struct Tenant {
+    key: Arc<KeyRecord>,
+    entitlements: Option<Arc<TenantEntitlements>>,
+}
+
+impl Tenant {
+    /// Wraps the record of the key that authenticated the request.
+    pub fn new(key: Arc<KeyRecord>) -> Self {
+        Tenant {
+            key,
+            entitlements: None,
+        }
+    }
+
+    /// Wraps the key's record and its tenant's entitlements.
+    pub fn with_entitlements(
+        key: Arc<KeyRecord>,
+        entitlements: Option<Arc<TenantEntitlements>>,
+    ) -> Self {
+        Tenant { key, entitlements }
+    }
+
+    /// The tenant's status and plan, when the verifier has an entitlement source.
+    pub fn entitlements(&self) -> Option<&TenantEntitlements> {
+        self.entitlements.as_deref()
+    }
+
+    /// The tenant's id.
+    pub fn tenant_id(&self) -> &str {
+        &self.key.tenant_id
+    }
+
+    /// The id of the key used.
+    pub fn key_id(&self) -> &str {
+        &self.key.id
+    }
+
+    /// The name of the key used.
+    pub fn key_name(&self) -> &str {
+        &self.key.name
+    }
+
+    /// The key's scopes.
+    pub fn scopes(&self) -> &Scopes {
+        &self.key.scopes
+    }
+
+    /// The key's environment.
+    pub fn environment(&self) -> Environment {
+        self.key.environment
+    }
+
+    /// The key's metadata.
+    pub fn metadata(&self) -> &serde_json::Map<String, serde_json::Value> {
+        &self.key.metadata
+    }
+
+    /// The whole key record (never holds the secret).
+    pub fn key(&self) -> &KeyRecord {
+        &self.key
+    }
+
+    /// `Ok` when the key's scopes grant `scope`, otherwise the 403 `insufficient_scope` error.
+    ///
+    /// ```
+    /// # use keygate::{Tenant, scope::Scope};
+    /// fn delete_document(tenant: &Tenant) -> Result<(), keygate::AuthError> {
+    ///     tenant.require(&Scope::WRITE)?;
+    ///     Ok(())
+    /// }
+    /// ```
+    pub fn require(&self, scope: &Scope) -> Result<(), AuthError> {
+        if self.key.scopes.grants(scope) {
+            Ok(())
+        } else {
+            Err(AuthError::InsufficientScope(scope.clone()))
+        }
+    }
+}
+
+impl fmt::Debug for Tenant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tenant")
+            .field("tenant_id", &self.key.tenant_id)
+            .field("key_id", &self.key.id)
+            .field("prefix", &self.key.prefix)
+            .field("scopes", &self.key.scopes)
+            .field("environment", &self.key.environment)
+            .field("plan", &self.entitlements.as_ref().map(|e| &e.plan.name))
+            .finish()
+    }
+}

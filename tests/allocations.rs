@@ -1,0 +1,113 @@
+//! Heap allocations of one authenticated request through the layer, and the memory the
+//! in-memory store holds per key, counted with dhat's allocator. Counts, not times.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::convert::Infallible;
+
+use common::*;
+use http::{Request, Response};
+use keygate::{AuthLayer, Verifier};
+use tower::{Layer, Service, ServiceExt};
+
+#[global_allocator]
+static ALLOC: dhat::Alloc = dhat::Alloc;
+
+async fn ok(_req: Request<String>) -> Result<Response<String>, Infallible> {
+    Ok(Response::new(String::new()))
+}
+
+fn allocations_during(f: impl FnOnce()) -> u64 {
+    let before = dhat::HeapStats::get().total_blocks;
+    f();
+    dhat::HeapStats::get().total_blocks - before
+}
+
+// One test function: dhat allows one profiler per process.
+#[test]
+fn allocation_counts() {
+    let _profiler = dhat::Profiler::builder().testing().build();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let fixture = Fixture::new();
+    let key = fixture.reader.expose_secret().to_owned();
+    let mut plain = tower::service_fn(ok);
+    let mut guarded = AuthLayer::new(Verifier::builder(fixture.store.clone()).build())
+        .layer(tower::service_fn(ok));
+    // A request as a server hands it over: its extensions already hold connection data.
+    let request = || {
+        let mut req = Request::get("/")
+            .header("x-api-key", &key)
+            .body(String::new())
+            .unwrap();
+        req.extensions_mut()
+            .insert(std::net::SocketAddr::from(([127, 0, 0, 1], 4000)));
+        req
+    };
+    // Warm up lazily initialised statics.
+    rt.block_on(async {
+        guarded
+            .ready()
+            .await
+            .unwrap()
+            .call(request())
+            .await
+            .unwrap();
+    });
+
+    let baseline = allocations_during(|| {
+        rt.block_on(async {
+            let req = request();
+            plain.ready().await.unwrap().call(req).await.unwrap();
+        })
+    });
+    let with_keygate = allocations_during(|| {
+        rt.block_on(async {
+            let req = request();
+            let response = guarded.ready().await.unwrap().call(req).await.unwrap();
+            assert_eq!(response.status(), 200);
+        })
+    });
+    let keygate_allocations = with_keygate - baseline;
+    println!(
+        "allocations per authenticated request: {keygate_allocations} (baseline request {baseline})"
+    );
+    // The Tenant goes into the request extensions, which boxes it: one allocation, in `http`.
+    assert!(
+        keygate_allocations <= 2,
+        "{keygate_allocations} allocations per request"
+    );
+
+    // Memory held per key by the in-memory store.
+    let format = keygate::key::KeyFormat::default();
+    let keys: Vec<_> = (0..10_000)
+        .map(|_| format.generate(keygate::key::Environment::Live))
+        .collect();
+    let held = |metadata: bool| {
+        let store = keygate::store::MemoryStore::new();
+        let before = dhat::HeapStats::get().curr_bytes;
+        for (i, key) in keys.iter().enumerate() {
+            let mut r = record(
+                key,
+                &format!("key_{i:08}"),
+                "tenant_0001",
+                &["read", "write"],
+            );
+            if !metadata {
+                r.metadata.clear();
+            }
+            store.put(r);
+        }
+        let per_key = (dhat::HeapStats::get().curr_bytes - before) / keys.len();
+        drop(store);
+        per_key
+    };
+    let (bare, with_metadata) = (held(false), held(true));
+    println!(
+        "bytes held per key in MemoryStore (10k keys, 2 scopes): {bare}; with one metadata entry: {with_metadata}"
+    );
+    assert!(bare < 1024, "{bare} bytes per key");
+    assert!(with_metadata < 2048, "{with_metadata} bytes per key");
+}

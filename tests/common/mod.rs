@@ -1,0 +1,240 @@
+//! Shared fixtures for keygate's integration tests.
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use keygate::hash::KeyHasher;
+use keygate::key::{ApiKey, Environment, KeyFormat};
+use keygate::scope::{Scope, Scopes};
+use keygate::store::{KeyRecord, MemoryStore};
+use time::{Duration, OffsetDateTime};
+
+/// A record for `key`, as an issuing service would store it.
+pub fn record(key: &ApiKey, id: &str, tenant: &str, scopes: &[&'static str]) -> KeyRecord {
+    KeyRecord {
+        id: id.into(),
+        tenant_id: tenant.into(),
+        name: format!("{id} name"),
+        digest: KeyHasher::sha256().hash(key.expose_secret()),
+        prefix: key.prefix().into(),
+        last4: key.last4().into(),
+        scopes: scopes
+            .iter()
+            .map(|s| Scope::from_static(s))
+            .collect::<Scopes>(),
+        environment: key.environment(),
+        created_at: OffsetDateTime::now_utc(),
+        expires_at: None,
+        revoked_at: None,
+        last_used_at: None,
+        metadata: serde_json::Map::from_iter([("team".to_owned(), serde_json::json!("core"))]),
+        restrictions: Default::default(),
+    }
+}
+
+/// A memory store seeded with one key of each interesting kind.
+pub struct Fixture {
+    pub store: MemoryStore,
+    /// `acme`, scopes `write`, live.
+    pub writer: ApiKey,
+    /// `acme`, scopes `read`, live.
+    pub reader: ApiKey,
+    /// `acme`, scopes `admin`, test environment.
+    pub test_admin: ApiKey,
+    pub revoked: ApiKey,
+    pub expired: ApiKey,
+    /// Well-formed, never stored.
+    pub unknown: ApiKey,
+}
+
+impl Fixture {
+    pub fn new() -> Self {
+        let format = KeyFormat::default();
+        let store = MemoryStore::new();
+        let writer = format.generate(Environment::Live);
+        let reader = format.generate(Environment::Live);
+        let test_admin = format.generate(Environment::Test);
+        let revoked = format.generate(Environment::Live);
+        let expired = format.generate(Environment::Live);
+        let unknown = format.generate(Environment::Live);
+        let past = OffsetDateTime::now_utc() - Duration::minutes(5);
+        store.put(record(&writer, "key_writer", "acme", &["write"]));
+        store.put(record(&reader, "key_reader", "acme", &["read"]));
+        store.put(record(&test_admin, "key_test_admin", "acme", &["admin"]));
+        store.put(KeyRecord {
+            revoked_at: Some(past),
+            ..record(&revoked, "key_revoked", "acme", &["admin"])
+        });
+        store.put(KeyRecord {
+            expires_at: Some(past),
+            ..record(&expired, "key_expired", "acme", &["admin"])
+        });
+        Fixture {
+            store,
+            writer,
+            reader,
+            test_admin,
+            revoked,
+            expired,
+            unknown,
+        }
+    }
+
+    /// Every secret of the fixture, for leak checks.
+    pub fn secrets(&self) -> Vec<String> {
+        [
+            &self.writer,
+            &self.reader,
+            &self.test_admin,
+            &self.revoked,
+            &self.expired,
+            &self.unknown,
+        ]
+        .iter()
+        .map(|k| k.expose_secret().to_owned())
+        .collect()
+    }
+}
+
+/// Counts calls, to prove the inner service never ran.
+#[derive(Clone, Default)]
+pub struct Calls(Arc<AtomicUsize>);
+
+impl Calls {
+    pub fn hit(&self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+    pub fn count(&self) -> usize {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// The JSON error envelope keygate answers with.
+pub fn envelope(code: &str, message: &str) -> serde_json::Value {
+    serde_json::json!({"success": false, "error": {"code": code, "message": message}})
+}
+
+pub const MISSING: &str =
+    "Missing API key: send it in the x-api-key header or as Authorization: Bearer <key>";
+pub const MULTIPLE: &str = "More than one credential in the request: send exactly one API key";
+pub const UNSUPPORTED: &str = "Unsupported authorization scheme: use Authorization: Bearer <key>";
+pub const MALFORMED: &str = "Malformed API key";
+pub const INVALID: &str = "Invalid API key";
+pub const REVOKED: &str = "API key has been revoked";
+pub const EXPIRED: &str = "API key has expired";
+pub const UNAVAILABLE: &str = "Authentication is temporarily unavailable: retry later";
+pub const WWW_MISSING: &str = "Bearer realm=\"api\"";
+pub const WWW_INVALID: &str = "Bearer realm=\"api\", error=\"invalid_token\"";
+
+/// A store whose backend always fails.
+pub struct FailingStore;
+
+#[async_trait::async_trait]
+impl keygate::store::KeyStore for FailingStore {
+    async fn find(&self, _: &keygate::hash::KeyDigest) -> keygate::store::Lookup {
+        Err(keygate::store::StoreError::backend(std::io::Error::other(
+            "connection refused",
+        )))
+    }
+}
+
+/// A store whose backend never answers.
+pub struct HangingStore;
+
+#[async_trait::async_trait]
+impl keygate::store::KeyStore for HangingStore {
+    async fn find(&self, _: &keygate::hash::KeyDigest) -> keygate::store::Lookup {
+        std::future::pending().await
+    }
+}
+
+/// Serves `app` on a fresh loopback port; the server lives as long as the test's runtime.
+pub async fn serve(app: axum::Router) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .await
+        .unwrap();
+    });
+    addr
+}
+
+/// A response read whole.
+pub struct Reply {
+    pub status: http::StatusCode,
+    pub headers: http::HeaderMap,
+    pub body: bytes::Bytes,
+}
+
+impl Reply {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+/// Sends one request over real TCP with hyper's client.
+pub async fn send_tcp(addr: std::net::SocketAddr, req: http::Request<String>) -> Reply {
+    use http_body_util::BodyExt;
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+    let client: Client<_, String> = Client::builder(TokioExecutor::new()).build_http();
+    let (mut parts, body) = req.into_parts();
+    let uri = format!(
+        "http://{addr}{}",
+        parts.uri.path_and_query().map_or("/", |p| p.as_str())
+    );
+    parts.uri = uri.parse().unwrap();
+    let response = client
+        .request(http::Request::from_parts(parts, body))
+        .await
+        .unwrap();
+    let (parts, body) = response.into_parts();
+    Reply {
+        status: parts.status,
+        headers: parts.headers,
+        body: body.collect().await.unwrap().to_bytes(),
+    }
+}
+
+/// Captures everything logged at TRACE and above while it is alive (on this thread).
+pub struct LogCapture {
+    buffer: Arc<std::sync::Mutex<Vec<u8>>>,
+    _guard: tracing::subscriber::DefaultGuard,
+}
+
+impl LogCapture {
+    pub fn start() -> Self {
+        let buffer = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let writer = buffer.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_writer(move || BufferWriter(writer.clone()))
+            .finish();
+        LogCapture {
+            buffer,
+            _guard: tracing::subscriber::set_default(subscriber),
+        }
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.buffer.lock().unwrap()).into_owned()
+    }
+}
+
+struct BufferWriter(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for BufferWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}

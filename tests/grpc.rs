@@ -1,0 +1,200 @@
+//! The layer around a tonic server (tonic-health) over TCP, with a real tonic client.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+use keygate::scope::Scope;
+use keygate::store::KeyStore;
+use keygate::{AuthLayer, Tenant, Verifier};
+use tonic::Code;
+use tonic::transport::server::TcpIncoming;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_client::HealthClient;
+
+/// Records the tenant each request carried when it reached the gRPC service.
+#[derive(Clone, Default)]
+struct Seen(Arc<Mutex<Vec<String>>>);
+
+async fn serve_grpc(auth: AuthLayer, seen: Seen) -> std::net::SocketAddr {
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter
+        .set_service_status("", tonic_health::ServingStatus::Serving)
+        .await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let probe = tower::layer::layer_fn(move |inner| {
+        let seen = seen.clone();
+        tower::service_fn(move |req: http::Request<tonic::body::Body>| {
+            let mut inner = Clone::clone(&inner);
+            if let Some(t) = req.extensions().get::<Tenant>() {
+                seen.0.lock().unwrap().push(t.tenant_id().to_owned());
+            }
+            async move { tower::Service::call(&mut inner, req).await }
+        })
+    });
+    tokio::spawn(async move {
+        let _keep = reporter;
+        tonic::transport::Server::builder()
+            .layer(auth)
+            .layer(probe)
+            .add_service(health)
+            .serve_with_incoming(TcpIncoming::from(listener))
+            .await
+            .unwrap();
+    });
+    addr
+}
+
+async fn check(addr: std::net::SocketAddr, key: Option<&str>) -> Result<i32, tonic::Status> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = HealthClient::new(channel);
+    let mut req = tonic::Request::new(HealthCheckRequest {
+        service: String::new(),
+    });
+    if let Some(key) = key {
+        req.metadata_mut().insert("x-api-key", key.parse().unwrap());
+    }
+    client.check(req).await.map(|r| r.into_inner().status)
+}
+
+#[tokio::test]
+async fn grpc_statuses_for_every_outcome() {
+    let fixture = Fixture::new();
+    let seen = Seen::default();
+    let auth = AuthLayer::new(Verifier::builder(fixture.store.clone()).build()).scope_policy(
+        keygate::scope::ScopePolicy::Require(Scope::from_static("read")),
+    );
+    let addr = serve_grpc(auth, seen.clone()).await;
+
+    assert_eq!(
+        check(addr, Some(fixture.reader.expose_secret()))
+            .await
+            .unwrap(),
+        1,
+        "SERVING"
+    );
+    assert_eq!(
+        check(addr, Some(fixture.writer.expose_secret()))
+            .await
+            .unwrap(),
+        1,
+        "write grants read"
+    );
+
+    let missing = check(addr, None).await.unwrap_err();
+    assert_eq!(missing.code(), Code::Unauthenticated);
+    assert_eq!(missing.message(), MISSING);
+
+    let unknown = check(addr, Some(fixture.unknown.expose_secret()))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (unknown.code(), unknown.message()),
+        (Code::Unauthenticated, INVALID)
+    );
+
+    let revoked = check(addr, Some(fixture.revoked.expose_secret()))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (revoked.code(), revoked.message()),
+        (Code::Unauthenticated, REVOKED)
+    );
+
+    let malformed = check(addr, Some("sk_live_short")).await.unwrap_err();
+    assert_eq!(
+        (malformed.code(), malformed.message()),
+        (Code::Unauthenticated, MALFORMED)
+    );
+
+    assert_eq!(seen.0.lock().unwrap().as_slice(), ["acme", "acme"]);
+}
+
+#[tokio::test]
+async fn grpc_permission_denied_for_missing_scope() {
+    let fixture = Fixture::new();
+    let seen = Seen::default();
+    let auth = AuthLayer::new(Verifier::builder(fixture.store.clone()).build())
+        .require_scope(Scope::ADMIN);
+    let addr = serve_grpc(auth, seen.clone()).await;
+    let denied = check(addr, Some(fixture.reader.expose_secret()))
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied);
+    assert_eq!(denied.message(), "API key lacks the required scope: admin");
+    assert!(seen.0.lock().unwrap().is_empty());
+}
+
+async fn assert_unavailable(store: impl KeyStore) {
+    let fixture = Fixture::new();
+    let seen = Seen::default();
+    let verifier = Verifier::builder(store)
+        .store_timeout(Duration::from_millis(100))
+        .build();
+    let addr = serve_grpc(AuthLayer::new(verifier), seen.clone()).await;
+    let status = check(addr, Some(fixture.reader.expose_secret()))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable);
+    assert_eq!(status.message(), UNAVAILABLE);
+    assert!(
+        seen.0.lock().unwrap().is_empty(),
+        "the inner service must not run"
+    );
+}
+
+#[tokio::test]
+async fn grpc_unavailable_when_the_store_fails() {
+    assert_unavailable(FailingStore).await;
+}
+
+#[tokio::test]
+async fn grpc_unavailable_when_the_store_hangs() {
+    assert_unavailable(HangingStore).await;
+}
+
+/// The raw shape of a refusal: HTTP 200, trailers-only, percent-encoded message.
+#[tokio::test]
+async fn grpc_refusal_is_trailers_only_http_200() {
+    use http_body_util::BodyExt;
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+
+    let fixture = Fixture::new();
+    let addr = serve_grpc(
+        AuthLayer::new(Verifier::builder(fixture.store.clone()).build()),
+        Seen::default(),
+    )
+    .await;
+    let client: Client<_, String> = Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http();
+    for content_type in [
+        "application/grpc",
+        "application/grpc+proto",
+        "application/grpc+json",
+    ] {
+        let req = http::Request::post(format!("http://{addr}/grpc.health.v1.Health/Check"))
+            .header("content-type", content_type)
+            .header("te", "trailers")
+            .body(String::new())
+            .unwrap();
+        let response = client.request(req).await.unwrap();
+        assert_eq!(response.status(), 200, "{content_type}");
+        assert_eq!(response.headers()["content-type"], "application/grpc");
+        assert_eq!(response.headers()["grpc-status"], "16");
+        assert_eq!(
+            response.headers()["grpc-message"],
+            "Missing API key: send it in the x-api-key header or as Authorization: Bearer <key>"
+        );
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert!(body.is_empty());
+    }
+}

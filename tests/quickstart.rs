@@ -1,0 +1,340 @@
+//! The quickstart as a new user runs it: start, copy the admin key, call the API with curl-like
+//! requests, stop with SIGTERM, start again.
+#![cfg(all(feature = "sqlite", feature = "axum", unix))]
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use http::{Request, StatusCode};
+
+/// The example binary next to this test's binary, built by `cargo test`; built here if absent.
+fn quickstart_binary() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().unwrap().parent().unwrap();
+    let binary = profile_dir.join("examples").join("quickstart");
+    if !binary.exists() {
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "--example", "quickstart"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .unwrap();
+        assert!(status.success(), "building the quickstart failed");
+    }
+    binary
+}
+
+fn free_addr() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap()
+}
+
+struct Quickstart {
+    child: Child,
+    stdout: BufReader<std::process::ChildStdout>,
+    addr: SocketAddr,
+}
+
+impl Quickstart {
+    fn start(db: &std::path::Path) -> Self {
+        Self::start_with(db, &[])
+    }
+
+    fn start_with(db: &std::path::Path, env: &[(&str, &str)]) -> Self {
+        let addr = free_addr();
+        let mut child = Command::new(quickstart_binary())
+            .envs(env.iter().copied())
+            .env("KEYGATE_ADDR", addr.to_string())
+            .env("KEYGATE_DB", db)
+            .env("RUST_LOG", "trace")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        Quickstart {
+            child,
+            stdout,
+            addr,
+        }
+    }
+
+    async fn wait_ready(&self) {
+        for _ in 0..200 {
+            if tokio::net::TcpStream::connect(self.addr).await.is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the quickstart did not start listening on {}", self.addr);
+    }
+
+    /// SIGTERM, then the exit status, the rest of stdout and all of stderr.
+    fn stop(mut self) -> (std::process::ExitStatus, String, String) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let exit = self.child.wait().unwrap();
+        let mut out = String::new();
+        self.stdout.read_to_string(&mut out).unwrap();
+        let mut err = String::new();
+        self.child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        (exit, out, err)
+    }
+}
+
+fn req(method: &str, path: &str, key: &str, body: Option<&str>) -> Request<String> {
+    let mut r = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("authorization", format!("Bearer {key}"));
+    if body.is_some() {
+        r = r.header("content-type", "application/json");
+    }
+    r.body(body.unwrap_or_default().to_owned()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quickstart_as_a_new_user() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("quickstart.db");
+
+    let mut qs = Quickstart::start(&db);
+    let mut first = String::new();
+    qs.stdout.read_line(&mut first).unwrap();
+    let admin = first
+        .trim_end()
+        .strip_prefix("admin key: ")
+        .expect("first line is `admin key: <key>`")
+        .to_owned();
+    assert!(admin.starts_with("sk_test_"));
+    qs.wait_ready().await;
+    let addr = qs.addr;
+
+    let health = send_tcp(addr, Request::get("/health").body(String::new()).unwrap()).await;
+    assert_eq!(health.status, StatusCode::OK);
+    let who = send_tcp(addr, req("GET", "/v1/whoami", &admin, None)).await;
+    assert_eq!(who.status, StatusCode::OK);
+    assert_eq!(who.json()["data"]["tenant_id"], "demo");
+    assert_eq!(who.json()["data"]["scopes"], serde_json::json!(["admin"]));
+    assert_eq!(who.json()["data"]["environment"], "test");
+    assert_eq!(
+        who.headers["x-ratelimit-limit"], "60",
+        "the default plan: 60 a minute"
+    );
+    let missing = send_tcp(
+        addr,
+        Request::get("/v1/whoami").body(String::new()).unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (missing.status, missing.json()),
+        (StatusCode::UNAUTHORIZED, envelope("UNAUTHORIZED", MISSING))
+    );
+
+    // Create a read-only key, use it, rotate it, revoke it.
+    let created = send_tcp(
+        addr,
+        req(
+            "POST",
+            "/v1/api-keys",
+            &admin,
+            Some(r#"{"name":"reader","scopes":["read"]}"#),
+        ),
+    )
+    .await;
+    assert_eq!(created.status, StatusCode::CREATED);
+    let reader = created.json()["data"]["key"].as_str().unwrap().to_owned();
+    let reader_id = created.json()["data"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        send_tcp(addr, req("GET", "/v1/documents", &reader, None))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    let denied = send_tcp(addr, req("POST", "/v1/documents", &reader, None)).await;
+    assert_eq!(denied.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        send_tcp(addr, req("POST", "/v1/documents", &admin, None))
+            .await
+            .status,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        send_tcp(addr, req("GET", "/v1/api-keys", &reader, None))
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+
+    let rotated = send_tcp(
+        addr,
+        req(
+            "POST",
+            &format!("/v1/api-keys/{reader_id}/rotate"),
+            &admin,
+            None,
+        ),
+    )
+    .await;
+    assert_eq!(rotated.status, StatusCode::CREATED);
+    let rotated_key = rotated.json()["data"]["key"].as_str().unwrap().to_owned();
+    let rotated_id = rotated.json()["data"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        send_tcp(addr, req("GET", "/v1/documents", &reader, None))
+            .await
+            .status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        send_tcp(addr, req("GET", "/v1/documents", &rotated_key, None))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    let revoked = send_tcp(
+        addr,
+        req(
+            "DELETE",
+            &format!("/v1/api-keys/{rotated_id}"),
+            &admin,
+            None,
+        ),
+    )
+    .await;
+    assert_eq!(revoked.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        send_tcp(addr, req("GET", "/v1/documents", &rotated_key, None))
+            .await
+            .status,
+        StatusCode::UNAUTHORIZED
+    );
+
+    let (exit, rest, logs) = qs.stop();
+    assert!(exit.success(), "exit status {exit}");
+    assert_eq!(rest, "", "only the admin key line is printed");
+    for secret in [&admin, &reader, &rotated_key] {
+        assert!(
+            !logs.contains(&secret[8..]),
+            "a secret in the quickstart's logs"
+        );
+    }
+    assert!(logs.contains("stopped"), "{logs}");
+
+    // Second start: no key printed, state kept (admin works, the revoked key does not), and the
+    // last-used time written at shutdown is visible.
+    let qs = Quickstart::start(&db);
+    qs.wait_ready().await;
+    let who = send_tcp(qs.addr, req("GET", "/v1/whoami", &admin, None)).await;
+    assert_eq!(who.status, StatusCode::OK);
+    assert_eq!(
+        send_tcp(qs.addr, req("GET", "/v1/documents", &rotated_key, None))
+            .await
+            .status,
+        StatusCode::UNAUTHORIZED
+    );
+    let listed = send_tcp(qs.addr, req("GET", "/v1/api-keys", &admin, None)).await;
+    let keys = listed.json()["data"].as_array().unwrap().clone();
+    assert_eq!(keys.len(), 1, "only the admin key is active");
+    assert!(
+        keys[0]["last_used_at"].is_string(),
+        "last use flushed at shutdown: {keys:?}"
+    );
+    let (exit, out, _) = qs.stop();
+    assert!(exit.success());
+    assert_eq!(out, "", "no key printed on a database that has keys");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quickstart_plan_from_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("limits.db");
+    let mut qs = Quickstart::start_with(
+        &db,
+        &[
+            ("KEYGATE_RATE_LIMIT_PER_MINUTE", "100"),
+            ("KEYGATE_MONTHLY_QUOTA", "3"),
+        ],
+    );
+    let mut first = String::new();
+    qs.stdout.read_line(&mut first).unwrap();
+    let admin = first
+        .trim_end()
+        .strip_prefix("admin key: ")
+        .unwrap()
+        .to_owned();
+    qs.wait_ready().await;
+    for remaining in ["2", "1", "0"] {
+        let ok = send_tcp(qs.addr, req("GET", "/v1/whoami", &admin, None)).await;
+        assert_eq!(ok.status, StatusCode::OK);
+        assert_eq!(ok.headers["x-ratelimit-limit"], "100");
+        let quota = ok.headers["ratelimit"].to_str().unwrap().to_owned();
+        assert!(
+            quota.contains(&format!("\"quota\";r={remaining};")),
+            "{quota}"
+        );
+    }
+    let refused = send_tcp(qs.addr, req("GET", "/v1/whoami", &admin, None)).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        refused.json(),
+        envelope("FORBIDDEN", "Quota exhausted for the current period")
+    );
+    let (exit, _, _) = qs.stop();
+    assert!(exit.success());
+
+    // A rate limit of 2 a minute: the third request in a row is refused with Retry-After.
+    let qs = Quickstart::start_with(&db, &[("KEYGATE_RATE_LIMIT_PER_MINUTE", "2")]);
+    qs.wait_ready().await;
+    assert_eq!(
+        send_tcp(qs.addr, req("GET", "/v1/whoami", &admin, None))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        send_tcp(qs.addr, req("GET", "/v1/whoami", &admin, None))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    let limited = send_tcp(qs.addr, req("GET", "/v1/whoami", &admin, None)).await;
+    assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(limited.headers["retry-after"], "30");
+    assert_eq!(
+        limited.json(),
+        envelope("RATE_LIMITED", "Rate limit exceeded: retry later")
+    );
+    let (exit, _, _) = qs.stop();
+    assert!(exit.success());
+}
+
+#[test]
+fn quickstart_refuses_a_bad_setting_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(quickstart_binary())
+        .env("KEYGATE_ADDR", free_addr().to_string())
+        .env("KEYGATE_DB", dir.path().join("bad.db"))
+        .env("KEYGATE_RATE_LIMIT_PER_MINUTE", "lots")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(output.stdout.is_empty());
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        err.contains("KEYGATE_RATE_LIMIT_PER_MINUTE must be a positive integer, got \"lots\""),
+        "{err}"
+    );
+}

@@ -1,0 +1,315 @@
+//! Key restrictions: client IP (over real TCP, with and without a trusted proxy), referrer and
+//! endpoint; set at issue time and shown by the management API.
+
+mod common;
+
+use axum::{Router, body::Body, routing::get};
+use common::*;
+use http::{Request, StatusCode};
+use keygate::key::{ApiKey, Environment, KeyFormat};
+use keygate::restrict::{EndpointRule, Restrictions};
+use keygate::store::{KeyRecord, MemoryStore};
+use keygate::verify::ClientAddr;
+use keygate::{AuthLayer, Verifier};
+use tower::ServiceExt;
+
+fn restricted(store: &MemoryStore, id: &str, restrictions: Restrictions) -> ApiKey {
+    let key = KeyFormat::default().generate(Environment::Live);
+    store.put(KeyRecord {
+        restrictions,
+        ..record(&key, id, "acme", &["admin"])
+    });
+    key
+}
+
+fn ips(ranges: &[&str]) -> Restrictions {
+    Restrictions {
+        ip_ranges: ranges.iter().map(|r| r.parse().unwrap()).collect(),
+        ..Restrictions::default()
+    }
+}
+
+fn app(store: &MemoryStore, trusted: &[&str]) -> Router {
+    let verifier = Verifier::builder(store.clone())
+        .trusted_proxies(trusted.iter().map(|t| t.parse().unwrap()))
+        .build();
+    Router::new()
+        .route(
+            "/{*path}",
+            get(|| async { "ok" }).post(|| async { "posted" }),
+        )
+        .layer(AuthLayer::new(verifier))
+}
+
+fn req(key: &ApiKey, headers: &[(&str, &str)]) -> Request<String> {
+    let mut r = Request::get("/v1/documents").header("x-api-key", key.expose_secret());
+    for (n, v) in headers {
+        r = r.header(*n, *v);
+    }
+    r.body(String::new()).unwrap()
+}
+
+const IP_REFUSED: &str = "API key restriction violated: IP address not allowed";
+
+#[tokio::test]
+async fn ip_ranges_over_tcp_without_a_trusted_proxy() {
+    let store = MemoryStore::new();
+    let office = restricted(&store, "key_office", ips(&["10.0.0.0/8"]));
+    let local = restricted(&store, "key_local", ips(&["127.0.0.0/8", "2001:db8::/32"]));
+    let addr = serve(app(&store, &[])).await;
+
+    let refused = send_tcp(addr, req(&office, &[])).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    assert_eq!(refused.json(), envelope("FORBIDDEN", IP_REFUSED));
+    assert_eq!(
+        send_tcp(addr, req(&local, &[])).await.status,
+        StatusCode::OK
+    );
+    // Forwarding headers from an untrusted peer are ignored, whatever they claim.
+    let spoofed = send_tcp(addr, req(&office, &[("x-forwarded-for", "10.1.2.3")])).await;
+    assert_eq!(spoofed.status, StatusCode::FORBIDDEN);
+    let spoofed = send_tcp(addr, req(&office, &[("forwarded", "for=10.1.2.3")])).await;
+    assert_eq!(spoofed.status, StatusCode::FORBIDDEN);
+    let unaffected = send_tcp(addr, req(&local, &[("x-forwarded-for", "203.0.113.9")])).await;
+    assert_eq!(unaffected.status, StatusCode::OK, "the peer address counts");
+}
+
+#[tokio::test]
+async fn ip_ranges_over_tcp_behind_a_trusted_proxy() {
+    let store = MemoryStore::new();
+    let office = restricted(&store, "key_office", ips(&["10.0.0.0/8"]));
+    let local = restricted(&store, "key_local", ips(&["127.0.0.0/8"]));
+    let addr = serve(app(&store, &["127.0.0.1/32"])).await;
+
+    assert_eq!(
+        send_tcp(addr, req(&office, &[("x-forwarded-for", "10.1.2.3")]))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        send_tcp(
+            addr,
+            req(&office, &[("forwarded", "for=10.1.2.3;proto=https")])
+        )
+        .await
+        .status,
+        StatusCode::OK
+    );
+    // The right-most untrusted hop is the client: a client-supplied prefix cannot help.
+    let chained = send_tcp(
+        addr,
+        req(&office, &[("x-forwarded-for", "10.1.2.3, 203.0.113.5")]),
+    )
+    .await;
+    assert_eq!(chained.status, StatusCode::FORBIDDEN);
+    // Behind the proxy, the proxy itself is not the client.
+    let proxied = send_tcp(addr, req(&local, &[("x-forwarded-for", "203.0.113.5")])).await;
+    assert_eq!(proxied.status, StatusCode::FORBIDDEN);
+    // No forwarding header: the proxy's own address.
+    assert_eq!(
+        send_tcp(addr, req(&local, &[])).await.status,
+        StatusCode::OK
+    );
+    // A malformed chain leaves the client unknown: refused.
+    let garbage = send_tcp(
+        addr,
+        req(&office, &[("x-forwarded-for", "10.1.2.3, nonsense")]),
+    )
+    .await;
+    assert_eq!(garbage.status, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn ipv6_and_unknown_peers() {
+    let store = MemoryStore::new();
+    let v6 = restricted(&store, "key_v6", ips(&["2001:db8::/32"]));
+    let app = app(&store, &[]);
+    let with_peer = |peer: Option<&str>| {
+        let mut r = Request::get("/v1/documents").header("x-api-key", v6.expose_secret());
+        if let Some(p) = peer {
+            r = r.extension(ClientAddr(p.parse().unwrap()));
+        }
+        app.clone().oneshot(r.body(Body::empty()).unwrap())
+    };
+    assert_eq!(
+        with_peer(Some("[2001:db8::7]:443")).await.unwrap().status(),
+        200
+    );
+    assert_eq!(
+        with_peer(Some("[2001:db9::7]:443")).await.unwrap().status(),
+        403
+    );
+    assert_eq!(
+        with_peer(None).await.unwrap().status(),
+        403,
+        "no known peer: fail closed"
+    );
+}
+
+#[tokio::test]
+async fn referrer_and_endpoint_restrictions() {
+    let store = MemoryStore::new();
+    let web = restricted(
+        &store,
+        "key_web",
+        Restrictions {
+            referrers: vec!["https://app.example.com".into()],
+            ..Restrictions::default()
+        },
+    );
+    let docs = restricted(
+        &store,
+        "key_docs",
+        Restrictions {
+            endpoints: vec![EndpointRule {
+                method: Some("GET".into()),
+                path: "/v1/documents/*".into(),
+            }],
+            ..Restrictions::default()
+        },
+    );
+    let app = app(&store, &[]);
+    let call = |key: &ApiKey, method: &str, path: &str, headers: &[(&str, &str)]| {
+        let mut r = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("x-api-key", key.expose_secret());
+        for (n, v) in headers {
+            r = r.header(*n, *v);
+        }
+        app.clone().oneshot(r.body(Body::empty()).unwrap())
+    };
+    assert_eq!(
+        call(
+            &web,
+            "GET",
+            "/x",
+            &[("referer", "https://app.example.com/page")]
+        )
+        .await
+        .unwrap()
+        .status(),
+        200
+    );
+    assert_eq!(
+        call(&web, "GET", "/x", &[("origin", "https://app.example.com")])
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let evil = call(
+        &web,
+        "GET",
+        "/x",
+        &[("referer", "https://app.example.com.evil.io/")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(evil.status(), 403);
+    let body = http_body_util::BodyExt::collect(evil.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&body).unwrap(),
+        envelope(
+            "FORBIDDEN",
+            "API key restriction violated: referrer not allowed"
+        )
+    );
+    assert_eq!(call(&web, "GET", "/x", &[]).await.unwrap().status(), 403);
+
+    assert_eq!(
+        call(&docs, "GET", "/v1/documents/42", &[])
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let post = call(&docs, "POST", "/v1/documents/42", &[]).await.unwrap();
+    assert_eq!(post.status(), 403);
+    let body = http_body_util::BodyExt::collect(post.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&body).unwrap(),
+        envelope(
+            "FORBIDDEN",
+            "API key restriction violated: endpoint not allowed"
+        )
+    );
+    assert_eq!(
+        call(&docs, "GET", "/v1/users", &[]).await.unwrap().status(),
+        403
+    );
+}
+
+#[tokio::test]
+async fn restrictions_are_set_at_issue_time_and_shown() {
+    use keygate::manage::KeyManager;
+    use keygate::scope::Scope;
+    let store = MemoryStore::new();
+    let verifier = Verifier::builder(store.clone()).build();
+    let manager = KeyManager::builder(store.clone())
+        .for_verifier(&verifier)
+        .build();
+    let admin = manager
+        .issue(
+            "t",
+            "acme",
+            keygate::manage::NewKey::new("admin", ["admin"]),
+        )
+        .await
+        .unwrap();
+    let api = keygate::api::router(manager)
+        .route_layer(AuthLayer::new(verifier.clone()).require_scope(Scope::ADMIN));
+    let body = serde_json::json!({"name": "office", "scopes": ["read"],
+        "restrictions": {"ip_ranges": ["10.0.0.0/8", "2001:db8::/32"], "referrers": [], "endpoints": [{"method": "GET", "path": "/v1/*"}]}});
+    let created = api
+        .clone()
+        .oneshot(
+            Request::post("/v1/api-keys")
+                .header("x-api-key", admin.key.expose_secret())
+                .header("content-type", "application/json")
+                .body(Body::from(body.to_string()))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let list = api
+        .oneshot(
+            Request::get("/v1/api-keys")
+                .header("x-api-key", admin.key.expose_secret())
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let bytes = http_body_util::BodyExt::collect(list.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    let listed: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(
+        listed["data"][1]["restrictions"],
+        serde_json::json!({"ip_ranges": ["10.0.0.0/8", "2001:db8::/32"], "referrers": [], "endpoints": [{"method": "GET", "path": "/v1/*"}]})
+    );
+    let bad = serde_json::json!({"name": "x", "scopes": ["read"], "restrictions": {"ip_ranges": ["10.0.0.0/33"]}});
+    let app = keygate::api::router(KeyManager::builder(store).build())
+        .route_layer(AuthLayer::new(verifier));
+    let refused = app
+        .oneshot(
+            Request::post("/v1/api-keys")
+                .header("x-api-key", admin.key.expose_secret())
+                .header("content-type", "application/json")
+                .body(Body::from(bad.to_string()))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 400);
+}

@@ -1,0 +1,125 @@
+//! The conformance suite and durability on the PostgreSQL store. Needs a server: set
+//! KEYGATE_TEST_POSTGRES_URL (`.ci/run` points it at the local one).
+#![cfg(feature = "postgres")]
+
+use keygate::manage::{KeyManager, NewKey};
+use keygate::store::{KeyStore, PostgresStore, conformance};
+
+fn url() -> String {
+    std::env::var("KEYGATE_TEST_POSTGRES_URL").unwrap_or_else(|_| {
+        panic!("KEYGATE_TEST_POSTGRES_URL is not set: point it at a PostgreSQL server, e.g. postgres://postgres@127.0.0.1:5432/test")
+    })
+}
+
+async fn connect() -> PostgresStore {
+    let url = url();
+    PostgresStore::connect(&url).await.unwrap_or_else(|e| {
+        panic!("cannot reach PostgreSQL at KEYGATE_TEST_POSTGRES_URL={url}: {e}")
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_conforms() {
+    let store = connect().await;
+    conformance::run_all(|| {
+        let store = store.clone();
+        async move { store }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn state_survives_a_new_pool() {
+    let tenant = conformance::tenant();
+    let (kept, revoked) = {
+        let store = connect().await;
+        let manager = KeyManager::builder(store.clone())
+            .audit(store.clone())
+            .build();
+        let kept = manager
+            .issue("test", &tenant, NewKey::new("kept", ["read"]))
+            .await
+            .unwrap();
+        let revoked = manager
+            .issue("test", &tenant, NewKey::new("revoked", ["read"]))
+            .await
+            .unwrap();
+        manager
+            .revoke("test", &tenant, &revoked.info.id)
+            .await
+            .unwrap();
+        store.pool().close().await;
+        (kept, revoked)
+    };
+    let store = connect().await;
+    let manager = KeyManager::builder(store.clone()).build();
+    let ids: Vec<String> = manager
+        .list(&tenant)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|k| k.id)
+        .collect();
+    assert_eq!(ids, [kept.info.id]);
+    let hasher = keygate::hash::KeyHasher::sha256();
+    let now = time::OffsetDateTime::now_utc();
+    let found = store
+        .find(&hasher.hash(revoked.key.expose_secret()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(found.is_revoked_at(now));
+    let actions: Vec<String> =
+        sqlx::query_scalar("SELECT action FROM keygate_audit WHERE tenant_id = $1 ORDER BY seq")
+            .bind(&tenant)
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
+    assert_eq!(actions, ["issue", "issue", "revoke"]);
+}
+
+#[tokio::test]
+async fn tenants_and_plans_are_stored() {
+    use keygate::entitle::{
+        CachedEntitlements, EntitlementSource, Plan, TenantEntitlements, TenantStatus,
+    };
+    use keygate::limit::{Quota, QuotaPeriod, RateLimit};
+    let store = connect().await;
+    let tenant = conformance::tenant();
+    assert!(store.entitlements(&tenant).await.unwrap().is_none());
+    let pro = TenantEntitlements::active(Plan {
+        name: "pro".into(),
+        rate_limit: Some(RateLimit::per_minute(60)),
+        key_rate_limit: Some(RateLimit::per_second(5)),
+        quota: Some(Quota {
+            limit: 1000,
+            period: QuotaPeriod::Month,
+        }),
+        allowed_scopes: Some(keygate::scope::Scopes::from_static(&["read"])),
+    });
+    store.set_tenant(&tenant, &pro).await.unwrap();
+    assert_eq!(*store.entitlements(&tenant).await.unwrap().unwrap(), pro);
+
+    let cached = CachedEntitlements::new(store.clone(), std::time::Duration::from_secs(3600));
+    assert!(
+        cached.entitlements_now(&tenant).is_none(),
+        "nothing cached yet"
+    );
+    assert_eq!(*cached.entitlements(&tenant).await.unwrap().unwrap(), pro);
+    let suspended = TenantEntitlements {
+        status: TenantStatus::Suspended,
+        ..pro.clone()
+    };
+    store.set_tenant(&tenant, &suspended).await.unwrap();
+    let hit = cached.entitlements_now(&tenant).unwrap().unwrap().unwrap();
+    assert_eq!(
+        hit.status,
+        TenantStatus::Active,
+        "served from the cache within its TTL"
+    );
+    cached.invalidate(&tenant);
+    assert_eq!(
+        cached.entitlements(&tenant).await.unwrap().unwrap().status,
+        TenantStatus::Suspended
+    );
+}
