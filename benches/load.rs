@@ -1,16 +1,23 @@
 //! End-to-end load benchmark: the same axum hello-world with no auth and with keygate's full
-//! pipeline, loaded by `wrk` from a second process over loopback, in alternating A/B rounds.
+//! pipeline (authentication, scope, rate limit, quota, limit headers), loaded by `wrk` from a
+//! second process over loopback, in alternating A/B rounds.
 //!
 //! Run it with `scripts/load.sh` (installs wrk, pins the server and the load generator to
 //! different cores). Environment: `LOAD_ROUNDS` (default 6), `LOAD_SECONDS` per round
-//! (default 5), `LOAD_CONNECTIONS` (default 32).
+//! (default 5), `LOAD_CONNECTIONS` (default 32), `LOAD_ONLY` (`plain`, `keygate`, `auth` or
+//! `headers`: load one side once, for profiling), `LOAD_BREAKDOWN=1` (two more sides: no auth but the same limit
+//! headers, and keygate with authentication and scope only).
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 use std::process::Command;
 
+use axum::response::Response;
 use axum::{Router, routing::get};
+use http::HeaderValue;
+use keygate::entitle::{MemoryEntitlements, Plan, TenantEntitlements};
 use keygate::hash::KeyHasher;
 use keygate::key::{Environment, KeyFormat};
+use keygate::limit::{Quota, QuotaPeriod, RateLimit};
 use keygate::scope::{Scope, Scopes};
 use keygate::store::{KeyRecord, MemoryStore};
 use keygate::{AuthLayer, Verifier};
@@ -22,8 +29,23 @@ fn env_or(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
+/// keygate's full pipeline: authentication, scope, the tenant's plan (rate limit and monthly
+/// quota, high enough never to refuse, so every request does the whole work) and the limit
+/// headers on every response.
 fn keygate_app(store: MemoryStore) -> Router {
-    let auth = AuthLayer::new(Verifier::builder(store).build()).require_scope(Scope::READ);
+    let plan = TenantEntitlements::active(Plan {
+        name: "load".into(),
+        rate_limit: Some(RateLimit::per_second(u32::MAX)),
+        quota: Some(Quota {
+            limit: u64::MAX,
+            period: QuotaPeriod::Month,
+        }),
+        ..Plan::default()
+    });
+    let verifier = Verifier::builder(store)
+        .entitlements(MemoryEntitlements::with_default(plan))
+        .build();
+    let auth = AuthLayer::new(verifier).require_scope(Scope::READ);
     Router::new()
         .route("/", get(|| async { "hello" }))
         .layer(auth)
@@ -31,6 +53,40 @@ fn keygate_app(store: MemoryStore) -> Router {
 
 fn plain_app() -> Router {
     Router::new().route("/", get(|| async { "hello" }))
+}
+
+/// keygate without a plan: authentication and scope only, no limits, no limit headers.
+fn keygate_auth_app(store: MemoryStore) -> Router {
+    let auth = AuthLayer::new(Verifier::builder(store).build()).require_scope(Scope::READ);
+    Router::new()
+        .route("/", get(|| async { "hello" }))
+        .layer(auth)
+}
+
+/// No auth, but responses carry fixed limit headers of the same size as keygate's: what the
+/// extra response bytes alone cost (hyper's encoding, the kernel, wrk's parsing).
+fn plain_with_headers_app() -> Router {
+    plain_app().layer(axum::middleware::map_response(
+        |mut res: Response| async move {
+            let headers = res.headers_mut();
+            for (name, value) in [
+                ("x-ratelimit-limit", "4294967295"),
+                ("x-ratelimit-remaining", "4294967294"),
+                ("x-ratelimit-reset", "1764000001"),
+                (
+                    "ratelimit-policy",
+                    "\"tenant\";q=4294967295;w=1, \"quota\";q=18446744073709551615;w=2592000",
+                ),
+                (
+                    "ratelimit",
+                    "\"tenant\";r=4294967294;t=1, \"quota\";r=18446744073709551614;t=1234567",
+                ),
+            ] {
+                headers.insert(name, HeaderValue::from_static(value));
+            }
+            res
+        },
+    ))
 }
 
 fn serve(rt: &tokio::runtime::Runtime, app: Router) -> std::net::SocketAddr {
@@ -61,6 +117,25 @@ fn wrk(addr: std::net::SocketAddr, key: Option<&str>, seconds: u64, connections:
         .find_map(|l| l.strip_prefix("Requests/sec:"))
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or_else(|| panic!("no Requests/sec in wrk output:\n{text}"))
+}
+
+/// One request by hand before loading: the keygate side must answer 200 with the limit headers,
+/// or the figures would measure something else.
+fn check_headers(addr: std::net::SocketAddr, key: &str) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "GET / HTTP/1.1\r\nhost: bench\r\nx-api-key: {key}\r\nconnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let response = response.to_ascii_lowercase();
+    assert!(response.starts_with("http/1.1 200"), "{response}");
+    for header in ["x-ratelimit-remaining:", "ratelimit-policy:", "ratelimit:"] {
+        assert!(response.contains(header), "no {header} in:\n{response}");
+    }
 }
 
 fn load_core() -> String {
@@ -108,31 +183,53 @@ fn main() {
         .build()
         .unwrap();
     let plain = serve(&rt, plain_app());
-    let guarded = serve(&rt, keygate_app(store));
+    let guarded = serve(&rt, keygate_app(store.clone()));
+    check_headers(guarded, key.expose_secret());
+    let key = key.expose_secret();
 
-    // Warm-up, then alternate so drift (thermal, noise) hits both sides alike.
-    // Both sides get the same request bytes, key header included: only keygate differs.
-    wrk(plain, Some(key.expose_secret()), 1, connections);
-    wrk(guarded, Some(key.expose_secret()), 1, connections);
-    let (mut a, mut b) = (Vec::new(), Vec::new());
+    // One side alone, for profiling it (e.g. under `perf record`).
+    if let Ok(side) = std::env::var("LOAD_ONLY") {
+        let addr = match side.as_str() {
+            "plain" => plain,
+            "auth" => serve(&rt, keygate_auth_app(store)),
+            "headers" => serve(&rt, plain_with_headers_app()),
+            _ => guarded,
+        };
+        let rps = wrk(addr, Some(key), seconds, connections);
+        println!("{side}: {rps:.0} req/s");
+        return;
+    }
+
+    let mut sides = vec![("no-auth", plain), ("keygate", guarded)];
+    if std::env::var("LOAD_BREAKDOWN").is_ok_and(|v| v == "1") {
+        sides.push(("no-auth+headers", serve(&rt, plain_with_headers_app())));
+        sides.push(("keygate-auth-only", serve(&rt, keygate_auth_app(store))));
+    }
+
+    // Warm-up, then rounds in rotating order so that drift (thermal, noise) hits every side
+    // alike. Every side gets the same request bytes, key header included.
+    for (_, addr) in &sides {
+        wrk(*addr, Some(key), 1, connections);
+    }
+    let mut rps: Vec<Vec<f64>> = vec![Vec::new(); sides.len()];
+    let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); sides.len()];
     for round in 0..rounds {
-        let (first_plain, x, y);
-        if round % 2 == 0 {
-            first_plain = true;
-            x = wrk(plain, Some(key.expose_secret()), seconds, connections);
-            y = wrk(guarded, Some(key.expose_secret()), seconds, connections);
-        } else {
-            first_plain = false;
-            y = wrk(guarded, Some(key.expose_secret()), seconds, connections);
-            x = wrk(plain, Some(key.expose_secret()), seconds, connections);
+        let mut this_round = vec![0.0; sides.len()];
+        for step in 0..sides.len() {
+            let i = (round as usize + step) % sides.len();
+            this_round[i] = wrk(sides[i].1, Some(key), seconds, connections);
         }
-        println!(
-            "round {round}: no-auth {x:>10.0} req/s   keygate {y:>10.0} req/s   ratio {:.3}{}",
-            y / x,
-            if first_plain { "" } else { "  (keygate first)" }
-        );
-        a.push(x);
-        b.push(y);
+        let mut line = format!("round {round}:");
+        for (i, (name, _)) in sides.iter().enumerate() {
+            let ratio = this_round[i] / this_round[0];
+            rps[i].push(this_round[i]);
+            ratios[i].push(ratio);
+            line += &format!("  {name} {:.0} req/s", this_round[i]);
+            if i > 0 {
+                line += &format!(" ({ratio:.3})");
+            }
+        }
+        println!("{line}");
     }
     let median = |v: &mut Vec<f64>| {
         v.sort_by(|p, q| p.partial_cmp(q).unwrap());
@@ -143,9 +240,8 @@ fn main() {
             v[mid]
         }
     };
-    let (ma, mb) = (median(&mut a), median(&mut b));
-    println!(
-        "median: no-auth {ma:.0} req/s, keygate {mb:.0} req/s, ratio keygate/no-auth {:.3}",
-        mb / ma
-    );
+    for (i, (name, _)) in sides.iter().enumerate() {
+        let (r, q) = (median(&mut rps[i]), median(&mut ratios[i]));
+        println!("median {name}: {r:.0} req/s, ratio to no-auth {q:.3}");
+    }
 }

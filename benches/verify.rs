@@ -1,6 +1,9 @@
 //! Criterion benchmarks of keygate's request path. Run: `cargo bench --bench verify`.
 //!
-//! Ids are stable: `verify/memory/<keys>`, `stage/*`, `reject/*`.
+//! Ids are stable: `verify/memory/<keys>` (the full verification of a valid key: format,
+//! checksum, hash, lookup, constant-time compare, revocation, expiry, scope),
+//! `pipeline/memory/<keys>` (that plus entitlements, tenant rate limit and monthly quota),
+//! `stage/*` (each stage on its own), `reject/malformed` (a bad checksum through the verifier).
 #![allow(missing_docs, clippy::unwrap_used)]
 
 use std::hint::black_box;
@@ -8,8 +11,12 @@ use std::hint::black_box;
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use http::Request;
 use keygate::Verifier;
+use keygate::entitle::{EntitlementSource, MemoryEntitlements, Plan, TenantEntitlements};
 use keygate::hash::KeyHasher;
 use keygate::key::{ApiKey, Environment, KeyFormat};
+use keygate::limit::{
+    Decision, LimitRequest, Limiter, MemoryLimiter, Quota, QuotaPeriod, RateLimit, apply_headers,
+};
 use keygate::scope::{Scope, Scopes};
 use keygate::store::{KeyRecord, KeyStore, MemoryStore};
 use keygate::verify::RequestHead;
@@ -49,38 +56,65 @@ fn store_with(n: usize) -> (MemoryStore, ApiKey) {
     (store, probe.unwrap())
 }
 
+/// The plan every tenant gets in the full-pipeline benches: a tenant rate limit and a monthly
+/// quota high enough never to refuse, so that each iteration does the whole work.
+fn plan() -> TenantEntitlements {
+    TenantEntitlements::active(Plan {
+        name: "bench".into(),
+        rate_limit: Some(RateLimit::per_second(u32::MAX)),
+        quota: Some(Quota {
+            limit: u64::MAX,
+            period: QuotaPeriod::Month,
+        }),
+        ..Plan::default()
+    })
+}
+
 fn bench_verify(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    let mut group = c.benchmark_group("verify");
     for n in [1_000usize, 100_000, 1_000_000] {
         let (store, key) = store_with(n);
-        let verifier = Verifier::builder(store).build();
         let req = Request::get("/v1/documents")
             .header("x-api-key", key.expose_secret())
             .body(())
             .unwrap();
         let read = Scope::READ;
-        // What the layer does for a store that answers at once: no future, no runtime.
+        // Authentication alone: format, hash, lookup, compare, revocation/expiry, scope.
+        let auth_only = Verifier::builder(store.clone()).build();
+        let mut group = c.benchmark_group("verify");
         group.bench_with_input(BenchmarkId::new("memory", n), &n, |b, _| {
             b.iter(|| {
                 let head = RequestHead::from(black_box(&req));
-                black_box(verifier.check_now(&head, Some(&read)).unwrap().unwrap())
+                black_box(auth_only.check_now(&head, Some(&read)).unwrap().unwrap())
+            })
+        });
+        group.finish();
+        // The full pipeline the layer runs for a store that answers at once (no future, no
+        // runtime): authentication, entitlements, tenant rate limit and monthly quota.
+        let full = Verifier::builder(store)
+            .entitlements(MemoryEntitlements::with_default(plan()))
+            .build();
+        let mut pipeline = c.benchmark_group("pipeline");
+        pipeline.bench_with_input(BenchmarkId::new("memory", n), &n, |b, _| {
+            b.iter(|| {
+                let head = RequestHead::from(black_box(&req));
+                black_box(full.check_now(&head, Some(&read)).unwrap().unwrap())
             })
         });
         // The async entry point, driven by a current-thread runtime (includes `block_on`).
         if n == 100_000 {
-            group.bench_function("memory_async/100000", |b| {
+            pipeline.bench_function("memory_async/100000", |b| {
                 b.iter(|| {
                     let head = RequestHead::from(black_box(&req));
-                    black_box(rt.block_on(verifier.verify(&head, Some(&read))).unwrap())
+                    black_box(rt.block_on(full.check(&head, Some(&read))).unwrap())
                 })
             });
         }
+        pipeline.finish();
     }
-    group.finish();
 }
 
 fn bench_stages(c: &mut Criterion) {
@@ -100,30 +134,148 @@ fn bench_stages(c: &mut Criterion) {
     group.bench_function("sha256", |b| {
         b.iter(|| hasher.hash(black_box(key.expose_secret())))
     });
-    group.bench_function("lookup_100000", |b| {
+    // Probe plus the constant-time comparison of the full digest.
+    group.bench_function("lookup_compare/100000", |b| {
         b.iter(|| {
-            store
+            let record = store
                 .find_now(black_box(&digest))
                 .unwrap()
                 .unwrap()
-                .unwrap()
+                .unwrap();
+            black_box(record.digest == *black_box(&digest))
         })
     });
     let scopes = Scopes::from_static(&["read", "write"]);
     group.bench_function("scope_check", |b| {
         b.iter(|| black_box(&scopes).grants(black_box(&Scope::READ)))
     });
+    // A key with an expiry date: the clock read and both date checks, then the scope.
+    let dated = KeyRecord {
+        expires_at: Some(time::OffsetDateTime::now_utc() + time::Duration::days(30)),
+        ..record(&key, 0)
+    };
+    group.bench_function("expiry_scope_check", |b| {
+        b.iter(|| {
+            let record = black_box(&dated);
+            let now = time::OffsetDateTime::now_utc();
+            !record.is_revoked_at(now)
+                && !record.is_expired_at(now)
+                && record.scopes.grants(black_box(&Scope::READ))
+        })
+    });
+    let entitlements = MemoryEntitlements::with_default(plan());
+    for i in 0..1000 {
+        entitlements.set(&format!("tenant_{i}"), plan());
+    }
+    group.bench_function("entitlements", |b| {
+        b.iter(|| black_box(entitlements.entitlements_now(black_box("tenant_7"))))
+    });
+    // Tenant rate limit + monthly quota, checked and consumed together.
+    let limiter = MemoryLimiter::new();
+    let plan = plan().plan;
+    let request = LimitRequest {
+        tenant_id: "tenant_7",
+        key_id: "key_7",
+        tenant_rate: plan.rate_limit,
+        key_rate: None,
+        quota: plan.quota,
+        cost: 1,
+    };
+    for i in 0..1000 {
+        let tenant = format!("tenant_{i}");
+        limiter.acquire_now(&LimitRequest {
+            tenant_id: &tenant,
+            ..request
+        });
+    }
+    group.bench_function("limits", |b| {
+        b.iter(|| black_box(limiter.acquire_now(black_box(&request))))
+    });
+    let mut headers = http::HeaderMap::new();
+    let usage = match limiter.acquire_now(&request).unwrap().unwrap() {
+        Decision::Allowed(usage) => usage,
+        _ => unreachable!("the bench plan never refuses"),
+    };
+    group.bench_function("limit_headers", |b| {
+        b.iter(|| {
+            headers.clear();
+            apply_headers(black_box(&mut headers), black_box(&usage));
+        })
+    });
     group.finish();
 
+    // A malformed key (bad checksum) through the whole verifier: refused before any store call.
     let mut bad = key.expose_secret().to_owned();
     bad.pop();
     bad.push('x');
+    let verifier = Verifier::builder(store).build();
+    let bad_req = Request::get("/v1/documents")
+        .header("x-api-key", bad.as_str())
+        .body(())
+        .unwrap();
     let mut reject = c.benchmark_group("reject");
     reject.bench_function("malformed", |b| {
+        b.iter(|| {
+            let head = RequestHead::from(black_box(&bad_req));
+            black_box(
+                verifier
+                    .check_now(&head, Some(&Scope::READ))
+                    .unwrap()
+                    .is_err(),
+            )
+        })
+    });
+    reject.bench_function("malformed_parse", |b| {
         b.iter(|| format.parse(black_box(&bad)).is_err())
     });
     reject.finish();
 }
 
-criterion_group!(benches, bench_verify, bench_stages);
+/// One request through an axum router in process (no network), with and without the layer: what
+/// keygate adds to a request inside axum, allocations and boxing included.
+fn bench_layer(c: &mut Criterion) {
+    use axum::{Router, body::Body, routing::get};
+    use keygate::AuthLayer;
+    use tower::{Service, ServiceExt};
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let (store, key) = store_with(100_000);
+    let hello = || Router::new().route("/", get(|| async { "hello" }));
+    let auth_only = AuthLayer::new(Verifier::builder(store.clone()).build());
+    let full = AuthLayer::new(
+        Verifier::builder(store)
+            .entitlements(MemoryEntitlements::with_default(plan()))
+            .build(),
+    );
+    let mut group = c.benchmark_group("layer");
+    for (name, mut app) in [
+        ("no_auth", hello()),
+        ("auth", hello().layer(auth_only.require_scope(Scope::READ))),
+        ("pipeline", hello().layer(full.require_scope(Scope::READ))),
+    ] {
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let req = Request::get("/")
+                    .header("x-api-key", key.expose_secret())
+                    .body(Body::empty())
+                    .unwrap();
+                rt.block_on(async {
+                    let response = ServiceExt::<Request<Body>>::ready(&mut app)
+                        .await
+                        .unwrap()
+                        .call(req)
+                        .await
+                        .unwrap();
+                    assert_eq!(response.status(), 200);
+                    black_box(response)
+                })
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_verify, bench_stages, bench_layer);
 criterion_main!(benches);

@@ -56,3 +56,8 @@ pub use error::AuthError;
 pub use layer::AuthLayer;
 pub use tenant::Tenant;
 pub use verify::Verifier;
+
+// The README's Rust examples compile as doctests, so that they cannot drift from the API.
+#[cfg(all(doctest, feature = "axum", feature = "sqlite"))]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -8,6 +8,8 @@ use std::convert::Infallible;
 
 use common::*;
 use http::{Request, Response};
+use keygate::entitle::{MemoryEntitlements, Plan, TenantEntitlements};
+use keygate::limit::{Quota, QuotaPeriod, RateLimit};
 use keygate::{AuthLayer, Verifier};
 use tower::{Layer, Service, ServiceExt};
 
@@ -79,6 +81,40 @@ fn allocation_counts() {
         keygate_allocations <= 2,
         "{keygate_allocations} allocations per request"
     );
+
+    // The full pipeline: the tenant's plan, its rate limit and quota, and the five limit headers.
+    let plan = TenantEntitlements::active(Plan {
+        name: "pro".into(),
+        rate_limit: Some(RateLimit::per_second(1_000_000)),
+        quota: Some(Quota {
+            limit: 1_000_000,
+            period: QuotaPeriod::Month,
+        }),
+        ..Plan::default()
+    });
+    let verifier = Verifier::builder(fixture.store.clone())
+        .entitlements(MemoryEntitlements::with_default(plan))
+        .build();
+    let mut limited = AuthLayer::new(verifier).layer(tower::service_fn(ok));
+    let mut call_limited = || {
+        rt.block_on(async {
+            let response = limited
+                .ready()
+                .await
+                .unwrap()
+                .call(request())
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200);
+            assert!(response.headers().contains_key("ratelimit"));
+        })
+    };
+    call_limited();
+    let with_limits = allocations_during(call_limited) - baseline;
+    println!("allocations per request with rate limit, quota and limit headers: {with_limits}");
+    // The tenant (one, as above), one buffer shared by all five header values, and the
+    // response's header map, which the bare handler left empty (two blocks, in `http`).
+    assert!(with_limits <= 4, "{with_limits} allocations per request");
 
     // Memory held per key by the in-memory store.
     let format = keygate::key::KeyFormat::default();

@@ -517,3 +517,61 @@ async fn credentials_kept_when_stripping_is_off() {
         b"true"
     );
 }
+
+/// A store that counts lookups, answering from a memory store.
+#[derive(Clone)]
+struct CountingStore {
+    inner: keygate::store::MemoryStore,
+    finds: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+#[async_trait::async_trait]
+impl keygate::store::KeyStore for CountingStore {
+    async fn find(&self, digest: &keygate::hash::KeyDigest) -> keygate::store::Lookup {
+        self.finds.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.find(digest).await
+    }
+}
+
+#[tokio::test]
+async fn malformed_keys_never_reach_the_store() {
+    let fixture = Fixture::new();
+    let store = CountingStore {
+        inner: fixture.store.clone(),
+        finds: Default::default(),
+    };
+    let app = Router::new()
+        .route("/", get(|| async { "ok" }))
+        .layer(AuthLayer::new(Verifier::builder(store.clone()).build()));
+    let good = fixture.reader.expose_secret().to_owned();
+    let mut bad_checksum = good.clone();
+    let last = bad_checksum.pop().unwrap();
+    bad_checksum.push(if last == '0' { '1' } else { '0' });
+    let cases = [
+        bad_checksum,
+        good.replacen("sk_", "ak_", 1),
+        good.replacen("_live_", "_prod_", 1),
+        good[..good.len() - 1].to_owned(),
+        format!("{good}0"),
+        good.to_uppercase(),
+    ];
+    for key in &cases {
+        let req = Request::get("/")
+            .header("x-api-key", key.as_str())
+            .body(Body::empty())
+            .unwrap();
+        let response = app.clone().oneshot(req).await.unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{key:?}");
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body, envelope("UNAUTHORIZED", MALFORMED));
+    }
+    assert_eq!(store.finds.load(std::sync::atomic::Ordering::SeqCst), 0);
+    // The same store is consulted for a well-formed key.
+    let req = Request::get("/")
+        .header("x-api-key", good.as_str())
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(app.oneshot(req).await.unwrap().status(), StatusCode::OK);
+    assert_eq!(store.finds.load(std::sync::atomic::Ordering::SeqCst), 1);
+}

@@ -105,7 +105,8 @@ pub struct MemoryEntitlements {
 
 #[derive(Default)]
 struct Inner {
-    tenants: HashMap<String, Arc<TenantEntitlements>>,
+    // Tenant ids come from the key store, not from clients: a fast seeded hash is safe.
+    tenants: HashMap<String, Arc<TenantEntitlements>, foldhash::fast::RandomState>,
     default: Option<Arc<TenantEntitlements>>,
 }
 
@@ -202,7 +203,7 @@ type CachedAnswer = (std::time::Instant, Option<Arc<TenantEntitlements>>);
 pub struct CachedEntitlements<S> {
     source: Arc<S>,
     ttl: std::time::Duration,
-    cache: Arc<RwLock<HashMap<String, CachedAnswer>>>,
+    cache: Arc<RwLock<HashMap<String, CachedAnswer, foldhash::fast::RandomState>>>,
 }
 
 impl<S> std::fmt::Debug for CachedEntitlements<S> {

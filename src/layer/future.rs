@@ -49,7 +49,7 @@ impl<S, B> ResponseFuture<S, B>
 where
     S: Service<Request<B>>,
 {
-    pub(super) fn inner(mut inner: S, req: Request<B>, usage: Option<Usage>) -> Self {
+    pub(super) fn inner(inner: &mut S, req: Request<B>, usage: Option<Usage>) -> Self {
         ResponseFuture {
             state: State::Inner {
                 future: inner.call(req),

@@ -55,24 +55,26 @@ where
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        // Call the instance that was driven to readiness; leave the clone in its place.
-        let clone = self.inner.clone();
-        let inner = std::mem::replace(&mut self.inner, clone);
         let config = &self.config;
         let head = RequestHead::from(&req);
 
         if config.public.as_ref().is_some_and(|public| public(&head)) {
-            return ResponseFuture::inner(inner, req, None);
+            return ResponseFuture::inner(&mut self.inner, req, None);
         }
         let required = config.policy.required(&head);
         match config.verifier.check_now(&head, required.as_ref()) {
+            // Decided at once: the ready inner service is called right here, no clone needed.
             Some(Ok(admitted)) => {
                 let usage = admitted.usage;
-                ResponseFuture::inner(inner, admit(config, req, admitted.tenant), usage)
+                let req = admit(config, req, admitted.tenant);
+                ResponseFuture::inner(&mut self.inner, req, usage)
             }
             Some(Err(rejection)) => ResponseFuture::refused(render(config, &head, &rejection)),
             None => {
-                // A backend must be awaited: the request waits inside the check.
+                // A backend must be awaited: the request waits inside the check, holding the
+                // instance that was driven to readiness; a clone takes its place.
+                let clone = self.inner.clone();
+                let inner = std::mem::replace(&mut self.inner, clone);
                 let verifier = config.verifier.clone();
                 let check = Box::pin(async move {
                     let outcome = verifier

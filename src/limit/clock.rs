@@ -18,7 +18,12 @@ impl Clock for SystemClock {
     fn now_nanos(&self) -> u64 {
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+            // Seconds and nanoseconds apart: no 128-bit arithmetic on the request path.
+            .map_or(0, |d| {
+                d.as_secs()
+                    .saturating_mul(1_000_000_000)
+                    .saturating_add(u64::from(d.subsec_nanos()))
+            })
     }
 }
 

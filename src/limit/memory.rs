@@ -1,5 +1,8 @@
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::hash::BuildHasher;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use foldhash::fast::RandomState;
 
 use async_trait::async_trait;
 
@@ -13,6 +16,9 @@ const NANOS: u64 = 1_000_000_000;
 /// Limits in process memory: exact under concurrency (one lock around each check-and-consume),
 /// per process (use a shared backend when several instances serve one tenant).
 ///
+/// Tenants are spread over 64 independently locked maps, so that requests of different
+/// tenants rarely wait for each other.
+///
 /// GCRA is written here rather than taken from `governor`: `governor` consumes as it checks
 /// and cannot give back, so a request refused by a later limit would still have used up the
 /// earlier ones. Checking every limit first and consuming only when all pass needs the state
@@ -20,13 +26,42 @@ const NANOS: u64 = 1_000_000_000;
 #[derive(Clone)]
 pub struct MemoryLimiter {
     clock: Arc<dyn Clock>,
-    tenants: Arc<Mutex<HashMap<String, TenantState>>>,
+    shards: Arc<Shards>,
+}
+
+/// How many independently locked maps hold the tenants' state.
+const SHARDS: usize = 64;
+
+/// Tenant ids come from the key store, never from the client, so a fast seeded hash is safe
+/// here; SipHash cost ~15 ns more per request.
+struct Shards {
+    hasher: RandomState,
+    maps: [Mutex<TenantMap>; SHARDS],
+}
+
+type TenantMap = HashMap<String, TenantState, RandomState>;
+
+impl Shards {
+    fn new() -> Self {
+        Shards {
+            hasher: RandomState::default(),
+            maps: std::array::from_fn(|_| Mutex::new(TenantMap::default())),
+        }
+    }
+
+    /// The locked map that holds `tenant_id`.
+    fn lock(&self, tenant_id: &str) -> MutexGuard<'_, TenantMap> {
+        // The top bits pick the shard: the map itself uses the low ones for its buckets.
+        let hash = self.hasher.hash_one(tenant_id);
+        let index = usize::try_from(hash >> 58).unwrap_or(0) % SHARDS;
+        self.maps[index].lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 #[derive(Default)]
 struct TenantState {
     tat: u64,
-    keys: HashMap<String, u64>,
+    keys: HashMap<String, u64, RandomState>,
     period: Option<Period>,
     used: u64,
 }
@@ -52,13 +87,17 @@ impl Default for MemoryLimiter {
 
 /// The outcome of one GCRA check, before anything is committed.
 struct Gcra {
+    name: &'static str,
+    limit: u32,
+    window: u64,
+    interval: u64,
+    capacity: u64,
+    now: u64,
+    /// The theoretical arrival time as it is.
+    base: u64,
+    /// The theoretical arrival time if this request is consumed.
     new_tat: u64,
     allowed: bool,
-    retry_after_secs: u64,
-    /// The limit's state if this request is consumed.
-    after: RateStatus,
-    /// The limit's state as it is (for refusals: nothing is consumed).
-    before: RateStatus,
 }
 
 fn gcra(name: &'static str, limit: RateLimit, tat: u64, now: u64, cost: u32) -> Gcra {
@@ -70,28 +109,41 @@ fn gcra(name: &'static str, limit: RateLimit, tat: u64, now: u64, cost: u32) -> 
     let capacity = interval * max;
     let base = tat.max(now);
     let new_tat = base.saturating_add(interval * u64::from(cost));
-    let allowed = new_tat - now <= capacity;
-    let status = |used: u64| {
+    Gcra {
+        name,
+        limit: limit.limit,
+        window,
+        interval,
+        capacity,
+        now,
+        base,
+        new_tat,
+        allowed: new_tat - now <= capacity,
+    }
+}
+
+impl Gcra {
+    /// Whole seconds (at least 1) until a refused request would fit.
+    fn retry_after_secs(&self) -> u64 {
+        (self.new_tat - self.capacity - self.now)
+            .div_ceil(NANOS)
+            .max(1)
+    }
+
+    /// The limit's state after this request if `consumed`, else as it stands. Computed only
+    /// for the limit that is reported: the divisions are a good part of a check's cost.
+    fn status(&self, consumed: bool) -> RateStatus {
+        let used = if consumed { self.new_tat } else { self.base } - self.now;
         let reset_after = used.div_ceil(NANOS);
         RateStatus {
-            name,
-            limit: limit.limit,
-            remaining: u32::try_from(capacity.saturating_sub(used) / interval).unwrap_or(u32::MAX),
-            window_secs: window.div_ceil(NANOS),
+            name: self.name,
+            limit: self.limit,
+            remaining: u32::try_from(self.capacity.saturating_sub(used) / self.interval)
+                .unwrap_or(u32::MAX),
+            window_secs: self.window.div_ceil(NANOS),
             reset_after_secs: reset_after,
-            reset_at: now / NANOS + reset_after,
+            reset_at: self.now / NANOS + reset_after,
         }
-    };
-    Gcra {
-        new_tat,
-        allowed,
-        retry_after_secs: if allowed {
-            0
-        } else {
-            (new_tat - capacity - now).div_ceil(NANOS).max(1)
-        },
-        after: status(new_tat - now),
-        before: status(base - now),
     }
 }
 
@@ -149,15 +201,15 @@ impl MemoryLimiter {
     pub fn with_clock(clock: impl Clock) -> Self {
         MemoryLimiter {
             clock: Arc::new(clock),
-            tenants: Arc::default(),
+            shards: Arc::new(Shards::new()),
         }
     }
 
     /// Requests counted against the tenant's quota in the current period (0 if none).
     pub fn quota_used(&self, tenant_id: &str) -> u64 {
         let now = self.clock.now_nanos() / NANOS;
-        let tenants = self.tenants.lock().unwrap_or_else(|e| e.into_inner());
-        tenants
+        self.shards
+            .lock(tenant_id)
             .get(tenant_id)
             .filter(|t| t.period.is_some_and(|p| p.start <= now && now < p.end))
             .map_or(0, |t| t.used)
@@ -166,7 +218,7 @@ impl MemoryLimiter {
     fn decide(&self, r: &LimitRequest<'_>) -> Decision {
         let now = self.clock.now_nanos();
         // One lock for the whole check-and-consume: all-or-nothing, exact under concurrency.
-        let mut tenants = self.tenants.lock().unwrap_or_else(|e| e.into_inner());
+        let mut tenants = self.shards.lock(r.tenant_id);
         let state = match tenants.get_mut(r.tenant_id) {
             Some(state) => state,
             None => tenants.entry(r.tenant_id.to_owned()).or_default(),
@@ -185,7 +237,7 @@ impl MemoryLimiter {
         let rate = [&tenant, &key]
             .into_iter()
             .flatten()
-            .map(|g| if consumed { g.after } else { g.before })
+            .map(|g| g.status(consumed))
             .min_by_key(|status| status.remaining);
         let usage = Usage {
             rate,
@@ -196,7 +248,7 @@ impl MemoryLimiter {
             return Decision::QuotaExhausted { usage };
         }
         let refused = [&tenant, &key].into_iter().flatten().filter(|g| !g.allowed);
-        if let Some(retry_after_secs) = refused.map(|g| g.retry_after_secs).max() {
+        if let Some(retry_after_secs) = refused.map(Gcra::retry_after_secs).max() {
             return Decision::RateLimited {
                 retry_after_secs,
                 usage,
