@@ -5,8 +5,8 @@
 //! Run it with `scripts/load.sh` (installs wrk, pins the server and the load generator to
 //! different cores). Environment: `LOAD_ROUNDS` (default 6), `LOAD_SECONDS` per round
 //! (default 5), `LOAD_CONNECTIONS` (default 32), `LOAD_ONLY` (`plain`, `keygate`, `auth` or
-//! `headers`: load one side once, for profiling), `LOAD_BREAKDOWN=1` (two more sides: no auth but the same limit
-//! headers, and keygate with authentication and scope only).
+//! `headers`: load one side once, for profiling), `LOAD_BREAKDOWN=1` (two more sides: no auth
+//! but the same limit headers, and keygate with authentication and scope only).
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 use std::process::Command;
@@ -14,13 +14,13 @@ use std::process::Command;
 use axum::response::Response;
 use axum::{Router, routing::get};
 use http::HeaderValue;
-use keygate::entitle::{MemoryEntitlements, Plan, TenantEntitlements};
-use keygate::hash::KeyHasher;
-use keygate::key::{Environment, KeyFormat};
-use keygate::limit::{Quota, QuotaPeriod, RateLimit};
-use keygate::scope::{Scope, Scopes};
-use keygate::store::{KeyRecord, MemoryStore};
+use keygate::entitle::MemoryEntitlements;
+use keygate::scope::Scope;
+use keygate::store::MemoryStore;
 use keygate::{AuthLayer, Verifier};
+
+mod support;
+use support::{plan, store_with};
 
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -29,38 +29,23 @@ fn env_or(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-/// keygate's full pipeline: authentication, scope, the tenant's plan (rate limit and monthly
-/// quota, high enough never to refuse, so every request does the whole work) and the limit
-/// headers on every response.
-fn keygate_app(store: MemoryStore) -> Router {
-    let plan = TenantEntitlements::active(Plan {
-        name: "load".into(),
-        rate_limit: Some(RateLimit::per_second(u32::MAX)),
-        quota: Some(Quota {
-            limit: u64::MAX,
-            period: QuotaPeriod::Month,
-        }),
-        ..Plan::default()
-    });
-    let verifier = Verifier::builder(store)
-        .entitlements(MemoryEntitlements::with_default(plan))
-        .build();
-    let auth = AuthLayer::new(verifier).require_scope(Scope::READ);
-    Router::new()
-        .route("/", get(|| async { "hello" }))
-        .layer(auth)
-}
-
 fn plain_app() -> Router {
     Router::new().route("/", get(|| async { "hello" }))
 }
 
+/// keygate's full pipeline: authentication, scope, the tenant's plan (rate limit and monthly
+/// quota, high enough never to refuse, so every request does the whole work) and the limit
+/// headers on every response.
+fn keygate_app(store: MemoryStore) -> Router {
+    let verifier = Verifier::builder(store)
+        .entitlements(MemoryEntitlements::with_default(plan()))
+        .build();
+    plain_app().layer(AuthLayer::new(verifier).require_scope(Scope::READ))
+}
+
 /// keygate without a plan: authentication and scope only, no limits, no limit headers.
 fn keygate_auth_app(store: MemoryStore) -> Router {
-    let auth = AuthLayer::new(Verifier::builder(store).build()).require_scope(Scope::READ);
-    Router::new()
-        .route("/", get(|| async { "hello" }))
-        .layer(auth)
+    plain_app().layer(AuthLayer::new(Verifier::builder(store).build()).require_scope(Scope::READ))
 }
 
 /// No auth, but responses carry fixed limit headers of the same size as keygate's: what the
@@ -148,33 +133,7 @@ fn main() {
     let seconds = env_or("LOAD_SECONDS", 5);
     let connections = env_or("LOAD_CONNECTIONS", 32);
 
-    let format = KeyFormat::default();
-    let store = MemoryStore::new();
-    let key = format.generate(Environment::Live);
-    for i in 0..100_000 {
-        let k = if i == 0 {
-            None
-        } else {
-            Some(format.generate(Environment::Live))
-        };
-        let k = k.as_ref().unwrap_or(&key);
-        store.put(KeyRecord {
-            id: format!("key_{i}"),
-            tenant_id: format!("tenant_{}", i % 1000),
-            name: "load".into(),
-            digest: KeyHasher::sha256().hash(k.expose_secret()),
-            prefix: k.prefix().into(),
-            last4: k.last4().into(),
-            scopes: Scopes::from_static(&["read"]),
-            environment: k.environment(),
-            created_at: time::OffsetDateTime::now_utc(),
-            expires_at: None,
-            revoked_at: None,
-            last_used_at: None,
-            metadata: Default::default(),
-            restrictions: Default::default(),
-        });
-    }
+    let (store, key) = store_with(100_000);
 
     // One worker thread: the server gets one core, wrk the other.
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -193,7 +152,8 @@ fn main() {
             "plain" => plain,
             "auth" => serve(&rt, keygate_auth_app(store)),
             "headers" => serve(&rt, plain_with_headers_app()),
-            _ => guarded,
+            "keygate" => guarded,
+            other => panic!("LOAD_ONLY must be plain, keygate, auth or headers, not {other:?}"),
         };
         let rps = wrk(addr, Some(key), seconds, connections);
         println!("{side}: {rps:.0} req/s");

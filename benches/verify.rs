@@ -11,64 +11,16 @@ use std::hint::black_box;
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use http::Request;
 use keygate::Verifier;
-use keygate::entitle::{EntitlementSource, MemoryEntitlements, Plan, TenantEntitlements};
+use keygate::entitle::{EntitlementSource, MemoryEntitlements};
 use keygate::hash::KeyHasher;
-use keygate::key::{ApiKey, Environment, KeyFormat};
-use keygate::limit::{
-    Decision, LimitRequest, Limiter, MemoryLimiter, Quota, QuotaPeriod, RateLimit, apply_headers,
-};
+use keygate::key::KeyFormat;
+use keygate::limit::{Decision, LimitRequest, Limiter, MemoryLimiter, apply_headers};
 use keygate::scope::{Scope, Scopes};
-use keygate::store::{KeyRecord, KeyStore, MemoryStore};
+use keygate::store::{KeyRecord, KeyStore};
 use keygate::verify::RequestHead;
 
-fn record(key: &ApiKey, i: usize) -> KeyRecord {
-    KeyRecord {
-        id: format!("key_{i}"),
-        tenant_id: format!("tenant_{}", i % 1000),
-        name: "bench".into(),
-        digest: KeyHasher::sha256().hash(key.expose_secret()),
-        prefix: key.prefix().into(),
-        last4: key.last4().into(),
-        scopes: Scopes::from_static(&["read", "write"]),
-        environment: key.environment(),
-        created_at: time::OffsetDateTime::now_utc(),
-        expires_at: None,
-        revoked_at: None,
-        last_used_at: None,
-        metadata: Default::default(),
-        restrictions: Default::default(),
-    }
-}
-
-/// A store with `n` keys; returns it and one of its keys.
-fn store_with(n: usize) -> (MemoryStore, ApiKey) {
-    let format = KeyFormat::default();
-    let store = MemoryStore::new();
-    store.reserve(n);
-    let mut probe = None;
-    for i in 0..n {
-        let key = format.generate(Environment::Live);
-        store.put(record(&key, i));
-        if i == n / 2 {
-            probe = Some(key);
-        }
-    }
-    (store, probe.unwrap())
-}
-
-/// The plan every tenant gets in the full-pipeline benches: a tenant rate limit and a monthly
-/// quota high enough never to refuse, so that each iteration does the whole work.
-fn plan() -> TenantEntitlements {
-    TenantEntitlements::active(Plan {
-        name: "bench".into(),
-        rate_limit: Some(RateLimit::per_second(u32::MAX)),
-        quota: Some(Quota {
-            limit: u64::MAX,
-            period: QuotaPeriod::Month,
-        }),
-        ..Plan::default()
-    })
-}
+mod support;
+use support::{plan, record, store_with};
 
 fn bench_verify(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()

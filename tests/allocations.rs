@@ -20,6 +20,15 @@ async fn ok(_req: Request<String>) -> Result<Response<String>, Infallible> {
     Ok(Response::new(String::new()))
 }
 
+/// Drives one request through `service`, readiness first, to its response.
+fn respond<S>(rt: &tokio::runtime::Runtime, service: &mut S, req: Request<String>) -> S::Response
+where
+    S: Service<Request<String>>,
+    S::Error: std::fmt::Debug,
+{
+    rt.block_on(async { service.ready().await.unwrap().call(req).await.unwrap() })
+}
+
 fn allocations_during(f: impl FnOnce()) -> u64 {
     let before = dhat::HeapStats::get().total_blocks;
     f();
@@ -49,28 +58,14 @@ fn allocation_counts() {
         req
     };
     // Warm up lazily initialised statics.
-    rt.block_on(async {
-        guarded
-            .ready()
-            .await
-            .unwrap()
-            .call(request())
-            .await
-            .unwrap();
-    });
+    respond(&rt, &mut guarded, request());
 
     let baseline = allocations_during(|| {
-        rt.block_on(async {
-            let req = request();
-            plain.ready().await.unwrap().call(req).await.unwrap();
-        })
+        respond(&rt, &mut plain, request());
     });
     let with_keygate = allocations_during(|| {
-        rt.block_on(async {
-            let req = request();
-            let response = guarded.ready().await.unwrap().call(req).await.unwrap();
-            assert_eq!(response.status(), 200);
-        })
+        let response = respond(&rt, &mut guarded, request());
+        assert_eq!(response.status(), 200);
     });
     let keygate_allocations = with_keygate - baseline;
     println!(
@@ -97,17 +92,9 @@ fn allocation_counts() {
         .build();
     let mut limited = AuthLayer::new(verifier).layer(tower::service_fn(ok));
     let mut call_limited = || {
-        rt.block_on(async {
-            let response = limited
-                .ready()
-                .await
-                .unwrap()
-                .call(request())
-                .await
-                .unwrap();
-            assert_eq!(response.status(), 200);
-            assert!(response.headers().contains_key("ratelimit"));
-        })
+        let response = respond(&rt, &mut limited, request());
+        assert_eq!(response.status(), 200);
+        assert!(response.headers().contains_key("ratelimit"));
     };
     call_limited();
     let with_limits = allocations_during(call_limited) - baseline;

@@ -3,7 +3,7 @@ use std::ops::Range;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
-use super::Usage;
+use super::{QuotaStatus, RateStatus, Usage};
 
 const X_RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
 const X_RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
@@ -45,46 +45,20 @@ pub fn apply_headers(headers: &mut HeaderMap, usage: &Usage) {
         let reset = buf.field(rate.reset_at);
         x_headers = Some([limit, remaining, reset]);
     }
-    let start = buf.len;
-    if let Some(rate) = &usage.rate {
-        buf.item(
-            "",
-            rate.name,
-            ";q=",
-            u64::from(rate.limit),
-            ";w=",
-            rate.window_secs,
-        );
-    }
-    if let Some(quota) = &usage.quota {
-        let sep = if usage.rate.is_some() { ", " } else { "" };
-        buf.item(sep, "quota", ";q=", quota.limit, ";w=", quota.period_secs);
-    }
-    let policy = start..buf.len;
-    let start = buf.len;
-    if let Some(rate) = &usage.rate {
-        let remaining = u64::from(rate.remaining);
-        buf.item(
-            "",
-            rate.name,
-            ";r=",
-            remaining,
-            ";t=",
-            rate.reset_after_secs,
-        );
-    }
-    if let Some(quota) = &usage.quota {
-        let sep = if usage.rate.is_some() { ", " } else { "" };
-        buf.item(
-            sep,
-            "quota",
-            ";r=",
-            quota.remaining,
-            ";t=",
-            quota.reset_after_secs,
-        );
-    }
-    let state = start..buf.len;
+    // `"tenant";q=60;w=60, "quota";q=1000;w=2592000`
+    let policy = buf.list(
+        usage,
+        (";q=", ";w="),
+        |r| (u64::from(r.limit), r.window_secs),
+        |q| (q.limit, q.period_secs),
+    );
+    // `"tenant";r=59;t=1, "quota";r=999;t=86400`
+    let state = buf.list(
+        usage,
+        (";r=", ";t="),
+        |r| (u64::from(r.remaining), r.reset_after_secs),
+        |q| (q.remaining, q.reset_after_secs),
+    );
     if buf.overflowed {
         // Unreachable with the field sizes above; never send a truncated value.
         return;
@@ -149,21 +123,79 @@ impl Buffer {
         start..self.len
     }
 
-    /// One structured-field item: `<sep>"<name>"<k1><v1><k2><v2>`.
-    fn item(&mut self, sep: &str, name: &str, k1: &str, v1: u64, k2: &str, v2: u64) {
-        self.push(sep);
-        self.push("\"");
-        self.push(name);
-        self.push("\"");
-        self.push(k1);
-        self.push_int(v1);
-        self.push(k2);
-        self.push_int(v2);
+    /// One structured-field list: an item for the rate limit, then one for the quota, each
+    /// `"<name>"<k1><v1><k2><v2>`, with the values `rate` and `quota` pick.
+    fn list(
+        &mut self,
+        usage: &Usage,
+        (k1, k2): (&str, &str),
+        rate: impl Fn(&RateStatus) -> (u64, u64),
+        quota: impl Fn(&QuotaStatus) -> (u64, u64),
+    ) -> Range<usize> {
+        let start = self.len;
+        let items = usage
+            .rate
+            .as_ref()
+            .map(|r| (r.name, rate(r)))
+            .into_iter()
+            .chain(usage.quota.as_ref().map(|q| ("quota", quota(q))));
+        for (i, (name, (v1, v2))) in items.enumerate() {
+            if i > 0 {
+                self.push(", ");
+            }
+            self.push("\"");
+            self.push(name);
+            self.push("\"");
+            self.push(k1);
+            self.push_int(v1);
+            self.push(k2);
+            self.push_int(v2);
+        }
+        start..self.len
     }
 }
 
 impl AsRef<[u8]> for Buffer {
     fn as_ref(&self) -> &[u8] {
         &self.bytes[..self.len]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_limit_and_quota_in_one_list() {
+        let mut headers = HeaderMap::new();
+        let usage = Usage {
+            rate: Some(RateStatus {
+                name: "key",
+                limit: 10,
+                remaining: 7,
+                window_secs: 1,
+                reset_after_secs: 1,
+                reset_at: 1_700_000_001,
+            }),
+            quota: Some(QuotaStatus {
+                limit: 1000,
+                remaining: 999,
+                period_secs: 2_592_000,
+                reset_after_secs: 86_400,
+            }),
+        };
+        apply_headers(&mut headers, &usage);
+        assert_eq!(headers["x-ratelimit-limit"], "10");
+        assert_eq!(headers["x-ratelimit-remaining"], "7");
+        assert_eq!(headers["x-ratelimit-reset"], "1700000001");
+        assert_eq!(
+            headers["ratelimit-policy"],
+            "\"key\";q=10;w=1, \"quota\";q=1000;w=2592000"
+        );
+        assert_eq!(
+            headers["ratelimit"],
+            "\"key\";r=7;t=1, \"quota\";r=999;t=86400"
+        );
+        assert_eq!(headers.len(), 5);
     }
 }

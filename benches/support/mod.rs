@@ -1,0 +1,57 @@
+//! What the benchmarks share: a store of `n` keys and a plan that never refuses.
+
+use keygate::entitle::{Plan, TenantEntitlements};
+use keygate::hash::KeyHasher;
+use keygate::key::{ApiKey, Environment, KeyFormat};
+use keygate::limit::{Quota, QuotaPeriod, RateLimit};
+use keygate::scope::Scopes;
+use keygate::store::{KeyRecord, MemoryStore};
+
+pub(crate) fn record(key: &ApiKey, i: usize) -> KeyRecord {
+    KeyRecord {
+        id: format!("key_{i}"),
+        tenant_id: format!("tenant_{}", i % 1000),
+        name: "bench".into(),
+        digest: KeyHasher::sha256().hash(key.expose_secret()),
+        prefix: key.prefix().into(),
+        last4: key.last4().into(),
+        scopes: Scopes::from_static(&["read", "write"]),
+        environment: key.environment(),
+        created_at: time::OffsetDateTime::now_utc(),
+        expires_at: None,
+        revoked_at: None,
+        last_used_at: None,
+        metadata: Default::default(),
+        restrictions: Default::default(),
+    }
+}
+
+/// A store with `n` keys; returns it and one of its keys.
+pub(crate) fn store_with(n: usize) -> (MemoryStore, ApiKey) {
+    let format = KeyFormat::default();
+    let store = MemoryStore::new();
+    store.reserve(n);
+    let mut probe = None;
+    for i in 0..n {
+        let key = format.generate(Environment::Live);
+        store.put(record(&key, i));
+        if i == n / 2 {
+            probe = Some(key);
+        }
+    }
+    (store, probe.unwrap())
+}
+
+/// The plan every tenant gets in the full-pipeline benches: a tenant rate limit and a monthly
+/// quota high enough never to refuse, so that each iteration does the whole work.
+pub(crate) fn plan() -> TenantEntitlements {
+    TenantEntitlements::active(Plan {
+        name: "bench".into(),
+        rate_limit: Some(RateLimit::per_second(u32::MAX)),
+        quota: Some(Quota {
+            limit: u64::MAX,
+            period: QuotaPeriod::Month,
+        }),
+        ..Plan::default()
+    })
+}
