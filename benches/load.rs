@@ -4,17 +4,20 @@
 //!
 //! Run it with `scripts/load.sh` (installs wrk, pins the server and the load generator to
 //! different cores). Environment: `LOAD_ROUNDS` (default 6), `LOAD_SECONDS` per round
-//! (default 5), `LOAD_CONNECTIONS` (default 32), `LOAD_ONLY` (`plain`, `keygate`, `auth` or
-//! `headers`: load one side once, for profiling), `LOAD_BREAKDOWN=1` (two more sides: no auth
-//! but the same limit headers, and keygate with authentication and scope only).
+//! (default 5), `LOAD_CONNECTIONS` (default 32), `LOAD_ONLY` (`plain`, `keygate`, `auth`,
+//! `headers`, `x-headers`: load one side once, for profiling), `LOAD_BREAKDOWN=1` (three more
+//! sides: no auth but the handler returns the same five limit headers, keygate with
+//! authentication and scope only, and keygate's full pipeline sending only the `X-RateLimit-*`
+//! headers).
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 use std::process::Command;
 
-use axum::response::Response;
+use axum::response::IntoResponse;
 use axum::{Router, routing::get};
 use http::HeaderValue;
 use keygate::entitle::MemoryEntitlements;
+use keygate::limit::LimitHeaders;
 use keygate::scope::Scope;
 use keygate::store::MemoryStore;
 use keygate::{AuthLayer, Verifier};
@@ -43,35 +46,51 @@ fn keygate_app(store: MemoryStore) -> Router {
     plain_app().layer(AuthLayer::new(verifier).require_scope(Scope::READ))
 }
 
+/// keygate's full pipeline sending only the `X-RateLimit-*` family (three headers of five).
+fn keygate_x_headers_app(store: MemoryStore) -> Router {
+    let verifier = Verifier::builder(store)
+        .entitlements(MemoryEntitlements::with_default(plan()))
+        .build();
+    plain_app().layer(
+        AuthLayer::new(verifier)
+            .require_scope(Scope::READ)
+            .limit_headers(LimitHeaders::XRateLimit),
+    )
+}
+
 /// keygate without a plan: authentication and scope only, no limits, no limit headers.
 fn keygate_auth_app(store: MemoryStore) -> Router {
     plain_app().layer(AuthLayer::new(Verifier::builder(store).build()).require_scope(Scope::READ))
 }
 
-/// No auth, but responses carry fixed limit headers of the same size as keygate's: what the
-/// extra response bytes alone cost (hyper's encoding, the kernel, wrk's parsing).
+/// No auth, but the handler itself returns fixed limit headers of the same size as keygate's:
+/// what sending them costs on its own (inserting them into the response's header map, hyper's
+/// encoding, the kernel, wrk's parsing), with no middleware in between.
 fn plain_with_headers_app() -> Router {
-    plain_app().layer(axum::middleware::map_response(
-        |mut res: Response| async move {
-            let headers = res.headers_mut();
-            for (name, value) in [
-                ("x-ratelimit-limit", "4294967295"),
-                ("x-ratelimit-remaining", "4294967294"),
-                ("x-ratelimit-reset", "1764000001"),
-                (
-                    "ratelimit-policy",
-                    "\"tenant\";q=4294967295;w=1, \"quota\";q=18446744073709551615;w=2592000",
-                ),
-                (
-                    "ratelimit",
-                    "\"tenant\";r=4294967294;t=1, \"quota\";r=18446744073709551614;t=1234567",
-                ),
-            ] {
+    const HEADERS: [(&str, &str); 5] = [
+        ("x-ratelimit-limit", "4294967295"),
+        ("x-ratelimit-remaining", "4294967294"),
+        ("x-ratelimit-reset", "1764000001"),
+        (
+            "ratelimit-policy",
+            "\"tenant\";q=4294967295;w=1, \"quota\";q=18446744073709551615;w=2592000",
+        ),
+        (
+            "ratelimit",
+            "\"tenant\";r=4294967294;t=1, \"quota\";r=18446744073709551614;t=1234567",
+        ),
+    ];
+    Router::new().route(
+        "/",
+        get(|| async {
+            let mut response = "hello".into_response();
+            let headers = response.headers_mut();
+            for (name, value) in HEADERS {
                 headers.insert(name, HeaderValue::from_static(value));
             }
-            res
-        },
-    ))
+            response
+        }),
+    )
 }
 
 fn serve(rt: &tokio::runtime::Runtime, app: Router) -> std::net::SocketAddr {
@@ -153,7 +172,10 @@ fn main() {
             "auth" => serve(&rt, keygate_auth_app(store)),
             "headers" => serve(&rt, plain_with_headers_app()),
             "keygate" => guarded,
-            other => panic!("LOAD_ONLY must be plain, keygate, auth or headers, not {other:?}"),
+            "x-headers" => serve(&rt, keygate_x_headers_app(store)),
+            other => panic!(
+                "LOAD_ONLY must be plain, keygate, auth, headers or x-headers, not {other:?}"
+            ),
         };
         let rps = wrk(addr, Some(key), seconds, connections);
         println!("{side}: {rps:.0} req/s");
@@ -163,7 +185,14 @@ fn main() {
     let mut sides = vec![("no-auth", plain), ("keygate", guarded)];
     if std::env::var("LOAD_BREAKDOWN").is_ok_and(|v| v == "1") {
         sides.push(("no-auth+headers", serve(&rt, plain_with_headers_app())));
-        sides.push(("keygate-auth-only", serve(&rt, keygate_auth_app(store))));
+        sides.push((
+            "keygate-auth-only",
+            serve(&rt, keygate_auth_app(store.clone())),
+        ));
+        sides.push((
+            "keygate-x-headers",
+            serve(&rt, keygate_x_headers_app(store)),
+        ));
     }
 
     // Warm-up, then rounds in rotating order so that drift (thermal, noise) hits every side

@@ -156,10 +156,16 @@ fn bench_stages(c: &mut Criterion) {
     });
     group.finish();
 
-    // A malformed key (bad checksum) through the whole verifier: refused before any store call.
+    // A malformed key through the whole verifier, refused before any store call: the costliest
+    // kind, a typo in the checksum (every character valid, so the whole key is checked and its
+    // CRC computed before the mismatch shows).
     let mut bad = key.expose_secret().to_owned();
-    bad.pop();
-    bad.push('x');
+    let last = bad.pop().unwrap();
+    bad.push(if last == '0' { '1' } else { '0' });
+    assert_eq!(
+        format.parse(&bad).unwrap_err(),
+        keygate::key::MalformedKey::Checksum
+    );
     let verifier = Verifier::builder(store).build();
     let bad_req = Request::get("/v1/documents")
         .header("x-api-key", bad.as_str())

@@ -543,3 +543,93 @@ async fn grpc_codes_for_limits() {
     );
     let _ = Arc::new(());
 }
+
+/// Every limit header a response carries, by name, in a fixed order.
+fn limit_headers_of(r: &http::Response<Body>) -> Vec<(String, String)> {
+    [
+        "x-ratelimit-limit",
+        "x-ratelimit-remaining",
+        "x-ratelimit-reset",
+        "ratelimit-policy",
+        "ratelimit",
+        "retry-after",
+    ]
+    .into_iter()
+    .filter_map(|name| header(r, name).map(|v| (name.to_owned(), v)))
+    .collect()
+}
+
+#[tokio::test]
+async fn the_layer_sends_the_chosen_limit_header_families() {
+    use keygate::limit::LimitHeaders;
+
+    let fixture = Fixture::new();
+    let pair = |name: &str, value: &str| (name.to_owned(), value.to_owned());
+    let x_family = |remaining: &str| {
+        vec![
+            pair("x-ratelimit-limit", "1"),
+            pair("x-ratelimit-remaining", remaining),
+            pair("x-ratelimit-reset", &(T0 + 60).to_string()),
+        ]
+    };
+    let draft_family = |remaining: &str, used: u64| {
+        vec![
+            pair(
+                "ratelimit-policy",
+                "\"tenant\";q=1;w=60, \"quota\";q=10;w=86400",
+            ),
+            pair(
+                "ratelimit",
+                &format!(
+                    "\"tenant\";r={remaining};t=60, \"quota\";r={};t=86400",
+                    10 - used
+                ),
+            ),
+        ]
+    };
+    for (choice, x, draft) in [
+        (LimitHeaders::All, true, true),
+        (LimitHeaders::XRateLimit, true, false),
+        (LimitHeaders::Draft, false, true),
+        (LimitHeaders::None, false, false),
+    ] {
+        // A fresh limiter per choice: one request a minute, ten a day.
+        let plans = MemoryEntitlements::new();
+        plans.set("acme", plan(Some(RateLimit::per_minute(1)), None, Some(10)));
+        let verifier = Verifier::builder(fixture.store.clone())
+            .entitlements(plans)
+            .limiter(MemoryLimiter::with_clock(ManualClock::at_unix_secs(T0)))
+            .build();
+        let app = Router::new()
+            .route("/", get(|| async { "ok" }))
+            .layer(AuthLayer::new(verifier).limit_headers(choice));
+
+        let allowed = get_with(&app, &fixture.reader).await;
+        assert_eq!(allowed.status(), StatusCode::OK, "{choice:?}");
+        let mut expected = Vec::new();
+        if x {
+            expected.extend(x_family("0"));
+        }
+        if draft {
+            expected.extend(draft_family("0", 1));
+        }
+        assert_eq!(limit_headers_of(&allowed), expected, "{choice:?}");
+
+        // Refused by the rate limit: the same families, and always `Retry-After`.
+        let refused = get_with(&app, &fixture.reader).await;
+        assert_eq!(
+            refused.status(),
+            StatusCode::TOO_MANY_REQUESTS,
+            "{choice:?}"
+        );
+        let mut expected = Vec::new();
+        if x {
+            expected.extend(x_family("0"));
+        }
+        if draft {
+            expected.extend(draft_family("0", 1));
+        }
+        expected.push(pair("retry-after", "60"));
+        assert_eq!(limit_headers_of(&refused), expected, "{choice:?}");
+    }
+}

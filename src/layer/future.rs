@@ -11,7 +11,7 @@ use tower_service::Service;
 use super::AuthBody;
 use super::layer::Config;
 use super::service::{admit, render};
-use crate::limit::{Usage, apply_headers};
+use crate::limit::{LimitHeaders, Usage};
 use crate::verify::{Admitted, Rejection, RequestHead};
 
 type CheckFuture<B> =
@@ -40,7 +40,8 @@ pin_project! {
             inner: Option<S>,
             config: Arc<Config>,
         },
-        Inner { #[pin] future: S::Future, usage: Option<Usage> },
+        // The inner service's response, to which the limit headers are added.
+        Inner { #[pin] future: S::Future, usage: Option<(Usage, LimitHeaders)> },
         Refused { response: Option<Response<Bytes>> },
     }
 }
@@ -49,7 +50,11 @@ impl<S, B> ResponseFuture<S, B>
 where
     S: Service<Request<B>>,
 {
-    pub(super) fn inner(inner: &mut S, req: Request<B>, usage: Option<Usage>) -> Self {
+    pub(super) fn inner(
+        inner: &mut S,
+        req: Request<B>,
+        usage: Option<(Usage, LimitHeaders)>,
+    ) -> Self {
         ResponseFuture {
             state: State::Inner {
                 future: inner.call(req),
@@ -96,7 +101,7 @@ where
                     let next = match (outcome, inner.take()) {
                         (Ok(admitted), Some(mut inner)) => State::Inner {
                             future: inner.call(admit(config, req, admitted.tenant)),
-                            usage: admitted.usage,
+                            usage: admitted.usage.map(|u| (u, config.limit_headers)),
                         },
                         (Err(rejection), _) => State::Refused {
                             response: Some(render(config, &RequestHead::from(&req), &rejection)),
@@ -108,8 +113,8 @@ where
                 }
                 StateProj::Inner { future, usage } => {
                     let mut response = ready!(future.poll(cx))?;
-                    if let Some(usage) = usage {
-                        apply_headers(response.headers_mut(), usage);
+                    if let Some((usage, limit_headers)) = usage {
+                        limit_headers.apply(response.headers_mut(), usage);
                     }
                     return Poll::Ready(Ok(response.map(AuthBody::inner)));
                 }

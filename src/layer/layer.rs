@@ -5,6 +5,7 @@ use tower_layer::Layer;
 
 use super::AuthService;
 use crate::error::{JsonErrors, RenderError};
+use crate::limit::LimitHeaders;
 use crate::manage::LastUsedTracker;
 use crate::scope::{Scope, ScopePolicy};
 use crate::verify::{RequestHead, Verifier};
@@ -25,6 +26,7 @@ pub(crate) struct Config {
     pub(crate) renderer: Arc<dyn RenderError>,
     pub(crate) strip_credentials: bool,
     pub(crate) last_used: Option<LastUsedTracker>,
+    pub(crate) limit_headers: LimitHeaders,
 }
 
 impl AuthLayer {
@@ -38,6 +40,7 @@ impl AuthLayer {
                 renderer: Arc::new(JsonErrors::default()),
                 strip_credentials: true,
                 last_used: None,
+                limit_headers: LimitHeaders::All,
             }),
         }
     }
@@ -90,6 +93,21 @@ impl AuthLayer {
         self.with(|c| c.last_used = Some(tracker))
     }
 
+    /// Which rate-limit headers responses carry when the tenant has limits (default
+    /// [`LimitHeaders::All`]: the `X-RateLimit-*` family and the IETF draft's fields).
+    ///
+    /// ```
+    /// # use keygate::{AuthLayer, Verifier, store::MemoryStore};
+    /// use keygate::limit::LimitHeaders;
+    ///
+    /// let auth = AuthLayer::new(Verifier::builder(MemoryStore::new()).build())
+    ///     .limit_headers(LimitHeaders::XRateLimit);
+    /// # let _ = auth;
+    /// ```
+    pub fn limit_headers(self, headers: LimitHeaders) -> Self {
+        self.with(|c| c.limit_headers = headers)
+    }
+
     /// The verifier behind this layer.
     pub fn verifier(&self) -> &Verifier {
         &self.config.verifier
@@ -111,6 +129,7 @@ impl fmt::Debug for AuthLayer {
             .field("policy", &self.config.policy)
             .field("public", &self.config.public.is_some())
             .field("strip_credentials", &self.config.strip_credentials)
+            .field("limit_headers", &self.config.limit_headers)
             .finish_non_exhaustive()
     }
 }

@@ -8,7 +8,6 @@ use tower_service::Service;
 use super::layer::Config;
 use super::{AuthBody, ResponseFuture};
 use crate::error::{grpc_response, is_grpc};
-use crate::limit::apply_headers;
 use crate::tenant::Tenant;
 use crate::verify::{Rejection, RequestHead};
 
@@ -65,7 +64,7 @@ where
         match config.verifier.check_now(&head, required.as_ref()) {
             // Decided at once: the ready inner service is called right here, no clone needed.
             Some(Ok(admitted)) => {
-                let usage = admitted.usage;
+                let usage = admitted.usage.map(|u| (u, config.limit_headers));
                 let req = admit(config, req, admitted.tenant);
                 ResponseFuture::inner(&mut self.inner, req, usage)
             }
@@ -111,7 +110,7 @@ pub(super) fn render(
         config.renderer.render(&rejection.error)
     };
     if let Some(usage) = &rejection.usage {
-        apply_headers(response.headers_mut(), usage);
+        config.limit_headers.apply(response.headers_mut(), usage);
     }
     response
 }

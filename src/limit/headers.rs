@@ -15,7 +15,116 @@ const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 /// separators stay well under this.
 const CAPACITY: usize = 256;
 
-/// Writes the rate-limit headers for `usage`:
+/// Which rate-limit header fields a response carries; set with
+/// [`AuthLayer::limit_headers`](crate::AuthLayer::limit_headers).
+///
+/// Every field costs the same on every response (building it, inserting it into the header
+/// map, encoding and sending it), so a service whose clients read only one family can leave
+/// the other out. Refusals by a rate limit carry `Retry-After` whatever is chosen here.
+///
+/// ```
+/// use keygate::limit::{LimitHeaders, RateStatus, Usage};
+///
+/// let rate = RateStatus { name: "tenant", limit: 60, remaining: 59, window_secs: 60, reset_after_secs: 1, reset_at: 1_700_000_001 };
+/// let usage = Usage { rate: Some(rate), quota: None };
+///
+/// let mut headers = http::HeaderMap::new();
+/// LimitHeaders::XRateLimit.apply(&mut headers, &usage);
+/// assert_eq!(headers["x-ratelimit-remaining"], "59");
+/// assert!(!headers.contains_key("ratelimit"));
+///
+/// let mut headers = http::HeaderMap::new();
+/// LimitHeaders::None.apply(&mut headers, &usage);
+/// assert!(headers.is_empty());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum LimitHeaders {
+    /// `X-RateLimit-Limit`, `X-RateLimit-Remaining`, `X-RateLimit-Reset` and the IETF draft's
+    /// `RateLimit-Policy` / `RateLimit` (the default).
+    #[default]
+    All,
+    /// Only `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset`.
+    XRateLimit,
+    /// Only the IETF draft's `RateLimit-Policy` and `RateLimit`.
+    Draft,
+    /// No limit headers.
+    None,
+}
+
+impl LimitHeaders {
+    fn x_rate_limit(self) -> bool {
+        matches!(self, LimitHeaders::All | LimitHeaders::XRateLimit)
+    }
+
+    fn draft(self) -> bool {
+        matches!(self, LimitHeaders::All | LimitHeaders::Draft)
+    }
+
+    /// Writes the chosen fields for `usage` into `headers` (see [`apply_headers`] for their
+    /// contents).
+    pub fn apply(self, headers: &mut HeaderMap, usage: &Usage) {
+        if usage.rate.is_none() && usage.quota.is_none() {
+            return;
+        }
+        // Every value is written into one stack buffer, which becomes one shared allocation
+        // that all header values point into. Formatting each value into its own `String` costs
+        // an allocation per header and measured ~4x slower; `itoa` beats `core::fmt` for
+        // integers.
+        let mut buf = Buffer::default();
+        let mut x_headers = None;
+        if let Some(rate) = usage.rate.as_ref().filter(|_| self.x_rate_limit()) {
+            let limit = buf.field(u64::from(rate.limit));
+            let remaining = buf.field(u64::from(rate.remaining));
+            let reset = buf.field(rate.reset_at);
+            x_headers = Some([limit, remaining, reset]);
+        }
+        let mut draft = None;
+        if self.draft() {
+            // `"tenant";q=60;w=60, "quota";q=1000;w=2592000`
+            let policy = buf.list(
+                usage,
+                (";q=", ";w="),
+                |r| (u64::from(r.limit), r.window_secs),
+                |q| (q.limit, q.period_secs),
+            );
+            // `"tenant";r=59;t=1, "quota";r=999;t=86400`
+            let state = buf.list(
+                usage,
+                (";r=", ";t="),
+                |r| (u64::from(r.remaining), r.reset_after_secs),
+                |q| (q.remaining, q.reset_after_secs),
+            );
+            draft = Some((policy, state));
+        }
+        if buf.len == 0 || buf.overflowed {
+            // Nothing chosen, or (unreachable with the field sizes above) a value that did not
+            // fit: never send a truncated value.
+            return;
+        }
+
+        let shared = Bytes::from_owner(buf);
+        let value = |range: Range<usize>| HeaderValue::from_maybe_shared(shared.slice(range));
+        headers.reserve(x_headers.as_ref().map_or(0, |_| 3) + draft.as_ref().map_or(0, |_| 2));
+        if let Some([limit, remaining, reset]) = x_headers {
+            for (name, range) in [
+                (X_RATELIMIT_LIMIT, limit),
+                (X_RATELIMIT_REMAINING, remaining),
+                (X_RATELIMIT_RESET, reset),
+            ] {
+                if let Ok(v) = value(range) {
+                    headers.insert(name, v);
+                }
+            }
+        }
+        if let Some((Ok(p), Ok(s))) = draft.map(|(p, s)| (value(p), value(s))) {
+            headers.insert(RATELIMIT_POLICY, p);
+            headers.insert(RATELIMIT, s);
+        }
+    }
+}
+
+/// Writes all the rate-limit headers for `usage` ([`LimitHeaders::All`]):
 /// `X-RateLimit-Limit`, `X-RateLimit-Remaining`, `X-RateLimit-Reset` (unix seconds) for the most
 /// constraining rate limit, and the IETF draft's `RateLimit-Policy` and `RateLimit` fields for
 /// the rate limit and the quota.
@@ -31,57 +140,7 @@ const CAPACITY: usize = 256;
 /// assert_eq!(headers["ratelimit"], "\"tenant\";r=59;t=1");
 /// ```
 pub fn apply_headers(headers: &mut HeaderMap, usage: &Usage) {
-    if usage.rate.is_none() && usage.quota.is_none() {
-        return;
-    }
-    // Every value is written into one stack buffer, which becomes one shared allocation that
-    // all five header values point into. Formatting each value into its own `String` costs an
-    // allocation per header and measured ~4x slower; `itoa` beats `core::fmt` for integers.
-    let mut buf = Buffer::default();
-    let mut x_headers = None;
-    if let Some(rate) = &usage.rate {
-        let limit = buf.field(u64::from(rate.limit));
-        let remaining = buf.field(u64::from(rate.remaining));
-        let reset = buf.field(rate.reset_at);
-        x_headers = Some([limit, remaining, reset]);
-    }
-    // `"tenant";q=60;w=60, "quota";q=1000;w=2592000`
-    let policy = buf.list(
-        usage,
-        (";q=", ";w="),
-        |r| (u64::from(r.limit), r.window_secs),
-        |q| (q.limit, q.period_secs),
-    );
-    // `"tenant";r=59;t=1, "quota";r=999;t=86400`
-    let state = buf.list(
-        usage,
-        (";r=", ";t="),
-        |r| (u64::from(r.remaining), r.reset_after_secs),
-        |q| (q.remaining, q.reset_after_secs),
-    );
-    if buf.overflowed {
-        // Unreachable with the field sizes above; never send a truncated value.
-        return;
-    }
-
-    let shared = Bytes::from_owner(buf);
-    let value = |range: Range<usize>| HeaderValue::from_maybe_shared(shared.slice(range));
-    headers.reserve(5);
-    if let Some([limit, remaining, reset]) = x_headers {
-        for (name, range) in [
-            (X_RATELIMIT_LIMIT, limit),
-            (X_RATELIMIT_REMAINING, remaining),
-            (X_RATELIMIT_RESET, reset),
-        ] {
-            if let Ok(v) = value(range) {
-                headers.insert(name, v);
-            }
-        }
-    }
-    if let (Ok(p), Ok(s)) = (value(policy), value(state)) {
-        headers.insert(RATELIMIT_POLICY, p);
-        headers.insert(RATELIMIT, s);
-    }
+    LimitHeaders::All.apply(headers, usage);
 }
 
 /// A fixed-size text buffer on the stack.
