@@ -3,19 +3,22 @@
 //! second process over loopback, in alternating A/B rounds.
 //!
 //! Run it with `scripts/load.sh` (installs wrk, pins the server and the load generator to
-//! different cores). Environment: `LOAD_ROUNDS` (default 6), `LOAD_SECONDS` per round
-//! (default 5), `LOAD_CONNECTIONS` (default 32), `LOAD_ONLY` (`plain`, `keygate`, `auth`,
-//! `headers`, `x-headers`: load one side once, for profiling), `LOAD_BREAKDOWN=1` (three more
-//! sides: no auth but the handler returns the same five limit headers, keygate with
-//! authentication and scope only, and keygate's full pipeline sending only the `X-RateLimit-*`
-//! headers).
+//! different cores). Each side's run prints requests/s and the server's CPU time per request
+//! (this process's user + system time over wrk's request count). Many short rounds in rotating
+//! order keep a shared machine's drift out of the ratios.
+//!
+//! Environment: `LOAD_ROUNDS` (default 20), `LOAD_SECONDS` per side and round (default 2),
+//! `LOAD_CONNECTIONS` (default 32), `LOAD_ONLY` (`plain`, `keygate`, `auth`, `headers`,
+//! `x-headers`: load one side once, for profiling), `LOAD_BREAKDOWN=1` (three more sides: no
+//! auth but the handler returns the same five limit headers, keygate with authentication and
+//! scope only, and keygate's full pipeline sending only the `X-RateLimit-*` headers).
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 use std::process::Command;
 
 use axum::response::IntoResponse;
 use axum::{Router, routing::get};
-use http::HeaderValue;
+use http::{HeaderName, HeaderValue};
 use keygate::entitle::MemoryEntitlements;
 use keygate::limit::LimitHeaders;
 use keygate::scope::Scope;
@@ -67,17 +70,31 @@ fn keygate_auth_app(store: MemoryStore) -> Router {
 /// what sending them costs on its own (inserting them into the response's header map, hyper's
 /// encoding, the kernel, wrk's parsing), with no middleware in between.
 fn plain_with_headers_app() -> Router {
-    const HEADERS: [(&str, &str); 5] = [
-        ("x-ratelimit-limit", "4294967295"),
-        ("x-ratelimit-remaining", "4294967294"),
-        ("x-ratelimit-reset", "1764000001"),
+    // Names and values built at compile time, as the cheapest handler would.
+    const HEADERS: [(HeaderName, HeaderValue); 5] = [
         (
-            "ratelimit-policy",
-            "\"tenant\";q=4294967295;w=1, \"quota\";q=18446744073709551615;w=2592000",
+            HeaderName::from_static("x-ratelimit-limit"),
+            HeaderValue::from_static("4294967295"),
         ),
         (
-            "ratelimit",
-            "\"tenant\";r=4294967294;t=1, \"quota\";r=18446744073709551614;t=1234567",
+            HeaderName::from_static("x-ratelimit-remaining"),
+            HeaderValue::from_static("4294967294"),
+        ),
+        (
+            HeaderName::from_static("x-ratelimit-reset"),
+            HeaderValue::from_static("1764000001"),
+        ),
+        (
+            HeaderName::from_static("ratelimit-policy"),
+            HeaderValue::from_static(
+                "\"tenant\";q=4294967295;w=1, \"quota\";q=18446744073709551615;w=2592000",
+            ),
+        ),
+        (
+            HeaderName::from_static("ratelimit"),
+            HeaderValue::from_static(
+                "\"tenant\";r=4294967294;t=1, \"quota\";r=18446744073709551614;t=1234567",
+            ),
         ),
     ];
     Router::new().route(
@@ -85,8 +102,9 @@ fn plain_with_headers_app() -> Router {
         get(|| async {
             let mut response = "hello".into_response();
             let headers = response.headers_mut();
+            headers.reserve(HEADERS.len());
             for (name, value) in HEADERS {
-                headers.insert(name, HeaderValue::from_static(value));
+                headers.insert(name, value);
             }
             response
         }),
@@ -102,8 +120,27 @@ fn serve(rt: &tokio::runtime::Runtime, app: Router) -> std::net::SocketAddr {
     })
 }
 
-/// Runs wrk against `addr` and returns requests per second.
-fn wrk(addr: std::net::SocketAddr, key: Option<&str>, seconds: u64, connections: u64) -> f64 {
+/// One wrk run: requests per second, and this process's CPU time per request, which is the
+/// server's (its one worker serves; the main thread only waits for wrk).
+struct Run {
+    rps: f64,
+    cpu_us_per_request: f64,
+}
+
+/// This process's CPU time (user + system) in clock ticks, from `/proc/self/stat`.
+fn cpu_ticks() -> u64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").expect("Linux /proc");
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name.
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+/// Clock ticks per second as the kernel reports CPU times (`getconf CLK_TCK`).
+const TICKS_PER_SEC: f64 = 100.0;
+
+/// Runs wrk against `addr`.
+fn wrk(addr: std::net::SocketAddr, key: Option<&str>, seconds: u64, connections: u64) -> Run {
     let mut cmd = Command::new("taskset");
     cmd.args(["-c", &load_core(), "wrk", "-t1"])
         .arg(format!("-c{connections}"))
@@ -111,16 +148,30 @@ fn wrk(addr: std::net::SocketAddr, key: Option<&str>, seconds: u64, connections:
     if let Some(key) = key {
         cmd.arg("-H").arg(format!("x-api-key: {key}"));
     }
+    let ticks = cpu_ticks();
     let out = cmd
         .arg(format!("http://{addr}/"))
         .output()
         .expect("wrk runs (see scripts/load.sh)");
+    let ticks = cpu_ticks() - ticks;
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(!text.contains("Non-2xx"), "wrk saw errors:\n{text}");
-    text.lines()
+    let rps = text
+        .lines()
         .find_map(|l| l.strip_prefix("Requests/sec:"))
         .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no Requests/sec in wrk output:\n{text}"))
+        .unwrap_or_else(|| panic!("no Requests/sec in wrk output:\n{text}"));
+    // "  1234567 requests in 5.00s, 123.45MB read"
+    let requests: f64 = text
+        .lines()
+        .find(|l| l.contains(" requests in "))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no request count in wrk output:\n{text}"));
+    Run {
+        rps,
+        cpu_us_per_request: ticks as f64 / TICKS_PER_SEC * 1e6 / requests,
+    }
 }
 
 /// One request by hand before loading: the keygate side must answer 200 with the limit headers,
@@ -148,8 +199,8 @@ fn load_core() -> String {
 
 fn main() {
     // `cargo bench` passes `--bench`; this harness has no other flags.
-    let rounds = env_or("LOAD_ROUNDS", 6);
-    let seconds = env_or("LOAD_SECONDS", 5);
+    let rounds = env_or("LOAD_ROUNDS", 20);
+    let seconds = env_or("LOAD_SECONDS", 2);
     let connections = env_or("LOAD_CONNECTIONS", 32);
 
     let (store, key) = store_with(100_000);
@@ -177,8 +228,11 @@ fn main() {
                 "LOAD_ONLY must be plain, keygate, auth, headers or x-headers, not {other:?}"
             ),
         };
-        let rps = wrk(addr, Some(key), seconds, connections);
-        println!("{side}: {rps:.0} req/s");
+        let run = wrk(addr, Some(key), seconds, connections);
+        println!(
+            "{side}: {:.0} req/s, {:.2} us of server CPU per request",
+            run.rps, run.cpu_us_per_request
+        );
         return;
     }
 
@@ -202,18 +256,22 @@ fn main() {
     }
     let mut rps: Vec<Vec<f64>> = vec![Vec::new(); sides.len()];
     let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); sides.len()];
+    let mut cpu: Vec<Vec<f64>> = vec![Vec::new(); sides.len()];
     for round in 0..rounds {
-        let mut this_round = vec![0.0; sides.len()];
+        let mut this_round: Vec<Option<Run>> = sides.iter().map(|_| None).collect();
         for step in 0..sides.len() {
             let i = (round as usize + step) % sides.len();
-            this_round[i] = wrk(sides[i].1, Some(key), seconds, connections);
+            this_round[i] = Some(wrk(sides[i].1, Some(key), seconds, connections));
         }
+        let this_round: Vec<Run> = this_round.into_iter().map(Option::unwrap).collect();
         let mut line = format!("round {round}:");
         for (i, (name, _)) in sides.iter().enumerate() {
-            let ratio = this_round[i] / this_round[0];
-            rps[i].push(this_round[i]);
+            let run = &this_round[i];
+            let ratio = run.rps / this_round[0].rps;
+            rps[i].push(run.rps);
             ratios[i].push(ratio);
-            line += &format!("  {name} {:.0} req/s", this_round[i]);
+            cpu[i].push(run.cpu_us_per_request);
+            line += &format!("  {name} {:.0} req/s", run.rps);
             if i > 0 {
                 line += &format!(" ({ratio:.3})");
             }
@@ -229,8 +287,16 @@ fn main() {
             v[mid]
         }
     };
+    let base_cpu = median(&mut cpu[0].clone());
     for (i, (name, _)) in sides.iter().enumerate() {
-        let (r, q) = (median(&mut rps[i]), median(&mut ratios[i]));
-        println!("median {name}: {r:.0} req/s, ratio to no-auth {q:.3}");
+        let (r, q, c) = (
+            median(&mut rps[i]),
+            median(&mut ratios[i]),
+            median(&mut cpu[i]),
+        );
+        println!(
+            "median {name}: {r:.0} req/s, ratio to no-auth {q:.3}; server CPU {c:.2} us/request ({:+.2} us)",
+            c - base_cpu
+        );
     }
 }

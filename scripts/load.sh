@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # End-to-end load benchmark of keygate: installs wrk if needed, then runs benches/load.rs with the
 # server pinned to one core and wrk to the other. Usage: scripts/load.sh (env: LOAD_ROUNDS,
-# LOAD_SECONDS, LOAD_CONNECTIONS).
+# LOAD_SECONDS, LOAD_CONNECTIONS, LOAD_BREAKDOWN=1 for three more sides, LOAD_ONLY=<side>; see
+# benches/load.rs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v wrk >/dev/null; then
