@@ -587,25 +587,31 @@ async fn the_layer_sends_the_chosen_limit_header_families() {
             ),
         ]
     };
-    for (choice, x, draft) in [
+    let choices = [
         (LimitHeaders::All, true, true),
         (LimitHeaders::XRateLimit, true, false),
         (LimitHeaders::Draft, false, true),
         (LimitHeaders::None, false, false),
-    ] {
-        // A fresh limiter per choice: one request a minute, ten a day.
+    ];
+    // Each choice on both paths: a limiter that answers at once, and one that must be awaited.
+    for ((choice, x, draft), awaited) in choices.into_iter().flat_map(|c| [(c, false), (c, true)]) {
+        // A fresh limiter per run: one request a minute, ten a day.
         let plans = MemoryEntitlements::new();
         plans.set("acme", plan(Some(RateLimit::per_minute(1)), None, Some(10)));
-        let verifier = Verifier::builder(fixture.store.clone())
-            .entitlements(plans)
-            .limiter(MemoryLimiter::with_clock(ManualClock::at_unix_secs(T0)))
-            .build();
+        let limiter = MemoryLimiter::with_clock(ManualClock::at_unix_secs(T0));
+        let builder = Verifier::builder(fixture.store.clone()).entitlements(plans);
+        let verifier = if awaited {
+            builder.limiter(RemoteLimiter(limiter, false)).build()
+        } else {
+            builder.limiter(limiter).build()
+        };
+        let choice_and_path = format!("{choice:?}, awaited: {awaited}");
         let app = Router::new()
             .route("/", get(|| async { "ok" }))
             .layer(AuthLayer::new(verifier).limit_headers(choice));
 
         let allowed = get_with(&app, &fixture.reader).await;
-        assert_eq!(allowed.status(), StatusCode::OK, "{choice:?}");
+        assert_eq!(allowed.status(), StatusCode::OK, "{choice_and_path}");
         let mut expected = Vec::new();
         if x {
             expected.extend(x_family("0"));
@@ -613,14 +619,14 @@ async fn the_layer_sends_the_chosen_limit_header_families() {
         if draft {
             expected.extend(draft_family("0", 1));
         }
-        assert_eq!(limit_headers_of(&allowed), expected, "{choice:?}");
+        assert_eq!(limit_headers_of(&allowed), expected, "{choice_and_path}");
 
         // Refused by the rate limit: the same families, and always `Retry-After`.
         let refused = get_with(&app, &fixture.reader).await;
         assert_eq!(
             refused.status(),
             StatusCode::TOO_MANY_REQUESTS,
-            "{choice:?}"
+            "{choice_and_path}"
         );
         let mut expected = Vec::new();
         if x {
@@ -630,6 +636,6 @@ async fn the_layer_sends_the_chosen_limit_header_families() {
             expected.extend(draft_family("0", 1));
         }
         expected.push(pair("retry-after", "60"));
-        assert_eq!(limit_headers_of(&refused), expected, "{choice:?}");
+        assert_eq!(limit_headers_of(&refused), expected, "{choice_and_path}");
     }
 }
