@@ -8,15 +8,13 @@
 //! counts and divides the difference, so that setup cancels out.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
-use axum::{Router, body::Body, routing::get};
+use axum::body::Body;
 use http::Request;
-use keygate::entitle::MemoryEntitlements;
-use keygate::scope::Scope;
-use keygate::{AuthLayer, Verifier};
+use keygate::limit::LimitHeaders;
 use tower::{Service, ServiceExt};
 
 mod support;
-use support::{plan, store_with};
+use support::{auth_app, hello_app, pipeline_app, store_with};
 
 fn main() {
     let mut args = std::env::args().skip(1).filter(|a| a != "--bench");
@@ -27,19 +25,10 @@ fn main() {
     };
     let requests: usize = requests.parse().expect("a request count");
     let (store, key) = store_with(1_000);
-    let hello = || Router::new().route("/", get(|| async { "hello" }));
     let mut app = match side.as_str() {
-        "no_auth" => hello(),
-        "auth" => hello()
-            .layer(AuthLayer::new(Verifier::builder(store).build()).require_scope(Scope::READ)),
-        "pipeline" => hello().layer(
-            AuthLayer::new(
-                Verifier::builder(store)
-                    .entitlements(MemoryEntitlements::with_default(plan()))
-                    .build(),
-            )
-            .require_scope(Scope::READ),
-        ),
+        "no_auth" => hello_app(),
+        "auth" => auth_app(store),
+        "pipeline" => pipeline_app(store, LimitHeaders::All),
         other => panic!("side must be no_auth, auth or pipeline, not {other:?}"),
     };
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -19,51 +19,16 @@ use std::process::Command;
 use axum::response::IntoResponse;
 use axum::{Router, routing::get};
 use http::{HeaderName, HeaderValue};
-use keygate::entitle::MemoryEntitlements;
 use keygate::limit::LimitHeaders;
-use keygate::scope::Scope;
-use keygate::store::MemoryStore;
-use keygate::{AuthLayer, Verifier};
 
 mod support;
-use support::{plan, store_with};
+use support::{auth_app, hello_app, pipeline_app, store_with};
 
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-fn plain_app() -> Router {
-    Router::new().route("/", get(|| async { "hello" }))
-}
-
-/// keygate's full pipeline: authentication, scope, the tenant's plan (rate limit and monthly
-/// quota, high enough never to refuse, so every request does the whole work) and the limit
-/// headers on every response.
-fn keygate_app(store: MemoryStore) -> Router {
-    let verifier = Verifier::builder(store)
-        .entitlements(MemoryEntitlements::with_default(plan()))
-        .build();
-    plain_app().layer(AuthLayer::new(verifier).require_scope(Scope::READ))
-}
-
-/// keygate's full pipeline sending only the `X-RateLimit-*` family (three headers of five).
-fn keygate_x_headers_app(store: MemoryStore) -> Router {
-    let verifier = Verifier::builder(store)
-        .entitlements(MemoryEntitlements::with_default(plan()))
-        .build();
-    plain_app().layer(
-        AuthLayer::new(verifier)
-            .require_scope(Scope::READ)
-            .limit_headers(LimitHeaders::XRateLimit),
-    )
-}
-
-/// keygate without a plan: authentication and scope only, no limits, no limit headers.
-fn keygate_auth_app(store: MemoryStore) -> Router {
-    plain_app().layer(AuthLayer::new(Verifier::builder(store).build()).require_scope(Scope::READ))
 }
 
 /// No auth, but the handler itself returns fixed limit headers of the same size as keygate's:
@@ -211,8 +176,8 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let plain = serve(&rt, plain_app());
-    let guarded = serve(&rt, keygate_app(store.clone()));
+    let plain = serve(&rt, hello_app());
+    let guarded = serve(&rt, pipeline_app(store.clone(), LimitHeaders::All));
     check_headers(guarded, key.expose_secret());
     let key = key.expose_secret();
 
@@ -220,10 +185,10 @@ fn main() {
     if let Ok(side) = std::env::var("LOAD_ONLY") {
         let addr = match side.as_str() {
             "plain" => plain,
-            "auth" => serve(&rt, keygate_auth_app(store)),
+            "auth" => serve(&rt, auth_app(store)),
             "headers" => serve(&rt, plain_with_headers_app()),
             "keygate" => guarded,
-            "x-headers" => serve(&rt, keygate_x_headers_app(store)),
+            "x-headers" => serve(&rt, pipeline_app(store, LimitHeaders::XRateLimit)),
             other => panic!(
                 "LOAD_ONLY must be plain, keygate, auth, headers or x-headers, not {other:?}"
             ),
@@ -239,13 +204,10 @@ fn main() {
     let mut sides = vec![("no-auth", plain), ("keygate", guarded)];
     if std::env::var("LOAD_BREAKDOWN").is_ok_and(|v| v == "1") {
         sides.push(("no-auth+headers", serve(&rt, plain_with_headers_app())));
-        sides.push((
-            "keygate-auth-only",
-            serve(&rt, keygate_auth_app(store.clone())),
-        ));
+        sides.push(("keygate-auth-only", serve(&rt, auth_app(store.clone()))));
         sides.push((
             "keygate-x-headers",
-            serve(&rt, keygate_x_headers_app(store)),
+            serve(&rt, pipeline_app(store, LimitHeaders::XRateLimit)),
         ));
     }
 

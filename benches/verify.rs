@@ -14,13 +14,13 @@ use keygate::Verifier;
 use keygate::entitle::{EntitlementSource, MemoryEntitlements};
 use keygate::hash::KeyHasher;
 use keygate::key::KeyFormat;
-use keygate::limit::{Decision, LimitRequest, Limiter, MemoryLimiter, apply_headers};
+use keygate::limit::{Decision, LimitHeaders, LimitRequest, Limiter, MemoryLimiter, apply_headers};
 use keygate::scope::{Scope, Scopes};
 use keygate::store::{KeyRecord, KeyStore};
 use keygate::verify::RequestHead;
 
 mod support;
-use support::{plan, record, store_with};
+use support::{auth_app, hello_app, pipeline_app, plan, record, store_with};
 
 fn bench_verify(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -214,26 +214,18 @@ fn bench_stages(c: &mut Criterion) {
 /// One request through an axum router in process (no network), with and without the layer: what
 /// keygate adds to a request inside axum, allocations and boxing included.
 fn bench_layer(c: &mut Criterion) {
-    use axum::{Router, body::Body, routing::get};
-    use keygate::AuthLayer;
+    use axum::body::Body;
     use tower::{Service, ServiceExt};
 
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
     let (store, key) = store_with(100_000);
-    let hello = || Router::new().route("/", get(|| async { "hello" }));
-    let auth_only = AuthLayer::new(Verifier::builder(store.clone()).build());
-    let full = AuthLayer::new(
-        Verifier::builder(store)
-            .entitlements(MemoryEntitlements::with_default(plan()))
-            .build(),
-    );
     let mut group = c.benchmark_group("layer");
     for (name, mut app) in [
-        ("no_auth", hello()),
-        ("auth", hello().layer(auth_only.require_scope(Scope::READ))),
-        ("pipeline", hello().layer(full.require_scope(Scope::READ))),
+        ("no_auth", hello_app()),
+        ("auth", auth_app(store.clone())),
+        ("pipeline", pipeline_app(store, LimitHeaders::All)),
     ] {
         group.bench_function(name, |b| {
             b.iter(|| {

@@ -1,11 +1,14 @@
-//! What the benchmarks share: a store of `n` keys and a plan that never refuses.
+//! What the benchmarks share: a store of `n` keys, a plan that never refuses, and the axum
+//! hello-world served bare, behind keygate's authentication, and behind its full pipeline.
 
-use keygate::entitle::{Plan, TenantEntitlements};
+use axum::{Router, routing::get};
+use keygate::entitle::{MemoryEntitlements, Plan, TenantEntitlements};
 use keygate::hash::KeyHasher;
 use keygate::key::{ApiKey, Environment, KeyFormat};
-use keygate::limit::{Quota, QuotaPeriod, RateLimit};
-use keygate::scope::Scopes;
+use keygate::limit::{LimitHeaders, Quota, QuotaPeriod, RateLimit};
+use keygate::scope::{Scope, Scopes};
 use keygate::store::{KeyRecord, MemoryStore};
+use keygate::{AuthLayer, Verifier};
 
 pub(crate) fn record(key: &ApiKey, i: usize) -> KeyRecord {
     KeyRecord {
@@ -54,4 +57,29 @@ pub(crate) fn plan() -> TenantEntitlements {
         }),
         ..Plan::default()
     })
+}
+
+/// The hello-world every in-process and end-to-end comparison starts from.
+pub(crate) fn hello_app() -> Router {
+    Router::new().route("/", get(|| async { "hello" }))
+}
+
+/// keygate without a plan in front of [`hello_app`]: authentication and scope only, no limits,
+/// no limit headers.
+pub(crate) fn auth_app(store: MemoryStore) -> Router {
+    hello_app().layer(AuthLayer::new(Verifier::builder(store).build()).require_scope(Scope::READ))
+}
+
+/// keygate's full pipeline in front of [`hello_app`]: authentication, scope, the tenant's plan
+/// (rate limit and monthly quota from [`plan`], so every request does the whole work) and the
+/// chosen limit headers on every response.
+pub(crate) fn pipeline_app(store: MemoryStore, headers: LimitHeaders) -> Router {
+    let verifier = Verifier::builder(store)
+        .entitlements(MemoryEntitlements::with_default(plan()))
+        .build();
+    hello_app().layer(
+        AuthLayer::new(verifier)
+            .require_scope(Scope::READ)
+            .limit_headers(headers),
+    )
 }
