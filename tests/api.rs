@@ -600,6 +600,7 @@ impl ManagedKeyStore for DownStore {
         _: keygate::store::KeyRecord,
         _: time::OffsetDateTime,
         _: time::OffsetDateTime,
+        _: Option<usize>,
     ) -> Result<Option<keygate::store::KeyRecord>, keygate::store::StoreError> {
         Err(keygate::store::StoreError::Timeout)
     }

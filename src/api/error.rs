@@ -23,6 +23,9 @@ pub enum ApiError {
     /// The tenant has the maximum number of active keys.
     #[error("{0}")]
     KeyLimit(String),
+    /// The key is in a rotation grace period: it has already been rotated.
+    #[error("API key has already been rotated: rotate its successor instead")]
+    AlreadyRotated,
     /// The store failed.
     #[error("key store unavailable")]
     Unavailable,
@@ -33,6 +36,7 @@ impl From<ManageError> for ApiError {
         match e {
             ManageError::NotFound => ApiError::NotFound,
             ManageError::TooManyKeys(_) => ApiError::KeyLimit(e.to_string()),
+            ManageError::AlreadyRotated => ApiError::AlreadyRotated,
             ManageError::Store(error) => {
                 tracing::error!(target: "keygate", %error, "key store failed in a management call");
                 ApiError::Unavailable
@@ -55,7 +59,7 @@ impl ApiError {
             ApiError::Auth(e) => e.status(),
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound => StatusCode::NOT_FOUND,
-            ApiError::KeyLimit(_) => StatusCode::CONFLICT,
+            ApiError::KeyLimit(_) | ApiError::AlreadyRotated => StatusCode::CONFLICT,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -67,6 +71,7 @@ impl ApiError {
             ApiError::BadRequest(_) => "BAD_REQUEST",
             ApiError::NotFound => "NOT_FOUND",
             ApiError::KeyLimit(_) => "KEY_LIMIT_REACHED",
+            ApiError::AlreadyRotated => "KEY_ALREADY_ROTATED",
             ApiError::Unavailable => "SERVICE_UNAVAILABLE",
         }
     }

@@ -18,7 +18,8 @@
 //! |---|---|---|
 //! | malformed JSON, wrong content type, unknown field, missing or invalid name, unknown scope, past expiry, bad grace period | 400 | `BAD_REQUEST` |
 //! | no such key for this tenant | 404 | `NOT_FOUND` |
-//! | the tenant has the maximum number of active keys | 409 | `KEY_LIMIT_REACHED` |
+//! | the tenant has the maximum number of active keys (a rotation with a grace period counts: the old key stays active) | 409 | `KEY_LIMIT_REACHED` |
+//! | rotating a key in its rotation grace period (already replaced: rotate its successor) | 409 | `KEY_ALREADY_ROTATED` |
 //! | the store fails | 503 | `SERVICE_UNAVAILABLE` |
 //!
 //! ```

@@ -28,6 +28,10 @@ pub enum ManageError {
     /// No such active key for this tenant.
     #[error("API key not found")]
     NotFound,
+    /// The key was rotated with a grace period and is still in it: it has been replaced, so
+    /// only its successor can be rotated.
+    #[error("API key has already been rotated: rotate its successor instead")]
+    AlreadyRotated,
     /// The store failed.
     #[error(transparent)]
     Store(StoreError),
@@ -37,6 +41,7 @@ impl From<StoreError> for ManageError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::ActiveKeyLimit(n) => ManageError::TooManyKeys(n),
+            StoreError::AlreadyRotated => ManageError::AlreadyRotated,
             e => ManageError::Store(e),
         }
     }

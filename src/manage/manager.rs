@@ -212,6 +212,12 @@ impl KeyManager {
     /// Replaces an active key with a new secret of the same name, scopes, environment, expiry,
     /// metadata and restrictions. The old key stops working at once, or after `grace` (at most
     /// 30 days) during which both work. Usage counters belong to the tenant and are untouched.
+    ///
+    /// A key is replaced once: a key in its grace period is refused with
+    /// [`ManageError::AlreadyRotated`] (rotate its successor instead). With a grace period the
+    /// old key stays active beside the new one, so the rotation needs room under the active-key
+    /// cap ([`ManageError::TooManyKeys`]); without, it never grows the count. An unknown,
+    /// revoked or expired key, or another tenant's, is [`ManageError::NotFound`].
     pub async fn rotate(
         &self,
         actor: &str,
@@ -248,7 +254,14 @@ impl KeyManager {
         let rotated = self
             .inner
             .store
-            .rotate(tenant_id, key_id, replacement, until, now)
+            .rotate(
+                tenant_id,
+                key_id,
+                replacement,
+                until,
+                now,
+                self.inner.max_active,
+            )
             .await?
             .ok_or(ManageError::NotFound)?;
         self.audit(

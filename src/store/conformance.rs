@@ -2,7 +2,9 @@
 //! and yours.
 //!
 //! Each check takes a store, works on fresh random tenant ids (so stores may be shared between
-//! checks), and panics with a message naming what went wrong.
+//! checks), and panics with a message naming what went wrong. Some checks race calls from
+//! spawned tasks (concurrent rotations, a rotation against a revocation): run the suite on a
+//! multi-threaded runtime, as keygate's own tests do, so that the races are real.
 //!
 //! ```
 //! use keygate::store::{MemoryStore, conformance};
@@ -17,7 +19,7 @@ use std::future::Future;
 
 use time::{Duration, OffsetDateTime};
 
-use super::{KeyRecord, ManagedKeyStore, StoreError};
+use super::{KeyRecord, MAX_TIME, MIN_TIME, ManagedKeyStore, StoreError};
 use crate::hash::KeyHasher;
 use crate::key::{Environment, KeyFormat};
 use crate::restrict::Restrictions;
@@ -42,6 +44,12 @@ where
     concurrent_revoke_and_find(make().await).await;
     touch_last_used(&make().await).await;
     expiry(&make().await).await;
+    concurrent_rotations_leave_one_successor(make().await).await;
+    concurrent_rotations_with_grace_leave_one_successor(make().await).await;
+    rotate_racing_revoke(make().await).await;
+    rotation_with_grace_counts_against_the_cap(&make().await).await;
+    a_key_in_grace_cannot_be_rotated_again(&make().await).await;
+    times_out_of_range_are_refused(&make().await).await;
 }
 
 /// A fresh tenant id, unique across runs.
@@ -318,7 +326,7 @@ pub async fn rotate_immediately<S: ManagedKeyStore>(store: &S) {
         ..record(&t, at)
     };
     let rotated = store
-        .rotate(&t, &old.id, new.clone(), at, at)
+        .rotate(&t, &old.id, new.clone(), at, at, None)
         .await
         .unwrap()
         .expect("rotate");
@@ -342,7 +350,7 @@ pub async fn rotate_immediately<S: ManagedKeyStore>(store: &S) {
     );
     assert!(
         store
-            .rotate(&t, &old.id, record(&t, now()), now(), now())
+            .rotate(&t, &old.id, record(&t, now()), now(), now(), None)
             .await
             .unwrap()
             .is_none(),
@@ -359,7 +367,7 @@ pub async fn rotate_with_grace_period<S: ManagedKeyStore>(store: &S) {
     let until = at + Duration::hours(1);
     let new = record(&t, at);
     let rotated = store
-        .rotate(&t, &old.id, new.clone(), until, at)
+        .rotate(&t, &old.id, new.clone(), until, at, None)
         .await
         .unwrap()
         .expect("rotate");
@@ -409,7 +417,7 @@ pub async fn tenant_isolation<S: ManagedKeyStore>(store: &S) {
     let stolen = record(&intruder, now());
     assert!(
         store
-            .rotate(&intruder, &r.id, stolen.clone(), now(), now())
+            .rotate(&intruder, &r.id, stolen.clone(), now(), now(), None)
             .await
             .unwrap()
             .is_none()
@@ -513,4 +521,449 @@ pub async fn expiry<S: ManagedKeyStore>(store: &S) {
     );
     let found = store.find(&r.digest).await.unwrap().unwrap();
     assert!(found.is_expired_at(at + Duration::seconds(61)) && !found.is_expired_at(at));
+}
+
+/// Twenty rotations of one key at once, without grace: exactly one succeeds, the others find
+/// the key gone (`None`) or already rotated, and exactly one successor exists and works.
+///
+/// A caller reads its clock before its call reaches the store, so calls arrive in any order
+/// relative to their `now`; here each later task carries an earlier time.
+pub async fn concurrent_rotations_leave_one_successor<S: ManagedKeyStore + Clone>(store: S) {
+    concurrent_rotations(store, false).await;
+}
+
+/// Twenty rotations of one key at once, with a grace period: exactly one succeeds, the others
+/// are refused with [`StoreError::AlreadyRotated`] (or `None`), and the tenant holds exactly the
+/// old key, in its grace period, and one successor.
+pub async fn concurrent_rotations_with_grace_leave_one_successor<S: ManagedKeyStore + Clone>(
+    store: S,
+) {
+    concurrent_rotations(store, true).await;
+}
+
+async fn concurrent_rotations<S: ManagedKeyStore + Clone>(store: S, grace: bool) {
+    let what = if grace { "with grace" } else { "without grace" };
+    let t = tenant();
+    let base = now();
+    let old = record(&t, base - Duration::minutes(1));
+    store.insert(old.clone(), None).await.unwrap();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..20 {
+        let at = base - Duration::milliseconds(i);
+        let until = if grace { at + Duration::hours(1) } else { at };
+        let new = record(&t, at);
+        let (store, t, id) = (store.clone(), t.clone(), old.id.clone());
+        tasks.spawn(async move {
+            let result = store.rotate(&t, &id, new.clone(), until, at, None).await;
+            (new, until, result)
+        });
+    }
+    let mut successors = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        let (new, until, result) = joined.expect("task");
+        match result {
+            Ok(Some(rotated)) => {
+                assert_eq!(rotated.id, old.id, "rotate {what}: returns the old record");
+                assert_eq!(
+                    rotated.revoked_at,
+                    Some(until),
+                    "rotate {what}: the old key stops at `old_until`"
+                );
+                successors.push(new);
+            }
+            Ok(None) | Err(StoreError::AlreadyRotated) => assert!(
+                store.find(&new.digest).await.unwrap().is_none(),
+                "rotate {what}: a refused rotation writes nothing"
+            ),
+            Err(e) => panic!("concurrent rotations {what}: unexpected error {e}"),
+        }
+    }
+    assert_eq!(
+        successors.len(),
+        1,
+        "concurrent rotations {what}: exactly one must succeed"
+    );
+    let check = now();
+    let successor = &successors[0];
+    assert!(
+        store
+            .find(&successor.digest)
+            .await
+            .unwrap()
+            .expect("the successor is stored")
+            .is_active_at(check),
+        "concurrent rotations {what}: the successor works"
+    );
+    let ids: Vec<String> = store
+        .list(&t, check)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    let expected = if grace {
+        vec![old.id.clone(), successor.id.clone()]
+    } else {
+        vec![successor.id.clone()]
+    };
+    assert_eq!(
+        ids, expected,
+        "concurrent rotations {what}: the old key (only in grace) and one successor"
+    );
+}
+
+/// Twenty keys, each rotated and revoked at once (half of the rotations with grace). One of
+/// the two wins cleanly: either the rotation came first (the revocation then ends the old key,
+/// and the successor works), or the revocation did and the rotation finds no key and writes
+/// nothing. Never a successor issued for a key revoked before it.
+///
+/// The rotation's `now` is read before the revocation's, as when a rotation waits for the
+/// store while a revocation passes it.
+pub async fn rotate_racing_revoke<S: ManagedKeyStore + Clone>(store: S) {
+    enum Outcome {
+        Rotate(Result<Option<KeyRecord>, StoreError>),
+        Revoke(Result<Option<KeyRecord>, StoreError>),
+    }
+    let t = tenant();
+    let base = now();
+    let keys: Vec<KeyRecord> = (0..20)
+        .map(|_| record(&t, base - Duration::minutes(1)))
+        .collect();
+    for r in &keys {
+        store.insert(r.clone(), None).await.unwrap();
+    }
+    let rotate_at = base - Duration::milliseconds(1);
+    let mut plans = Vec::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, old) in keys.iter().enumerate() {
+        let until = if i % 2 == 0 {
+            rotate_at
+        } else {
+            rotate_at + Duration::hours(1)
+        };
+        let new = record(&t, rotate_at);
+        plans.push((until, new.clone()));
+        let rotate = {
+            let (store, t, id) = (store.clone(), t.clone(), old.id.clone());
+            async move {
+                let result = store.rotate(&t, &id, new, until, rotate_at, None).await;
+                (i, Outcome::Rotate(result))
+            }
+        };
+        let revoke = {
+            let (store, t, id) = (store.clone(), t.clone(), old.id.clone());
+            async move { (i, Outcome::Revoke(store.revoke(&t, &id, now()).await)) }
+        };
+        // Spawn order varies, so that either may reach the store first.
+        if i % 4 < 2 {
+            tasks.spawn(revoke);
+            tasks.spawn(rotate);
+        } else {
+            tasks.spawn(rotate);
+            tasks.spawn(revoke);
+        }
+    }
+    let mut rotations: Vec<Option<Option<KeyRecord>>> = vec![None; keys.len()];
+    let mut revocations: Vec<Option<Option<KeyRecord>>> = vec![None; keys.len()];
+    while let Some(joined) = tasks.join_next().await {
+        match joined.expect("task") {
+            (i, Outcome::Rotate(r)) => {
+                rotations[i] = Some(r.unwrap_or_else(|e| panic!("rotate racing revoke: {e}")));
+            }
+            (i, Outcome::Revoke(r)) => {
+                revocations[i] = Some(r.unwrap_or_else(|e| panic!("revoke racing rotate: {e}")));
+            }
+        }
+    }
+    let check = now();
+    for (i, old) in keys.iter().enumerate() {
+        let (until, new) = &plans[i];
+        let rotated = rotations[i].take().expect("rotation ran");
+        let revoked = revocations[i].take().expect("revocation ran");
+        let stored_old = store
+            .find(&old.digest)
+            .await
+            .unwrap()
+            .expect("old key kept");
+        assert!(
+            !stored_old.is_active_at(check),
+            "rotate racing revoke: the old key no longer works"
+        );
+        let stored_new = store.find(&new.digest).await.unwrap();
+        match rotated {
+            None => {
+                assert!(
+                    stored_new.is_none(),
+                    "rotate racing revoke: a refused rotation writes nothing"
+                );
+                assert!(
+                    revoked.is_some(),
+                    "rotate racing revoke: without a rotation, the revocation must have succeeded"
+                );
+            }
+            Some(rotated) => {
+                assert_eq!(
+                    rotated.revoked_at,
+                    Some(*until),
+                    "rotate racing revoke: a rotation succeeds only on a key not yet revoked"
+                );
+                assert!(
+                    stored_new.expect("successor stored").is_active_at(check),
+                    "rotate racing revoke: the successor works"
+                );
+                if let Some(revoked) = revoked {
+                    assert_eq!(
+                        stored_old.revoked_at, revoked.revoked_at,
+                        "rotate racing revoke: both succeeded, so the revocation came last"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// A rotation with a grace period keeps the old key working, so it needs room under the cap;
+/// one without grace does not add a key and is never refused for the cap.
+pub async fn rotation_with_grace_counts_against_the_cap<S: ManagedKeyStore>(store: &S) {
+    let t = tenant();
+    let first = record(&t, now() - Duration::minutes(1));
+    store.insert(first.clone(), Some(2)).await.unwrap();
+    let at = now();
+    let second = record(&t, at);
+    store
+        .rotate(
+            &t,
+            &first.id,
+            second.clone(),
+            at + Duration::hours(1),
+            at,
+            Some(2),
+        )
+        .await
+        .unwrap()
+        .expect("room for the key in grace");
+    assert_eq!(store.list(&t, now()).await.unwrap().len(), 2);
+
+    let at = now();
+    let third = record(&t, at);
+    assert!(
+        matches!(
+            store
+                .rotate(
+                    &t,
+                    &second.id,
+                    third.clone(),
+                    at + Duration::hours(1),
+                    at,
+                    Some(2)
+                )
+                .await,
+            Err(StoreError::ActiveKeyLimit(2))
+        ),
+        "rotation with grace at the cap"
+    );
+    assert!(
+        store.find(&third.digest).await.unwrap().is_none(),
+        "a refused rotation writes nothing"
+    );
+    assert_eq!(
+        store.get(&t, &second.id, now()).await.unwrap().as_ref(),
+        Some(&second),
+        "a refused rotation leaves the key untouched"
+    );
+    assert!(
+        matches!(
+            store.insert(record(&t, now()), Some(2)).await,
+            Err(StoreError::ActiveKeyLimit(2))
+        ),
+        "a key in grace counts for inserts too"
+    );
+
+    let at = now();
+    store
+        .rotate(&t, &second.id, third.clone(), at, at, Some(2))
+        .await
+        .unwrap()
+        .expect("rotation without grace at the cap");
+    let ids: Vec<String> = store
+        .list(&t, now())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(ids, [first.id.clone(), third.id.clone()]);
+}
+
+/// A key in its rotation grace period has been replaced: rotating it again, with or without
+/// grace, is refused with [`StoreError::AlreadyRotated`] and writes nothing. Its successor can
+/// be rotated.
+pub async fn a_key_in_grace_cannot_be_rotated_again<S: ManagedKeyStore>(store: &S) {
+    let t = tenant();
+    let old = record(&t, now() - Duration::minutes(1));
+    store.insert(old.clone(), None).await.unwrap();
+    let at = now();
+    let until = at + Duration::hours(1);
+    let successor = record(&t, at);
+    store
+        .rotate(&t, &old.id, successor.clone(), until, at, None)
+        .await
+        .unwrap()
+        .expect("first rotation");
+    for grace in [Duration::hours(1), Duration::ZERO] {
+        let at = now();
+        let again = record(&t, at);
+        assert!(
+            matches!(
+                store
+                    .rotate(&t, &old.id, again.clone(), at + grace, at, Some(100))
+                    .await,
+                Err(StoreError::AlreadyRotated)
+            ),
+            "rotating a key in grace (grace {grace})"
+        );
+        assert!(
+            store.find(&again.digest).await.unwrap().is_none(),
+            "a refused rotation writes nothing"
+        );
+    }
+    let kept = store
+        .get(&t, &old.id, now())
+        .await
+        .unwrap()
+        .expect("the old key still works in its grace period");
+    assert_eq!(
+        kept.revoked_at,
+        Some(until),
+        "its grace period is unchanged"
+    );
+    let at = now();
+    store
+        .rotate(&t, &successor.id, record(&t, at), at, at, None)
+        .await
+        .unwrap()
+        .expect("the successor can be rotated");
+}
+
+/// Every time handed to a store lies within [`MIN_TIME`]..=[`MAX_TIME`]: the bounds are kept
+/// exactly, anything outside is refused with [`StoreError::TimeOutOfRange`], never changed, and
+/// nothing is written.
+pub async fn times_out_of_range_are_refused<S: ManagedKeyStore>(store: &S) {
+    let t = tenant();
+    let too_late = MAX_TIME + Duration::seconds(1);
+    let too_early = MIN_TIME - Duration::seconds(1);
+
+    let at_max = KeyRecord {
+        expires_at: Some(MAX_TIME),
+        ..record(&t, now())
+    };
+    store
+        .insert(at_max.clone(), None)
+        .await
+        .expect("MAX_TIME is accepted");
+    assert_eq!(
+        *store.find(&at_max.digest).await.unwrap().unwrap(),
+        at_max,
+        "MAX_TIME is kept exactly"
+    );
+    let at_min = KeyRecord {
+        revoked_at: Some(MIN_TIME),
+        ..record(&t, MIN_TIME)
+    };
+    store
+        .insert(at_min.clone(), None)
+        .await
+        .expect("MIN_TIME is accepted");
+    assert_eq!(*store.find(&at_min.digest).await.unwrap().unwrap(), at_min);
+
+    let refused = |r: Result<(), StoreError>, at: OffsetDateTime, what: &str| match r {
+        Err(StoreError::TimeOutOfRange(t)) => assert_eq!(t, at, "{what}: names the time"),
+        other => panic!("{what}: expected TimeOutOfRange, got {other:?}"),
+    };
+    for (what, r, at) in [
+        (
+            "expires_at after MAX_TIME",
+            KeyRecord {
+                expires_at: Some(too_late),
+                ..record(&t, now())
+            },
+            too_late,
+        ),
+        (
+            "revoked_at after MAX_TIME",
+            KeyRecord {
+                revoked_at: Some(too_late),
+                ..record(&t, now())
+            },
+            too_late,
+        ),
+        (
+            "last_used_at after MAX_TIME",
+            KeyRecord {
+                last_used_at: Some(too_late),
+                ..record(&t, now())
+            },
+            too_late,
+        ),
+        (
+            "created_at before MIN_TIME",
+            record(&t, too_early),
+            too_early,
+        ),
+    ] {
+        refused(store.insert(r.clone(), None).await, at, what);
+        assert!(
+            store.find(&r.digest).await.unwrap().is_none(),
+            "{what}: nothing written"
+        );
+    }
+
+    let key = record(&t, now());
+    store.insert(key.clone(), None).await.unwrap();
+    let at = now();
+    let next = record(&t, at);
+    refused(
+        store
+            .rotate(&t, &key.id, next.clone(), too_late, at, None)
+            .await
+            .map(|_| ()),
+        too_late,
+        "rotate with old_until after MAX_TIME",
+    );
+    let far = KeyRecord {
+        expires_at: Some(too_late),
+        ..record(&t, at)
+    };
+    refused(
+        store
+            .rotate(&t, &key.id, far.clone(), at, at, None)
+            .await
+            .map(|_| ()),
+        too_late,
+        "rotate to a successor expiring after MAX_TIME",
+    );
+    refused(
+        store.revoke(&t, &key.id, too_late).await.map(|_| ()),
+        too_late,
+        "revoke at a time after MAX_TIME",
+    );
+    let used = now();
+    refused(
+        store
+            .touch(&[(key.id.clone(), used), (key.id.clone(), too_late)])
+            .await,
+        too_late,
+        "touch with a time after MAX_TIME",
+    );
+    for r in [&next, &far] {
+        assert!(
+            store.find(&r.digest).await.unwrap().is_none(),
+            "a refused rotation writes nothing"
+        );
+    }
+    assert_eq!(
+        store.get(&t, &key.id, now()).await.unwrap().as_ref(),
+        Some(&key),
+        "refused calls leave the key untouched, the whole touch batch included"
+    );
 }

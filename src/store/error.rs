@@ -1,6 +1,11 @@
 use std::error::Error as StdError;
 
-/// A store failed to answer. The request path turns every variant into 503.
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+/// A store failed or refused to answer. The request path turns every variant into 503; the
+/// management API maps [`StoreError::ActiveKeyLimit`] and [`StoreError::AlreadyRotated`] to 409
+/// and the rest to 503.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
@@ -13,9 +18,18 @@ pub enum StoreError {
     /// The write conflicts with existing data, e.g. a duplicate id or digest.
     #[error("key store conflict: {0}")]
     Conflict(String),
-    /// The tenant already has the maximum number of active keys.
+    /// The tenant already has the maximum number of active keys; carries that maximum (the
+    /// `max_active` the call was given).
     #[error("the tenant already has {0} active keys, the maximum")]
     ActiveKeyLimit(usize),
+    /// The key is in a rotation grace period: it has already been replaced, and only its
+    /// successor may be rotated.
+    #[error("the key has already been rotated")]
+    AlreadyRotated,
+    /// A time lies outside [`MIN_TIME`](super::MIN_TIME)..=[`MAX_TIME`](super::MAX_TIME), the
+    /// range every keygate store accepts. Nothing was written.
+    #[error("time {} is outside the range a key store accepts ({} to {})", rfc3339(.0), rfc3339(&super::MIN_TIME), rfc3339(&super::MAX_TIME))]
+    TimeOutOfRange(OffsetDateTime),
 }
 
 impl StoreError {
@@ -23,4 +37,9 @@ impl StoreError {
     pub fn backend(error: impl StdError + Send + Sync + 'static) -> Self {
         StoreError::Backend(Box::new(error))
     }
+}
+
+fn rfc3339(t: &OffsetDateTime) -> String {
+    // RFC 3339 has no room for years outside 0..=9999; such a time is shown as `time` prints it.
+    t.format(&Rfc3339).unwrap_or_else(|_| t.to_string())
 }

@@ -8,6 +8,25 @@ use super::{KeyRecord, KeyStore, StoreError};
 /// Every method is scoped by tenant: a key id of another tenant behaves exactly like an unknown
 /// id. Each method is one atomic step in the backend, so concurrent calls never leave a key
 /// half-changed.
+///
+/// # Active keys
+/// A key is *active at* a time `t` when its `revoked_at` is unset or later than `t` and its
+/// `expires_at` is unset or later than `t` ([`KeyRecord::is_active_at`]). A key in a rotation
+/// grace period is active (its `revoked_at` lies in the future) and counts against the
+/// `max_active` cap of [`insert`](Self::insert) and [`rotate`](Self::rotate).
+///
+/// # Times
+/// `now` is the caller's clock, read before the call. [`rename`](Self::rename),
+/// [`revoke`](Self::revoke) and [`rotate`](Self::rotate) judge the key at the later of `now`
+/// and the store's own clock read once it holds its lock (or inside its serialised
+/// transaction): a call that waited for the lock must still see a write that committed before
+/// it, such as a revocation stamped after this call's `now`.
+///
+/// Every time given to a store, in a record or as `now`, must lie within
+/// [`MIN_TIME`](super::MIN_TIME)..=[`MAX_TIME`](super::MAX_TIME); any other is refused with
+/// [`StoreError::TimeOutOfRange`] and nothing is written.
+///
+/// The [`conformance`](super::conformance) suite checks all of this, concurrency included.
 #[async_trait]
 pub trait ManagedKeyStore: KeyStore {
     /// Inserts a new record. Fails with [`StoreError::Conflict`] when the id or digest exists,
@@ -30,7 +49,8 @@ pub trait ManagedKeyStore: KeyStore {
         now: OffsetDateTime,
     ) -> Result<Vec<KeyRecord>, StoreError>;
 
-    /// Renames an active key; `None` when there is no such active key.
+    /// Renames an active key; `None` when there is no such active key (judged as described in
+    /// [Times](ManagedKeyStore#times)).
     async fn rename(
         &self,
         tenant_id: &str,
@@ -39,7 +59,9 @@ pub trait ManagedKeyStore: KeyStore {
         now: OffsetDateTime,
     ) -> Result<Option<KeyRecord>, StoreError>;
 
-    /// Revokes an active key as of `now`; `None` when there is no such active key.
+    /// Revokes an active key as of `now` (its `revoked_at` becomes `now`); `None` when there is
+    /// no such active key (judged as described in [Times](ManagedKeyStore#times)). A key in a
+    /// rotation grace period is active: revoking it ends the grace period.
     async fn revoke(
         &self,
         tenant_id: &str,
@@ -47,9 +69,25 @@ pub trait ManagedKeyStore: KeyStore {
         now: OffsetDateTime,
     ) -> Result<Option<KeyRecord>, StoreError>;
 
-    /// In one atomic step: checks that `key_id` is active at `now`, sets its revocation time to
-    /// `old_until` (`now` for an immediate cut-over, later for a grace period) and inserts
-    /// `replacement`. Returns the old record as updated, `None` when there is no such key.
+    /// Replaces a key, in one atomic step: checks that `key_id` is active and has never been
+    /// replaced or revoked (no `revoked_at` at all), sets its `revoked_at` to `old_until` (`now`
+    /// for an immediate cut-over, later for a grace period) and inserts `replacement`. Returns
+    /// the old record as updated.
+    ///
+    /// - `Ok(None)`: no such active key for the tenant (unknown, revoked, expired, another
+    ///   tenant's). Nothing is written.
+    /// - [`StoreError::AlreadyRotated`]: the key is in a rotation grace period (`revoked_at`
+    ///   still to come): it has been replaced already, and only its successor may be rotated.
+    /// - [`StoreError::ActiveKeyLimit`] carrying `max_active`: with a grace period
+    ///   (`old_until` later than the judged time) the old key stays active beside its
+    ///   successor, so the tenant's active keys, the old key included, must number fewer than
+    ///   `max_active`. Without grace the count does not grow and is not checked.
+    /// - [`StoreError::Conflict`]: the replacement's id or digest exists.
+    ///
+    /// Of concurrent rotations of one key exactly one succeeds; of a rotation and a revocation
+    /// racing, either the rotation comes first (the revocation then ends the old key) or the
+    /// revocation does and the rotation answers `Ok(None)`: never a successor for a key revoked
+    /// before it.
     async fn rotate(
         &self,
         tenant_id: &str,
@@ -57,9 +95,11 @@ pub trait ManagedKeyStore: KeyStore {
         replacement: KeyRecord,
         old_until: OffsetDateTime,
         now: OffsetDateTime,
+        max_active: Option<usize>,
     ) -> Result<Option<KeyRecord>, StoreError>;
 
     /// Records last-used times, a batch at a time; an unknown id is ignored. A time earlier
-    /// than the stored one never moves it back.
+    /// than the stored one never moves it back. A batch with a time out of range is refused
+    /// whole.
     async fn touch(&self, used: &[(String, OffsetDateTime)]) -> Result<(), StoreError>;
 }

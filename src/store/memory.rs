@@ -5,7 +5,10 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
-use super::{KeyRecord, KeyStore, Lookup, ManagedKeyStore, StoreError};
+use super::{
+    KeyRecord, KeyStore, Lookup, ManagedKeyStore, StoreError, check_record_times, check_time,
+    judged_at,
+};
 use crate::hash::KeyDigest;
 
 /// Keys in process memory: for tests, small services, and as a model for other stores.
@@ -169,6 +172,7 @@ impl KeyStore for MemoryStore {
 #[async_trait]
 impl ManagedKeyStore for MemoryStore {
     async fn insert(&self, record: KeyRecord, max_active: Option<usize>) -> Result<(), StoreError> {
+        check_record_times(&record)?;
         let mut inner = self.write();
         inner.check_new(&record)?;
         if let Some(max) = max_active {
@@ -186,6 +190,7 @@ impl ManagedKeyStore for MemoryStore {
         key_id: &str,
         now: OffsetDateTime,
     ) -> Result<Option<KeyRecord>, StoreError> {
+        check_time(now)?;
         Ok(self
             .read()
             .tenant_key(tenant_id, key_id, now)
@@ -197,6 +202,7 @@ impl ManagedKeyStore for MemoryStore {
         tenant_id: &str,
         now: OffsetDateTime,
     ) -> Result<Vec<KeyRecord>, StoreError> {
+        check_time(now)?;
         let mut keys: Vec<KeyRecord> = self
             .read()
             .by_digest
@@ -219,9 +225,11 @@ impl ManagedKeyStore for MemoryStore {
         name: &str,
         now: OffsetDateTime,
     ) -> Result<Option<KeyRecord>, StoreError> {
-        Ok(self
-            .write()
-            .update(tenant_id, key_id, now, |r| r.name = name.to_owned()))
+        check_time(now)?;
+        let mut inner = self.write();
+        Ok(inner.update(tenant_id, key_id, judged_at(now), |r| {
+            r.name = name.to_owned()
+        }))
     }
 
     async fn revoke(
@@ -230,9 +238,11 @@ impl ManagedKeyStore for MemoryStore {
         key_id: &str,
         now: OffsetDateTime,
     ) -> Result<Option<KeyRecord>, StoreError> {
-        Ok(self
-            .write()
-            .update(tenant_id, key_id, now, |r| r.revoked_at = Some(now)))
+        check_time(now)?;
+        let mut inner = self.write();
+        Ok(inner.update(tenant_id, key_id, judged_at(now), |r| {
+            r.revoked_at = Some(now)
+        }))
     }
 
     async fn rotate(
@@ -242,20 +252,39 @@ impl ManagedKeyStore for MemoryStore {
         replacement: KeyRecord,
         old_until: OffsetDateTime,
         now: OffsetDateTime,
+        max_active: Option<usize>,
     ) -> Result<Option<KeyRecord>, StoreError> {
+        check_record_times(&replacement)?;
+        check_time(old_until)?;
+        check_time(now)?;
+        // Everything is judged under the write lock, so two rotations, or a rotation and a
+        // revocation, of one key cannot both see it unreplaced.
         let mut inner = self.write();
-        if inner.tenant_key(tenant_id, key_id, now).is_none() {
+        let at = judged_at(now);
+        let Some(old) = inner.tenant_key(tenant_id, key_id, at) else {
             return Ok(None);
+        };
+        if old.revoked_at.is_some() {
+            return Err(StoreError::AlreadyRotated);
+        }
+        if let Some(max) = max_active {
+            // With grace the old key stays active beside its successor; without, the count
+            // does not grow.
+            if old_until > at && inner.active_count(tenant_id, at) >= max {
+                return Err(StoreError::ActiveKeyLimit(max));
+            }
         }
         inner.check_new(&replacement)?;
-        let old = inner.update(tenant_id, key_id, now, |r| {
-            r.revoked_at = Some(r.revoked_at.map_or(old_until, |t| t.min(old_until)));
-        });
+        let old = inner.update(tenant_id, key_id, at, |r| r.revoked_at = Some(old_until));
         inner.add(replacement);
         Ok(old)
     }
 
     async fn touch(&self, used: &[(String, OffsetDateTime)]) -> Result<(), StoreError> {
+        // The whole batch or nothing.
+        for (_, at) in used {
+            check_time(*at)?;
+        }
         let mut inner = self.write();
         for (id, at) in used {
             let Some(digest) = inner.by_id.get(id).copied() else {

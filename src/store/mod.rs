@@ -36,8 +36,63 @@ pub use sql::SqliteStore;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use time::OffsetDateTime;
+use time::macros::datetime;
 
 use crate::hash::KeyDigest;
+
+/// The latest instant a keygate store accepts: 2262-01-01T00:00:00Z.
+///
+/// The SQL stores keep times as signed 64-bit nanoseconds since the Unix epoch, which run out in
+/// April 2262. Every store (and every store that passes the [`conformance`] suite) refuses a
+/// later time, in a record or as `now`, with [`StoreError::TimeOutOfRange`] and writes nothing:
+/// a time is never silently changed. The key manager refuses a later `expires_at` up front.
+///
+/// ```
+/// use keygate::store::MAX_TIME;
+/// assert_eq!(MAX_TIME.year(), 2262);
+/// ```
+pub const MAX_TIME: OffsetDateTime = datetime!(2262-01-01 00:00:00 UTC);
+
+/// The earliest instant a keygate store accepts: 1678-01-01T00:00:00Z, the first new year that
+/// signed 64-bit nanoseconds reach. Earlier times are refused like those after [`MAX_TIME`].
+///
+/// ```
+/// use keygate::store::MIN_TIME;
+/// assert_eq!(MIN_TIME.year(), 1678);
+/// ```
+pub const MIN_TIME: OffsetDateTime = datetime!(1678-01-01 00:00:00 UTC);
+
+/// `t` if a store accepts it, [`StoreError::TimeOutOfRange`] otherwise.
+pub(crate) fn check_time(t: OffsetDateTime) -> Result<OffsetDateTime, StoreError> {
+    if (MIN_TIME..=MAX_TIME).contains(&t) {
+        Ok(t)
+    } else {
+        Err(StoreError::TimeOutOfRange(t))
+    }
+}
+
+/// Refuses a record holding a time no store can keep.
+pub(crate) fn check_record_times(r: &KeyRecord) -> Result<(), StoreError> {
+    check_time(r.created_at)?;
+    for t in [r.expires_at, r.revoked_at, r.last_used_at]
+        .into_iter()
+        .flatten()
+    {
+        check_time(t)?;
+    }
+    Ok(())
+}
+
+/// The time a write judges a key at: the caller's `now`, or the clock read once the store holds
+/// its lock (or inside its serialised transaction) when that is later.
+///
+/// The caller read `now` before its call waited for the lock; a write that committed meanwhile
+/// used a later time, and judged at the stale `now` it would look still to come (a revocation
+/// would look like a grace period).
+pub(crate) fn judged_at(now: OffsetDateTime) -> OffsetDateTime {
+    now.max(OffsetDateTime::now_utc())
+}
 
 /// The answer of a lookup: the record, if the digest is known.
 pub type Lookup = Result<Option<Arc<KeyRecord>>, StoreError>;

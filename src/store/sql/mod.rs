@@ -33,9 +33,25 @@ macro_rules! active_at {
 }
 pub(crate) use active_at;
 
-pub(crate) fn nanos(t: OffsetDateTime) -> i64 {
-    // i64 nanoseconds reach the year 2262; clamp rather than wrap beyond.
-    i64::try_from(t.unix_timestamp_nanos()).unwrap_or(i64::MAX)
+/// `t` as stored: i64 nanoseconds since the epoch. A time outside [`MIN_TIME`] ..= [`MAX_TIME`]
+/// (which i64 nanoseconds cover) is refused, never clamped.
+///
+/// [`MIN_TIME`]: crate::store::MIN_TIME
+/// [`MAX_TIME`]: crate::store::MAX_TIME
+pub(crate) fn nanos(t: OffsetDateTime) -> Result<i64, StoreError> {
+    let t = super::check_time(t)?;
+    i64::try_from(t.unix_timestamp_nanos()).map_err(|_| StoreError::TimeOutOfRange(t))
+}
+
+/// Each optional time of a record as stored.
+pub(crate) fn opt_nanos(t: Option<OffsetDateTime>) -> Result<Option<i64>, StoreError> {
+    t.map(nanos).transpose()
+}
+
+/// What an update of one key sets.
+pub(crate) enum Set<'a> {
+    Name(&'a str),
+    RevokedAt(i64),
 }
 
 pub(crate) fn from_nanos(n: i64) -> Result<OffsetDateTime, StoreError> {
@@ -60,13 +76,16 @@ pub(crate) fn db_error(e: sqlx::Error) -> StoreError {
 }
 
 /// Implements `KeyStore`, `ManagedKeyStore` and `AuditSink` for a store type with a
-/// `pool: sqlx::Pool<$db>` field and an `async fn begin_write(&self, tenant_id: &str)` that
-/// opens a transaction serialised against other writes for that tenant.
+/// `pool: sqlx::Pool<$db>` field, an `async fn begin_write(&self, tenant_id: &str)` that
+/// opens a transaction serialised against other writes for that tenant, and two checks that the
+/// backend is still the one opened: `fn file_ok(&self)`, cheap enough for every read, and
+/// `fn file_unchanged(&self)`, run when a write starts and again before it commits.
 macro_rules! sql_store {
     ($store:ty, $db:ty) => {
         impl $store {
             /// The number of key records, revoked and expired ones included.
             pub async fn count_keys(&self) -> Result<u64, $crate::store::StoreError> {
+                self.file_ok()?;
                 let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM keygate_keys")
                     .fetch_one(&self.pool)
                     .await
@@ -109,7 +128,7 @@ macro_rules! sql_store {
                 tx: &mut sqlx::Transaction<'c, $db>,
                 r: &$crate::store::KeyRecord,
             ) -> Result<(), $crate::store::StoreError> {
-                use $crate::store::sql::{db_error, nanos, to_json};
+                use $crate::store::sql::{db_error, nanos, opt_nanos, to_json};
                 sqlx::query(concat!(
                     "INSERT INTO keygate_keys (id, tenant_id, name, digest, prefix, last4, scopes, environment, ",
                     "created_at, expires_at, revoked_at, last_used_at, metadata, restrictions) ",
@@ -123,10 +142,10 @@ macro_rules! sql_store {
                 .bind(&r.last4)
                 .bind(to_json(&r.scopes)?)
                 .bind(r.environment.as_str())
-                .bind(nanos(r.created_at))
-                .bind(r.expires_at.map(nanos))
-                .bind(r.revoked_at.map(nanos))
-                .bind(r.last_used_at.map(nanos))
+                .bind(nanos(r.created_at)?)
+                .bind(opt_nanos(r.expires_at)?)
+                .bind(opt_nanos(r.revoked_at)?)
+                .bind(opt_nanos(r.last_used_at)?)
                 .bind(to_json(&r.metadata)?)
                 .bind(to_json(&r.restrictions)?)
                 .execute(&mut **tx)
@@ -135,27 +154,72 @@ macro_rules! sql_store {
                 Ok(())
             }
 
+            /// Refuses with `ActiveKeyLimit(max)` when the tenant has `max` keys active at `at`.
+            async fn check_cap<'c>(
+                tx: &mut sqlx::Transaction<'c, $db>,
+                tenant_id: &str,
+                at: i64,
+                max: usize,
+            ) -> Result<(), $crate::store::StoreError> {
+                use sqlx::Row;
+                let row = sqlx::query(concat!(
+                    "SELECT COUNT(*) AS n FROM keygate_keys WHERE tenant_id = $1 AND ",
+                    $crate::store::sql::active_at!(2)
+                ))
+                .bind(tenant_id)
+                .bind(at)
+                .fetch_one(&mut **tx)
+                .await
+                .map_err($crate::store::StoreError::backend)?;
+                let n: i64 = row.try_get("n").map_err($crate::store::StoreError::backend)?;
+                if n >= i64::try_from(max).unwrap_or(i64::MAX) {
+                    return Err($crate::store::StoreError::ActiveKeyLimit(max));
+                }
+                Ok(())
+            }
+
+            /// Commits a write, unless the backend is no longer the one opened.
+            async fn commit(
+                &self,
+                tx: sqlx::Transaction<'_, $db>,
+            ) -> Result<(), $crate::store::StoreError> {
+                self.file_unchanged()?;
+                tx.commit().await.map_err($crate::store::StoreError::backend)
+            }
+
+            /// Runs `sql` (`$1` tenant, `$2` key id, `$3` the time the key must be active at,
+            /// `$4` the value set) on one key, in a serialised transaction.
             async fn update_one(
                 &self,
                 sql: &str,
                 tenant_id: &str,
                 key_id: &str,
-                set: Option<&str>,
+                set: $crate::store::sql::Set<'_>,
                 now: time::OffsetDateTime,
             ) -> Result<Option<$crate::store::KeyRecord>, $crate::store::StoreError> {
-                let query = sqlx::query(sql).bind(tenant_id).bind(key_id).bind($crate::store::sql::nanos(now));
+                use $crate::store::sql::{Set, db_error, nanos};
+                nanos(now)?;
+                self.file_unchanged()?;
+                let mut tx = self.begin_write(tenant_id).await?;
+                let at = nanos($crate::store::judged_at(now))?;
+                let query = sqlx::query(sql).bind(tenant_id).bind(key_id).bind(at);
                 let query = match set {
-                    Some(s) => query.bind(s.to_owned()),
-                    None => query,
+                    Set::Name(name) => query.bind(name.to_owned()),
+                    Set::RevokedAt(t) => query.bind(t),
                 };
-                let row = query.fetch_optional(&self.pool).await.map_err($crate::store::sql::db_error)?;
-                row.as_ref().map(Self::record).transpose()
+                let row = query.fetch_optional(&mut *tx).await.map_err(db_error)?;
+                let record = row.as_ref().map(Self::record).transpose()?;
+                if record.is_some() {
+                    self.commit(tx).await?;
+                }
+                Ok(record)
             }
         }
 
         #[async_trait::async_trait]
         impl $crate::store::KeyStore for $store {
             async fn find(&self, digest: &$crate::hash::KeyDigest) -> $crate::store::Lookup {
+                self.file_ok()?;
                 let row = sqlx::query(&self.sql.find)
                     .bind(digest.as_bytes().to_vec())
                     .fetch_optional(&self.pool)
@@ -174,25 +238,15 @@ macro_rules! sql_store {
                 record: $crate::store::KeyRecord,
                 max_active: Option<usize>,
             ) -> Result<(), $crate::store::StoreError> {
-                use sqlx::Row;
+                $crate::store::check_record_times(&record)?;
+                self.file_unchanged()?;
                 let mut tx = self.begin_write(&record.tenant_id).await?;
                 if let Some(max) = max_active {
-                    let row = sqlx::query(concat!(
-                        "SELECT COUNT(*) AS n FROM keygate_keys WHERE tenant_id = $1 AND ",
-                        $crate::store::sql::active_at!(2)
-                    ))
-                    .bind(&record.tenant_id)
-                    .bind($crate::store::sql::nanos(record.created_at))
-                    .fetch_one(&mut *tx)
-                    .await
-                    .map_err($crate::store::StoreError::backend)?;
-                    let n: i64 = row.try_get("n").map_err($crate::store::StoreError::backend)?;
-                    if n >= i64::try_from(max).unwrap_or(i64::MAX) {
-                        return Err($crate::store::StoreError::ActiveKeyLimit(max));
-                    }
+                    let at = $crate::store::sql::nanos(record.created_at)?;
+                    Self::check_cap(&mut tx, &record.tenant_id, at, max).await?;
                 }
                 Self::insert_in(&mut tx, &record).await?;
-                tx.commit().await.map_err($crate::store::StoreError::backend)
+                self.commit(tx).await
             }
 
             async fn get(
@@ -201,10 +255,12 @@ macro_rules! sql_store {
                 key_id: &str,
                 now: time::OffsetDateTime,
             ) -> Result<Option<$crate::store::KeyRecord>, $crate::store::StoreError> {
+                let now = $crate::store::sql::nanos(now)?;
+                self.file_ok()?;
                 let row = sqlx::query(&self.sql.get)
                     .bind(tenant_id)
                     .bind(key_id)
-                    .bind($crate::store::sql::nanos(now))
+                    .bind(now)
                     .fetch_optional(&self.pool)
                     .await
                     .map_err($crate::store::StoreError::backend)?;
@@ -216,9 +272,11 @@ macro_rules! sql_store {
                 tenant_id: &str,
                 now: time::OffsetDateTime,
             ) -> Result<Vec<$crate::store::KeyRecord>, $crate::store::StoreError> {
+                let now = $crate::store::sql::nanos(now)?;
+                self.file_ok()?;
                 let rows = sqlx::query(&self.sql.list)
                     .bind(tenant_id)
-                    .bind($crate::store::sql::nanos(now))
+                    .bind(now)
                     .fetch_all(&self.pool)
                     .await
                     .map_err($crate::store::StoreError::backend)?;
@@ -232,7 +290,8 @@ macro_rules! sql_store {
                 name: &str,
                 now: time::OffsetDateTime,
             ) -> Result<Option<$crate::store::KeyRecord>, $crate::store::StoreError> {
-                self.update_one(&self.sql.rename, tenant_id, key_id, Some(name), now).await
+                self.update_one(&self.sql.rename, tenant_id, key_id, $crate::store::sql::Set::Name(name), now)
+                    .await
             }
 
             async fn revoke(
@@ -241,7 +300,9 @@ macro_rules! sql_store {
                 key_id: &str,
                 now: time::OffsetDateTime,
             ) -> Result<Option<$crate::store::KeyRecord>, $crate::store::StoreError> {
-                self.update_one(&self.sql.revoke, tenant_id, key_id, None, now).await
+                let at = $crate::store::sql::nanos(now)?;
+                self.update_one(&self.sql.revoke, tenant_id, key_id, $crate::store::sql::Set::RevokedAt(at), now)
+                    .await
             }
 
             async fn rotate(
@@ -251,23 +312,49 @@ macro_rules! sql_store {
                 replacement: $crate::store::KeyRecord,
                 old_until: time::OffsetDateTime,
                 now: time::OffsetDateTime,
+                max_active: Option<usize>,
             ) -> Result<Option<$crate::store::KeyRecord>, $crate::store::StoreError> {
                 use $crate::store::sql::nanos;
+                use $crate::store::StoreError;
+                $crate::store::check_record_times(&replacement)?;
+                let until = nanos(old_until)?;
+                nanos(now)?;
+                self.file_unchanged()?;
                 let mut tx = self.begin_write(tenant_id).await?;
+                // Judged inside the serialised transaction: a revocation or rotation that
+                // committed first is seen, whatever the caller's clock said.
+                let at = $crate::store::judged_at(now);
+                let at_nanos = nanos(at)?;
                 let row = sqlx::query(&self.sql.rotate)
                     .bind(tenant_id)
                     .bind(key_id)
-                    .bind(nanos(now))
-                    .bind(nanos(old_until))
+                    .bind(at_nanos)
+                    .bind(until)
                     .fetch_optional(&mut *tx)
                     .await
-                    .map_err($crate::store::StoreError::backend)?;
+                    .map_err(StoreError::backend)?;
                 let Some(row) = row else {
-                    return Ok(None);
+                    // Nothing changed: tell a key in its grace period from a missing one.
+                    let in_grace: Option<String> = sqlx::query_scalar(&self.sql.get_id)
+                        .bind(tenant_id)
+                        .bind(key_id)
+                        .bind(at_nanos)
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(StoreError::backend)?;
+                    return match in_grace {
+                        Some(_) => Err(StoreError::AlreadyRotated),
+                        None => Ok(None),
+                    };
                 };
                 let old = Self::record(&row)?;
+                // With grace the old key stays active beside its successor (it is counted,
+                // being active until `until`); without, the count does not grow.
+                if let Some(max) = max_active.filter(|_| old_until > at) {
+                    Self::check_cap(&mut tx, tenant_id, at_nanos, max).await?;
+                }
                 Self::insert_in(&mut tx, &replacement).await?;
-                tx.commit().await.map_err($crate::store::StoreError::backend)?;
+                self.commit(tx).await?;
                 Ok(Some(old))
             }
 
@@ -275,18 +362,24 @@ macro_rules! sql_store {
                 if used.is_empty() {
                     return Ok(());
                 }
+                // The whole batch or nothing.
+                let used = used
+                    .iter()
+                    .map(|(id, at)| Ok((id, $crate::store::sql::nanos(*at)?)))
+                    .collect::<Result<Vec<_>, $crate::store::StoreError>>()?;
+                self.file_unchanged()?;
                 let mut tx = self.pool.begin().await.map_err($crate::store::StoreError::backend)?;
                 for (id, at) in used {
                     sqlx::query(
                         "UPDATE keygate_keys SET last_used_at = $2 WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < $2)",
                     )
                     .bind(id)
-                    .bind($crate::store::sql::nanos(*at))
+                    .bind(at)
                     .execute(&mut *tx)
                     .await
                     .map_err($crate::store::StoreError::backend)?;
                 }
-                tx.commit().await.map_err($crate::store::StoreError::backend)
+                self.commit(tx).await
             }
         }
 
@@ -301,6 +394,8 @@ macro_rules! sql_store {
                     $crate::entitle::TenantStatus::Active => "active",
                     $crate::entitle::TenantStatus::Suspended => "suspended",
                 };
+                self.file_unchanged()?;
+                let mut tx = self.pool.begin().await.map_err($crate::store::StoreError::backend)?;
                 sqlx::query(
                     "INSERT INTO keygate_tenants (id, status, plan) VALUES ($1, $2, $3) \
                      ON CONFLICT (id) DO UPDATE SET status = excluded.status, plan = excluded.plan",
@@ -308,10 +403,10 @@ macro_rules! sql_store {
                 .bind(tenant_id)
                 .bind(status)
                 .bind($crate::store::sql::to_json(&entitlements.plan)?)
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await
                 .map_err($crate::store::StoreError::backend)?;
-                Ok(())
+                self.commit(tx).await
             }
         }
 
@@ -319,6 +414,7 @@ macro_rules! sql_store {
         impl $crate::entitle::EntitlementSource for $store {
             async fn entitlements(&self, tenant_id: &str) -> $crate::entitle::EntitlementLookup {
                 use sqlx::Row;
+                self.file_ok()?;
                 let row = sqlx::query("SELECT status, plan FROM keygate_tenants WHERE id = $1")
                     .bind(tenant_id)
                     .fetch_optional(&self.pool)
@@ -342,19 +438,22 @@ macro_rules! sql_store {
         #[async_trait::async_trait]
         impl $crate::audit::AuditSink for $store {
             async fn record(&self, event: &$crate::audit::AuditEvent) -> Result<(), $crate::store::StoreError> {
+                let at = $crate::store::sql::nanos(event.at)?;
+                self.file_unchanged()?;
+                let mut tx = self.pool.begin().await.map_err($crate::store::StoreError::backend)?;
                 sqlx::query(
                     "INSERT INTO keygate_audit (at, actor, tenant_id, action, key_id, key_prefix) VALUES ($1, $2, $3, $4, $5, $6)",
                 )
-                .bind($crate::store::sql::nanos(event.at))
+                .bind(at)
                 .bind(&event.actor)
                 .bind(&event.tenant_id)
                 .bind(event.action.as_str())
                 .bind(&event.key_id)
                 .bind(&event.key_prefix)
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await
                 .map_err($crate::store::StoreError::backend)?;
-                Ok(())
+                self.commit(tx).await
             }
         }
     };
@@ -370,6 +469,7 @@ pub(crate) struct Statements {
     pub(crate) rename: String,
     pub(crate) revoke: String,
     pub(crate) rotate: String,
+    pub(crate) get_id: String,
 }
 
 impl Statements {
@@ -388,11 +488,16 @@ impl Statements {
                 "UPDATE keygate_keys SET name = $4 WHERE tenant_id = $1 AND id = $2 AND {active3} RETURNING {COLUMNS}"
             ),
             revoke: format!(
-                "UPDATE keygate_keys SET revoked_at = $3 WHERE tenant_id = $1 AND id = $2 AND {active3} RETURNING {COLUMNS}"
+                "UPDATE keygate_keys SET revoked_at = $4 WHERE tenant_id = $1 AND id = $2 AND {active3} RETURNING {COLUMNS}"
             ),
+            // Only a key with no revocation time at all: a key in its grace period has already
+            // been replaced.
             rotate: format!(
-                "UPDATE keygate_keys SET revoked_at = CASE WHEN revoked_at IS NULL OR revoked_at > $4 THEN $4 \
-                 ELSE revoked_at END WHERE tenant_id = $1 AND id = $2 AND {active3} RETURNING {COLUMNS}"
+                "UPDATE keygate_keys SET revoked_at = $4 WHERE tenant_id = $1 AND id = $2 \
+                 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $3) RETURNING {COLUMNS}"
+            ),
+            get_id: format!(
+                "SELECT id FROM keygate_keys WHERE tenant_id = $1 AND id = $2 AND {active3}"
             ),
         }
     }

@@ -70,6 +70,15 @@ impl PostgresStore {
             .map_err(StoreError::backend)?;
         Ok(tx)
     }
+
+    // A server has no file to lose; a failing connection is an error of its own.
+    fn file_ok(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn file_unchanged(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 sql_store!(PostgresStore, sqlx::Postgres);
