@@ -65,6 +65,9 @@ impl Server {
         }
         let body = body.map_or_else(String::new, |b| b.to_string());
         let reply = send_tcp(self.addr, req.body(body).unwrap()).await;
+        if reply.status != StatusCode::NO_CONTENT {
+            assert_eq!(reply.headers["content-type"], "application/json");
+        }
         (reply.status, reply.json())
     }
 
