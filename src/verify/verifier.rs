@@ -283,16 +283,16 @@ impl Verifier {
                 return Err(self.refuse(AuthError::RestrictionViolated(r), Some(&record)));
             }
         }
+        let tenant = Tenant::with_entitlements(record, entitlements);
         if let Some(scope) = required {
-            let plan_allows = entitlements
-                .as_ref()
-                .and_then(|e| e.plan.allowed_scopes.as_ref())
-                .is_none_or(|allowed| allowed.grants(scope));
-            if !record.scopes.grants(scope) || !plan_allows {
-                return Err(self.refuse(AuthError::InsufficientScope(scope.clone()), Some(&record)));
+            if !tenant.grants(scope) {
+                return Err(self.refuse(
+                    AuthError::InsufficientScope(scope.clone()),
+                    Some(tenant.key()),
+                ));
             }
         }
-        Ok(Tenant::with_entitlements(record, entitlements))
+        Ok(tenant)
     }
 
     /// What the limiter must check for this tenant, if anything.
