@@ -90,7 +90,9 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
             })
             .route_layer(auth.require_scope(Scope::WRITE)),
         )
-        .merge(api::router(manager).route_layer(auth.require_scope(Scope::ADMIN)))
+        // Management needs `admin` and is exempt from the tenant's rate limit and quota, so that
+        // a leaked key that uses them up can still be revoked.
+        .merge(api::router(manager).route_layer(auth.management()))
         .route(
             "/health",
             get(|| async { Json(json!({"success": true, "data": {"status": "ok"}})) }),

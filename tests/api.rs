@@ -13,6 +13,7 @@ use keygate::scope::Scope;
 use keygate::store::{ManagedKeyStore, MemoryStore};
 use keygate::{AuthLayer, Tenant, Verifier, api};
 use serde_json::{Value, json};
+use std::sync::Arc;
 use tower::ServiceExt;
 
 struct Setup {
@@ -327,8 +328,8 @@ async fn every_bad_body_is_a_400_and_writes_nothing() {
     let json_ct = "application/json";
     let cases: Vec<(&str, &str, &str, String)> = vec![
         ("missing name", json_ct, r#"{"scopes":["read"]}"#, "Invalid JSON body: missing field `name` at line 1 column 19".into()),
-        ("empty name", json_ct, r#"{"name":"  ","scopes":["read"]}"#, "Name must be 1 to 100 characters without control characters".into()),
-        ("long name", json_ct, &*Box::leak(format!(r#"{{"name":"{}","scopes":["read"]}}"#, "n".repeat(101)).into_boxed_str()), "Name must be 1 to 100 characters without control characters".into()),
+        ("empty name", json_ct, r#"{"name":"  ","scopes":["read"]}"#, "Name must be 1 to 128 characters without control or bidirectional-formatting characters".into()),
+        ("long name", json_ct, &*Box::leak(format!(r#"{{"name":"{}","scopes":["read"]}}"#, "n".repeat(129)).into_boxed_str()), "Name must be 1 to 128 characters without control or bidirectional-formatting characters".into()),
         ("missing scopes", json_ct, r#"{"name":"x"}"#, "Invalid JSON body: missing field `scopes` at line 1 column 12".into()),
         ("empty scopes", json_ct, r#"{"name":"x","scopes":[]}"#, "Scopes must not be empty".into()),
         ("unknown scope", json_ct, r#"{"name":"x","scopes":["read","billing"]}"#, "Unknown scope: billing".into()),
@@ -379,7 +380,9 @@ async fn every_bad_body_is_a_400_and_writes_nothing() {
         (status, v),
         (
             StatusCode::BAD_REQUEST,
-            bad_request("Name must be 1 to 100 characters without control characters")
+            bad_request(
+                "Name must be 1 to 128 characters without control or bidirectional-formatting characters"
+            )
         )
     );
     let (status, _) = s
@@ -751,4 +754,1142 @@ async fn last_used_is_coalesced_and_flushed() {
             .is_some()
     );
     assert_eq!(tracker.pending_len(), 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Over real TCP: bounds of the caller, caps on input, strict bodies, plans, rotation grace.
+// ---------------------------------------------------------------------------------------------
+
+/// One management call over TCP; `body` is sent as `application/json`.
+async fn call_tcp(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    key: &str,
+    body: Option<String>,
+) -> Reply {
+    call_tcp_with(addr, method, path, key, body, &[]).await
+}
+
+async fn call_tcp_with(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    key: &str,
+    body: Option<String>,
+    headers: &[(&str, &str)],
+) -> Reply {
+    let mut req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("x-api-key", key);
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    if body.is_some() {
+        req = req.header("content-type", "application/json");
+    }
+    send_tcp(addr, req.body(body.unwrap_or_default()).unwrap()).await
+}
+
+fn forbidden(message: &str) -> Value {
+    envelope("FORBIDDEN", message)
+}
+
+async fn issue(manager: &KeyManager, tenant: &str, new: NewKey) -> (String, String) {
+    let issued = manager.issue("operator", tenant, new).await.unwrap();
+    (issued.key.expose_secret().to_owned(), issued.info.id)
+}
+
+fn restrictions(value: Value) -> keygate::restrict::Restrictions {
+    serde_json::from_value(value).unwrap()
+}
+
+#[tokio::test]
+async fn a_key_cannot_issue_or_rotate_keys_beyond_its_own() {
+    let store = MemoryStore::new();
+    let verifier = Verifier::builder(store.clone()).build();
+    // The operator's own manager, called from Rust, is bound by no caller.
+    let operator = KeyManager::builder(store.clone())
+        .for_verifier(&verifier)
+        .build();
+    let auth = AuthLayer::new(verifier);
+    let addr =
+        serve(api::router(operator.clone()).route_layer(auth.require_scope(Scope::ADMIN))).await;
+
+    let (test_admin, test_admin_id) = issue(
+        &operator,
+        "acme",
+        NewKey::new("test admin", ["admin"]).environment(Environment::Test),
+    )
+    .await;
+    let (ip_admin, _) = issue(
+        &operator,
+        "acme",
+        NewKey::new("ip admin", ["admin"])
+            .restrictions(restrictions(json!({"ip_ranges": ["127.0.0.0/8"]}))),
+    )
+    .await;
+    let (endpoint_admin, _) = issue(
+        &operator,
+        "acme",
+        NewKey::new("endpoint admin", ["admin"]).restrictions(restrictions(
+            json!({"endpoints": [{"path": "/v1/api-keys*"}]}),
+        )),
+    )
+    .await;
+    let (referrer_admin, _) = issue(
+        &operator,
+        "acme",
+        NewKey::new("referrer admin", ["admin"]).restrictions(restrictions(
+            json!({"referrers": ["https://admin.example.com/*"]}),
+        )),
+    )
+    .await;
+    let in_an_hour = time::OffsetDateTime::now_utc() + time::Duration::hours(1);
+    let (expiring_admin, _) = issue(
+        &operator,
+        "acme",
+        NewKey::new("expiring admin", ["admin"]).expires_at(in_an_hour),
+    )
+    .await;
+    let (plain, plain_id) = issue(&operator, "acme", NewKey::new("plain", ["read"])).await;
+    let count = || async { operator.list("acme").await.unwrap().len() };
+    let before = count().await;
+
+    let rfc3339 = |t: time::OffsetDateTime| {
+        t.format(&time::format_description::well_known::Rfc3339)
+            .unwrap()
+    };
+    let in_half_an_hour = rfc3339(time::OffsetDateTime::now_utc() + time::Duration::minutes(30));
+    let referer = [("referer", "https://admin.example.com/keys")];
+    let cases: Vec<(&str, &str, Value, Option<&str>)> = vec![
+        (
+            "test admin, live key",
+            &test_admin,
+            json!({"name": "n", "scopes": ["read"], "environment": "live"}),
+            Some("environment"),
+        ),
+        (
+            "test admin, test key",
+            &test_admin,
+            json!({"name": "n", "scopes": ["read"]}),
+            None,
+        ),
+        (
+            "ip admin, unrestricted",
+            &ip_admin,
+            json!({"name": "n", "scopes": ["read"]}),
+            Some("restrictions"),
+        ),
+        (
+            "ip admin, other range",
+            &ip_admin,
+            json!({"name": "n", "scopes": ["read"], "restrictions": {"ip_ranges": ["10.0.0.0/8"]}}),
+            Some("restrictions"),
+        ),
+        (
+            "ip admin, wider range",
+            &ip_admin,
+            json!({"name": "n", "scopes": ["read"], "restrictions": {"ip_ranges": ["126.0.0.0/7"]}}),
+            Some("restrictions"),
+        ),
+        (
+            "ip admin, IPv6 range",
+            &ip_admin,
+            json!({"name": "n", "scopes": ["read"], "restrictions": {"ip_ranges": ["::1/128"]}}),
+            Some("restrictions"),
+        ),
+        (
+            "ip admin, narrower ranges",
+            &ip_admin,
+            json!({"name": "n", "scopes": ["read"], "restrictions": {"ip_ranges": ["127.0.0.1/32", "127.1.0.0/16"]}}),
+            None,
+        ),
+        (
+            "endpoint admin, unrestricted",
+            &endpoint_admin,
+            json!({"name": "n", "scopes": ["read"]}),
+            Some("restrictions"),
+        ),
+        (
+            "endpoint admin, other path",
+            &endpoint_admin,
+            json!({"name": "n", "scopes": ["read"], "restrictions": {"endpoints": [{"path": "/v1/documents"}]}}),
+            Some("restrictions"),
+        ),
+        (
+            "endpoint admin, narrower rules",
+            &endpoint_admin,
+            json!({"name": "n", "scopes": ["read"], "restrictions": {"endpoints": [{"method": "GET", "path": "/v1/api-keys"}, {"path": "/v1/api-keys/*"}]}}),
+            None,
+        ),
+        (
+            "referrer admin, unrestricted",
+            &referrer_admin,
+            json!({"name": "n", "scopes": ["read"]}),
+            Some("restrictions"),
+        ),
+        (
+            "referrer admin, the bare origin",
+            &referrer_admin,
+            json!({"name": "n", "scopes": ["read"], "restrictions": {"referrers": ["https://admin.example.com"]}}),
+            Some("restrictions"),
+        ),
+        (
+            "referrer admin, a page under its prefix",
+            &referrer_admin,
+            json!({"name": "n", "scopes": ["read"], "restrictions": {"referrers": ["https://admin.example.com/keys"]}}),
+            None,
+        ),
+        (
+            "expiring admin, no expiry",
+            &expiring_admin,
+            json!({"name": "n", "scopes": ["read"]}),
+            Some("expiry"),
+        ),
+        (
+            "expiring admin, later expiry",
+            &expiring_admin,
+            json!({"name": "n", "scopes": ["read"], "expires_at": "2099-01-01T00:00:00Z"}),
+            Some("expiry"),
+        ),
+        (
+            "expiring admin, earlier expiry",
+            &expiring_admin,
+            json!({"name": "n", "scopes": ["read"], "expires_at": in_half_an_hour}),
+            None,
+        ),
+    ];
+    let mut created = 0;
+    for (name, key, body, violation) in cases {
+        let reply = call_tcp_with(
+            addr,
+            "POST",
+            "/v1/api-keys",
+            key,
+            Some(body.to_string()),
+            &referer,
+        )
+        .await;
+        match violation {
+            Some(bound) => assert_eq!(
+                (reply.status, reply.json()),
+                (
+                    StatusCode::FORBIDDEN,
+                    forbidden(&format!("Cannot issue a key beyond your own: {bound}"))
+                ),
+                "{name}"
+            ),
+            None => {
+                assert_eq!(
+                    reply.status,
+                    StatusCode::CREATED,
+                    "{name}: {:?}",
+                    reply.json()
+                );
+                created += 1;
+            }
+        }
+    }
+    assert_eq!(count().await, before + created, "refusals write nothing");
+
+    // Rotation: the successor keeps the rotated key's attributes, which must be inside the
+    // caller's bounds.
+    let rotate = format!("/v1/api-keys/{plain_id}/rotate");
+    for (name, key, bound) in [
+        ("ip admin", &ip_admin, "restrictions"),
+        ("test admin", &test_admin, "environment"),
+        ("expiring admin", &expiring_admin, "expiry"),
+    ] {
+        let reply = call_tcp_with(addr, "POST", &rotate, key, None, &referer).await;
+        assert_eq!(
+            (reply.status, reply.json()),
+            (
+                StatusCode::FORBIDDEN,
+                forbidden(&format!("Cannot issue a key beyond your own: {bound}"))
+            ),
+            "{name}"
+        );
+    }
+    assert_eq!(operator.get("acme", &plain_id).await.unwrap().id, plain_id);
+    let who = call_tcp(
+        addr,
+        "GET",
+        &format!("/v1/api-keys/{plain_id}"),
+        &ip_admin,
+        None,
+    )
+    .await;
+    assert_eq!(
+        who.status,
+        StatusCode::OK,
+        "the refused rotation changed nothing"
+    );
+    let _ = plain;
+    assert_eq!(count().await, before + created);
+
+    // Within its bounds a key may rotate, itself included.
+    let reply = call_tcp(
+        addr,
+        "POST",
+        &format!("/v1/api-keys/{test_admin_id}/rotate"),
+        &test_admin,
+        None,
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::CREATED);
+    assert_eq!(reply.json()["data"]["environment"], "test");
+}
+
+#[tokio::test]
+async fn oversized_input_is_refused_with_a_clear_answer() {
+    let store = MemoryStore::new();
+    let verifier = Verifier::builder(store.clone()).build();
+    let manager = KeyManager::builder(store.clone())
+        .for_verifier(&verifier)
+        .build();
+    let auth = AuthLayer::new(verifier);
+    let addr =
+        serve(api::router(manager.clone()).route_layer(auth.require_scope(Scope::ADMIN))).await;
+    let (admin, admin_id) = issue(&manager, "acme", NewKey::new("admin", ["admin"])).await;
+    let count = || async { manager.list("acme").await.unwrap().len() };
+    let before = count().await;
+
+    let scopes = |n: usize| (0..n).map(|i| format!("s{i}")).collect::<Vec<_>>();
+    let many = |n: usize, item: &dyn Fn(usize) -> Value| (0..n).map(item).collect::<Vec<_>>();
+    let ip = |i: usize| json!(format!("10.0.{}.{}/32", i / 256, i % 256));
+    let referrer = |i: usize| json!(format!("https://app{i}.example.com"));
+    let endpoint = |i: usize| json!({"path": format!("/v1/e{i}")});
+    const NAME_MESSAGE: &str =
+        "Name must be 1 to 128 characters without control or bidirectional-formatting characters";
+    let cases: Vec<(&str, Value, &str)> = vec![
+        (
+            "65 scopes",
+            json!({"name": "n", "scopes": scopes(65)}),
+            "Too many scopes: at most 64",
+        ),
+        (
+            "129-character name",
+            json!({"name": "n".repeat(129), "scopes": ["read"]}),
+            NAME_MESSAGE,
+        ),
+        (
+            "right-to-left override",
+            json!({"name": "invoice\u{202E}fdp.exe", "scopes": ["read"]}),
+            NAME_MESSAGE,
+        ),
+        (
+            "isolate",
+            json!({"name": "a\u{2066}b", "scopes": ["read"]}),
+            NAME_MESSAGE,
+        ),
+        (
+            "left-to-right mark",
+            json!({"name": "a\u{200E}b", "scopes": ["read"]}),
+            NAME_MESSAGE,
+        ),
+        (
+            "arabic letter mark",
+            json!({"name": "a\u{061C}b", "scopes": ["read"]}),
+            NAME_MESSAGE,
+        ),
+        (
+            "control character",
+            json!({"name": "a\u{0007}b", "scopes": ["read"]}),
+            NAME_MESSAGE,
+        ),
+        (
+            "4097 bytes of metadata",
+            json!({"name": "n", "scopes": ["read"], "metadata": {"k": "x".repeat(4089)}}),
+            "metadata must be at most 4096 bytes of JSON",
+        ),
+        (
+            "65 IP ranges",
+            json!({"name": "n", "scopes": ["read"], "restrictions": {"ip_ranges": many(65, &ip)}}),
+            "restrictions.ip_ranges must have at most 64 entries",
+        ),
+        (
+            "65 referrers",
+            json!({"name": "n", "scopes": ["read"], "restrictions": {"referrers": many(65, &referrer)}}),
+            "restrictions.referrers must have at most 64 entries",
+        ),
+        (
+            "65 endpoints",
+            json!({"name": "n", "scopes": ["read"], "restrictions": {"endpoints": many(65, &endpoint)}}),
+            "restrictions.endpoints must have at most 64 entries",
+        ),
+        (
+            "expiry past 2262",
+            json!({"name": "n", "scopes": ["read"], "expires_at": "2262-01-01T00:00:01Z"}),
+            "expires_at must not be after 2262-01-01T00:00:00Z",
+        ),
+        (
+            "expiry in year 9999",
+            json!({"name": "n", "scopes": ["read"], "expires_at": "9999-12-31T23:59:59Z"}),
+            "expires_at must not be after 2262-01-01T00:00:00Z",
+        ),
+    ];
+    for (name, body, message) in cases {
+        let reply = call_tcp(addr, "POST", "/v1/api-keys", &admin, Some(body.to_string())).await;
+        assert_eq!(
+            (reply.status, reply.json()),
+            (StatusCode::BAD_REQUEST, bad_request(message)),
+            "{name}"
+        );
+        assert_eq!(reply.headers["content-type"], "application/json", "{name}");
+    }
+    let rename = call_tcp(
+        addr,
+        "PATCH",
+        &format!("/v1/api-keys/{admin_id}"),
+        &admin,
+        Some(json!({"name": "a\u{202E}b"}).to_string()),
+    )
+    .await;
+    assert_eq!(
+        (rename.status, rename.json()),
+        (StatusCode::BAD_REQUEST, bad_request(NAME_MESSAGE))
+    );
+
+    // Bodies over the router's 64 KiB limit: 413 in the same envelope.
+    let too_large = envelope(
+        "PAYLOAD_TOO_LARGE",
+        "Request body too large: at most 65536 bytes",
+    );
+    let huge_scopes = json!({"name": "n", "scopes": scopes(200_000)}).to_string();
+    let huge_metadata =
+        json!({"name": "n", "scopes": ["read"], "metadata": {"blob": "x".repeat(1_700_000)}})
+            .to_string();
+    let small = json!({"name": "padded", "scopes": ["read"]}).to_string();
+    let padded = |total: usize| format!("{small}{}", " ".repeat(total - small.len()));
+    for (name, path, body) in [
+        ("200k scopes", "/v1/api-keys".to_owned(), huge_scopes),
+        (
+            "1.7 MB of metadata",
+            "/v1/api-keys".to_owned(),
+            huge_metadata,
+        ),
+        ("65537 bytes", "/v1/api-keys".to_owned(), padded(65_537)),
+        (
+            "rotate, 65537 bytes",
+            format!("/v1/api-keys/{admin_id}/rotate"),
+            format!("{{}}{}", " ".repeat(65_535)),
+        ),
+    ] {
+        let reply = call_tcp(addr, "POST", &path, &admin, Some(body)).await;
+        assert_eq!(
+            (reply.status, reply.json()),
+            (StatusCode::PAYLOAD_TOO_LARGE, too_large.clone()),
+            "{name}"
+        );
+        assert_eq!(reply.headers["content-type"], "application/json", "{name}");
+    }
+    assert_eq!(count().await, before, "nothing written");
+
+    // At the caps exactly: accepted.
+    for (name, body) in [
+        ("64 scopes", json!({"name": "n", "scopes": scopes(64)}).to_string()),
+        ("128-character name", json!({"name": "é".repeat(128), "scopes": ["read"]}).to_string()),
+        ("4096 bytes of metadata", json!({"name": "n", "scopes": ["read"], "metadata": {"k": "x".repeat(4088)}}).to_string()),
+        ("64 of each restriction", json!({"name": "n", "scopes": ["read"], "restrictions": {"ip_ranges": many(64, &ip), "referrers": many(64, &referrer), "endpoints": many(64, &endpoint)}}).to_string()),
+        ("expiry at 2262-01-01", json!({"name": "n", "scopes": ["read"], "expires_at": "2262-01-01T00:00:00Z"}).to_string()),
+        ("65536 bytes", padded(65_536)),
+    ] {
+        let reply = call_tcp(addr, "POST", "/v1/api-keys", &admin, Some(body)).await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{name}: {:?}", reply.json());
+    }
+}
+
+#[tokio::test]
+async fn unknown_fields_at_every_level_are_refused() {
+    let store = MemoryStore::new();
+    let verifier = Verifier::builder(store.clone()).build();
+    let manager = KeyManager::builder(store.clone())
+        .for_verifier(&verifier)
+        .build();
+    let auth = AuthLayer::new(verifier);
+    let addr =
+        serve(api::router(manager.clone()).route_layer(auth.require_scope(Scope::ADMIN))).await;
+    let (admin, admin_id) = issue(&manager, "acme", NewKey::new("admin", ["admin"])).await;
+    let before = manager.list("acme").await.unwrap().len();
+
+    let cases = [
+        (
+            "POST",
+            "/v1/api-keys".to_owned(),
+            r#"{"name":"n","scopes":["read"],"restrictions":{"ip_range":["10.0.0.0/8"]}}"#,
+            "Invalid JSON body: unknown field `ip_range`, expected one of `ip_ranges`, `referrers`, `endpoints` at line 1 column 56",
+        ),
+        (
+            "POST",
+            "/v1/api-keys".to_owned(),
+            r#"{"name":"n","scopes":["read"],"restrictions":{"endpoints":[{"path":"/v1/x","methods":["GET"]}]}}"#,
+            "Invalid JSON body: unknown field `methods`, expected `method` or `path` at line 1 column 84",
+        ),
+        (
+            "POST",
+            "/v1/api-keys".to_owned(),
+            r#"{"name":"n","scopes":["read"],"admin":true}"#,
+            "Invalid JSON body: unknown field `admin`, expected one of `name`, `scopes`, `environment`, `expires_at`, `metadata`, `restrictions` at line 1 column 37",
+        ),
+        (
+            "PATCH",
+            format!("/v1/api-keys/{admin_id}"),
+            r#"{"title":"x"}"#,
+            "Invalid JSON body: unknown field `title`, expected `name` at line 1 column 8",
+        ),
+        (
+            "POST",
+            format!("/v1/api-keys/{admin_id}/rotate"),
+            r#"{"grace":60}"#,
+            "Invalid JSON body: unknown field `grace`, expected `grace_period_seconds` at line 1 column 8",
+        ),
+    ];
+    for (method, path, body, message) in cases {
+        let reply = call_tcp(addr, method, &path, &admin, Some(body.to_owned())).await;
+        assert_eq!(
+            (reply.status, reply.json()),
+            (StatusCode::BAD_REQUEST, bad_request(message)),
+            "{body}"
+        );
+    }
+    assert_eq!(
+        manager.list("acme").await.unwrap().len(),
+        before,
+        "nothing written"
+    );
+    assert_eq!(manager.get("acme", &admin_id).await.unwrap().name, "admin");
+}
+
+#[tokio::test]
+async fn the_plan_narrows_scopes_in_handlers_and_management_too() {
+    use keygate::entitle::{MemoryEntitlements, Plan, TenantEntitlements};
+    use keygate::scope::Scopes;
+    let store = MemoryStore::new();
+    let plans = MemoryEntitlements::new();
+    plans.set(
+        "acme",
+        TenantEntitlements::active(Plan {
+            name: "read-only".into(),
+            allowed_scopes: Some(Scopes::from_static(&["read"])),
+            ..Plan::default()
+        }),
+    );
+    let verifier = Verifier::builder(store.clone()).entitlements(plans).build();
+    let manager = KeyManager::builder(store.clone())
+        .for_verifier(&verifier)
+        .build();
+    let auth = AuthLayer::new(verifier);
+    // Routes behind the any-key layer: the handlers decide.
+    let app = api::router(manager.clone())
+        .route(
+            "/v1/documents",
+            axum::routing::delete(|t: Tenant| async move {
+                t.require(&Scope::WRITE)?;
+                Ok::<_, keygate::AuthError>("deleted")
+            }),
+        )
+        .route_layer(auth);
+    let addr = serve(app).await;
+    let (writer, _) = issue(&manager, "acme", NewKey::new("writer", ["write"])).await;
+    let (admin, _) = issue(&manager, "acme", NewKey::new("admin", ["admin"])).await;
+
+    let reply = call_tcp(addr, "DELETE", "/v1/documents", &writer, None).await;
+    assert_eq!(
+        (reply.status, reply.json()),
+        (
+            StatusCode::FORBIDDEN,
+            forbidden("API key lacks the required scope: write")
+        )
+    );
+    assert_eq!(
+        reply.headers["www-authenticate"],
+        "Bearer realm=\"api\", error=\"insufficient_scope\", scope=\"write\""
+    );
+    for (method, path, body) in [
+        ("GET", "/v1/api-keys", None),
+        (
+            "POST",
+            "/v1/api-keys",
+            Some(json!({"name": "n", "scopes": ["read"]}).to_string()),
+        ),
+    ] {
+        let reply = call_tcp(addr, method, path, &admin, body).await;
+        assert_eq!(
+            (reply.status, reply.json()),
+            (
+                StatusCode::FORBIDDEN,
+                forbidden("API key lacks the required scope: admin")
+            ),
+            "{method} {path}"
+        );
+    }
+    assert_eq!(manager.list("acme").await.unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn a_key_in_its_rotation_grace_period_cannot_manage_keys() {
+    let store = MemoryStore::new();
+    let verifier = Verifier::builder(store.clone()).build();
+    let manager = KeyManager::builder(store.clone())
+        .for_verifier(&verifier)
+        .build();
+    let auth = AuthLayer::new(verifier);
+    let app = api::router(manager.clone())
+        .route_layer(auth.require_scope(Scope::ADMIN))
+        .route(
+            "/v1/whoami",
+            get(|t: Tenant| async move { t.key_id().to_owned() }).route_layer(auth),
+        );
+    let addr = serve(app).await;
+    let (old, old_id) = issue(&manager, "acme", NewKey::new("admin", ["admin"])).await;
+    let (_, other_id) = issue(&manager, "acme", NewKey::new("other", ["read"])).await;
+
+    let rotated = call_tcp(
+        addr,
+        "POST",
+        &format!("/v1/api-keys/{old_id}/rotate"),
+        &old,
+        Some(json!({"grace_period_seconds": 3600}).to_string()),
+    )
+    .await;
+    assert_eq!(rotated.status, StatusCode::CREATED);
+    let new = rotated.json()["data"]["key"].as_str().unwrap().to_owned();
+    let new_id = rotated.json()["data"]["id"].as_str().unwrap().to_owned();
+
+    // It still authenticates...
+    let who = call_tcp(addr, "GET", "/v1/whoami", &old, None).await;
+    assert_eq!(
+        (who.status, &who.body[..]),
+        (StatusCode::OK, old_id.as_bytes())
+    );
+    // ...but every management call is refused, and changes nothing.
+    let rotated_message = forbidden("API key has been rotated: use its successor to manage keys");
+    for (method, path, body) in [
+        ("GET", "/v1/api-keys".to_owned(), None),
+        ("GET", format!("/v1/api-keys/{new_id}"), None),
+        (
+            "POST",
+            "/v1/api-keys".to_owned(),
+            Some(json!({"name": "n", "scopes": ["read"]}).to_string()),
+        ),
+        (
+            "PATCH",
+            format!("/v1/api-keys/{new_id}"),
+            Some(json!({"name": "mine"}).to_string()),
+        ),
+        ("POST", format!("/v1/api-keys/{new_id}/rotate"), None),
+        ("DELETE", format!("/v1/api-keys/{new_id}"), None),
+        ("DELETE", format!("/v1/api-keys/{other_id}"), None),
+    ] {
+        let reply = call_tcp(addr, method, &path, &old, body).await;
+        assert_eq!(
+            (reply.status, reply.json()),
+            (StatusCode::FORBIDDEN, rotated_message.clone()),
+            "{method} {path}"
+        );
+    }
+    let listed = manager.list("acme").await.unwrap();
+    let names: Vec<&str> = listed.iter().map(|k| k.name.as_str()).collect();
+    assert_eq!(names, ["admin", "other", "admin"]);
+
+    // The successor manages, and can end the grace period at once.
+    let revoked = call_tcp(
+        addr,
+        "DELETE",
+        &format!("/v1/api-keys/{old_id}"),
+        &new,
+        None,
+    )
+    .await;
+    assert_eq!(revoked.status, StatusCode::NO_CONTENT);
+    let who = call_tcp(addr, "GET", "/v1/whoami", &old, None).await;
+    assert_eq!(
+        (who.status, who.json()),
+        (StatusCode::UNAUTHORIZED, envelope("UNAUTHORIZED", REVOKED))
+    );
+}
+
+/// Records audit events in memory and wakes whoever waits for one.
+#[derive(Clone, Default)]
+struct RecordingAudit {
+    events: Arc<std::sync::Mutex<Vec<keygate::audit::AuditEvent>>>,
+    recorded: Arc<tokio::sync::Notify>,
+}
+
+#[async_trait::async_trait]
+impl keygate::audit::AuditSink for RecordingAudit {
+    async fn record(
+        &self,
+        event: &keygate::audit::AuditEvent,
+    ) -> Result<(), keygate::store::StoreError> {
+        self.events.lock().unwrap().push(event.clone());
+        self.recorded.notify_waiters();
+        Ok(())
+    }
+}
+
+/// A memory store whose `revoke` announces itself and then waits to be released.
+#[derive(Clone)]
+struct GatedStore {
+    inner: MemoryStore,
+    entered: Arc<tokio::sync::Notify>,
+    release: Arc<tokio::sync::Notify>,
+}
+
+#[async_trait::async_trait]
+impl keygate::store::KeyStore for GatedStore {
+    async fn find(&self, digest: &keygate::hash::KeyDigest) -> keygate::store::Lookup {
+        self.inner.find(digest).await
+    }
+}
+
+#[async_trait::async_trait]
+impl ManagedKeyStore for GatedStore {
+    async fn insert(
+        &self,
+        record: keygate::store::KeyRecord,
+        max: Option<usize>,
+    ) -> Result<(), keygate::store::StoreError> {
+        self.inner.insert(record, max).await
+    }
+    async fn get(
+        &self,
+        t: &str,
+        k: &str,
+        now: time::OffsetDateTime,
+    ) -> Result<Option<keygate::store::KeyRecord>, keygate::store::StoreError> {
+        self.inner.get(t, k, now).await
+    }
+    async fn list(
+        &self,
+        t: &str,
+        now: time::OffsetDateTime,
+    ) -> Result<Vec<keygate::store::KeyRecord>, keygate::store::StoreError> {
+        self.inner.list(t, now).await
+    }
+    async fn rename(
+        &self,
+        t: &str,
+        k: &str,
+        name: &str,
+        now: time::OffsetDateTime,
+    ) -> Result<Option<keygate::store::KeyRecord>, keygate::store::StoreError> {
+        self.inner.rename(t, k, name, now).await
+    }
+    async fn revoke(
+        &self,
+        t: &str,
+        k: &str,
+        now: time::OffsetDateTime,
+    ) -> Result<Option<keygate::store::KeyRecord>, keygate::store::StoreError> {
+        self.entered.notify_one();
+        self.release.notified().await;
+        self.inner.revoke(t, k, now).await
+    }
+    async fn rotate(
+        &self,
+        t: &str,
+        k: &str,
+        r: keygate::store::KeyRecord,
+        until: time::OffsetDateTime,
+        now: time::OffsetDateTime,
+        max_active: Option<usize>,
+    ) -> Result<Option<keygate::store::KeyRecord>, keygate::store::StoreError> {
+        self.inner.rotate(t, k, r, until, now, max_active).await
+    }
+    async fn touch(
+        &self,
+        used: &[(String, time::OffsetDateTime)],
+    ) -> Result<(), keygate::store::StoreError> {
+        self.inner.touch(used).await
+    }
+}
+
+/// Fires when dropped unless disarmed: tells the test that the server cancelled the handler.
+struct OnDrop(Option<tokio::sync::oneshot::Sender<()>>);
+
+impl OnDrop {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for OnDrop {
+    fn drop(&mut self) {
+        if let Some(tx) = self.0.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_client_that_disconnects_mid_call_still_leaves_the_change_audited() {
+    use tokio::io::AsyncWriteExt;
+    let memory = MemoryStore::new();
+    let store = GatedStore {
+        inner: memory.clone(),
+        entered: Arc::default(),
+        release: Arc::default(),
+    };
+    let audit = RecordingAudit::default();
+    let verifier = Verifier::builder(memory.clone()).build();
+    let manager = KeyManager::builder(store.clone())
+        .for_verifier(&verifier)
+        .audit(audit.clone())
+        .build();
+    let (admin, _) = issue(&manager, "acme", NewKey::new("admin", ["admin"])).await;
+    let (_, victim_id) = issue(&manager, "acme", NewKey::new("leaked", ["read"])).await;
+    let (cancelled_tx, cancelled_rx) = tokio::sync::oneshot::channel::<()>();
+    let cancelled = Arc::new(std::sync::Mutex::new(Some(cancelled_tx)));
+    let app = api::router(manager.clone())
+        .route_layer(AuthLayer::new(verifier).require_scope(Scope::ADMIN))
+        .layer(axum::middleware::from_fn(
+            move |req: axum::extract::Request, next: axum::middleware::Next| {
+                let guard = OnDrop(cancelled.lock().unwrap().take());
+                async move {
+                    let response = next.run(req).await;
+                    guard.disarm(); // completed, not cancelled
+                    response
+                }
+            },
+        ));
+    let addr = serve(app).await;
+
+    let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "DELETE /v1/api-keys/{victim_id} HTTP/1.1\r\nhost: keygate\r\nx-api-key: {admin}\r\n\r\n"
+    );
+    client.write_all(request.as_bytes()).await.unwrap();
+    store.entered.notified().await;
+    drop(client);
+    // The server notices the disconnect and drops the request's future...
+    tokio::time::timeout(std::time::Duration::from_secs(10), cancelled_rx)
+        .await
+        .expect("the server cancels the handler of a disconnected client")
+        .unwrap();
+    // ...and only then does the store finish the write.
+    store.release.notify_one();
+    let revoke_audited = || {
+        audit
+            .events
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|e| e.action == keygate::audit::AuditAction::Revoke && e.key_id == victim_id)
+    };
+    let waited = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while !revoke_audited() {
+            let recorded = audit.recorded.notified();
+            if revoke_audited() {
+                break;
+            }
+            recorded.await;
+        }
+    })
+    .await;
+    assert!(
+        waited.is_ok(),
+        "the revocation's audit event was never recorded"
+    );
+    assert!(
+        matches!(
+            manager.get("acme", &victim_id).await,
+            Err(keygate::manage::ManageError::NotFound)
+        ),
+        "the key is revoked"
+    );
+}
+
+/// Every management call answers, and carries no limit header.
+async fn manage_all(addr: std::net::SocketAddr, admin: &str, label: &str) {
+    let limit_headers = [
+        "x-ratelimit-limit",
+        "x-ratelimit-remaining",
+        "x-ratelimit-reset",
+        "ratelimit",
+        "ratelimit-policy",
+        "retry-after",
+    ];
+    let mut answers = Vec::new();
+    let created = call_tcp(
+        addr,
+        "POST",
+        "/v1/api-keys",
+        admin,
+        Some(json!({"name": label, "scopes": ["read"]}).to_string()),
+    )
+    .await;
+    assert_eq!(
+        created.status,
+        StatusCode::CREATED,
+        "{label}: {:?}",
+        created.json()
+    );
+    let id = created.json()["data"]["id"].as_str().unwrap().to_owned();
+    answers.push(created);
+    answers.push(call_tcp(addr, "GET", "/v1/api-keys", admin, None).await);
+    answers.push(call_tcp(addr, "GET", &format!("/v1/api-keys/{id}"), admin, None).await);
+    answers.push(
+        call_tcp(
+            addr,
+            "PATCH",
+            &format!("/v1/api-keys/{id}"),
+            admin,
+            Some(json!({"name": "renamed"}).to_string()),
+        )
+        .await,
+    );
+    answers.push(call_tcp(addr, "DELETE", &format!("/v1/api-keys/{id}"), admin, None).await);
+    let statuses: Vec<u16> = answers.iter().map(|r| r.status.as_u16()).collect();
+    assert_eq!(statuses, [201, 200, 200, 200, 204], "{label}");
+    for reply in &answers {
+        for header in limit_headers {
+            assert!(reply.headers.get(header).is_none(), "{label}: {header}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_leaked_key_cannot_block_its_own_revocation_through_the_tenants_limits() {
+    use keygate::entitle::{MemoryEntitlements, Plan, TenantEntitlements};
+    use keygate::limit::{ManualClock, MemoryLimiter, Quota, QuotaPeriod, RateLimit};
+    let store = MemoryStore::new();
+    let clock = ManualClock::at_unix_secs(1_767_225_600); // 2026-01-01T00:00:00Z
+    let limiter = MemoryLimiter::with_clock(clock.clone());
+    let plans = MemoryEntitlements::new();
+    plans.set(
+        "acme",
+        TenantEntitlements::active(Plan {
+            name: "small".into(),
+            rate_limit: Some(RateLimit::per_minute(2)),
+            quota: Some(Quota {
+                limit: 3,
+                period: QuotaPeriod::Month,
+            }),
+            ..Plan::default()
+        }),
+    );
+    let verifier = Verifier::builder(store.clone())
+        .entitlements(plans.clone())
+        .limiter(limiter.clone())
+        .build();
+    let manager = KeyManager::builder(store.clone())
+        .for_verifier(&verifier)
+        .build();
+    let auth = AuthLayer::new(verifier);
+    let app = Router::new()
+        .route(
+            "/v1/documents",
+            get(|| async { "[]" }).route_layer(auth.require_scope(Scope::READ)),
+        )
+        .merge(api::router(manager.clone()).route_layer(auth.management()));
+    let addr = serve(app).await;
+    let (admin, _) = issue(&manager, "acme", NewKey::new("admin", ["admin"])).await;
+    let (leaked, leaked_id) = issue(&manager, "acme", NewKey::new("leaked", ["read"])).await;
+    let limit_headers = [
+        "x-ratelimit-limit",
+        "x-ratelimit-remaining",
+        "x-ratelimit-reset",
+        "ratelimit",
+        "ratelimit-policy",
+        "retry-after",
+    ];
+    let snapshot = |reply: &Reply| {
+        let headers: Vec<Option<String>> = limit_headers
+            .iter()
+            .map(|h| {
+                reply
+                    .headers
+                    .get(*h)
+                    .map(|v| v.to_str().unwrap().to_owned())
+            })
+            .collect();
+        (reply.status, reply.json(), headers)
+    };
+    let documents = || call_tcp(addr, "GET", "/v1/documents", &leaked, None);
+
+    // The leaked key uses up the rate limit.
+    for _ in 0..2 {
+        assert_eq!(documents().await.status, StatusCode::OK);
+    }
+    let limited = documents().await;
+    assert_eq!(
+        (limited.status, limited.json()),
+        (
+            StatusCode::TOO_MANY_REQUESTS,
+            envelope("RATE_LIMITED", "Rate limit exceeded: retry later")
+        )
+    );
+    manage_all(addr, &admin, "while rate limited").await;
+    assert_eq!(
+        limiter.quota_used("acme"),
+        2,
+        "management calls are not counted"
+    );
+    assert_eq!(
+        snapshot(&documents().await),
+        snapshot(&limited),
+        "nor do they move the rate limit"
+    );
+
+    // A minute later it uses up the quota.
+    clock.advance(std::time::Duration::from_secs(60));
+    assert_eq!(documents().await.status, StatusCode::OK);
+    let exhausted = documents().await;
+    assert_eq!(
+        (exhausted.status, exhausted.json()),
+        (
+            StatusCode::FORBIDDEN,
+            envelope("FORBIDDEN", "Quota exhausted for the current period")
+        )
+    );
+    manage_all(addr, &admin, "with the quota used up").await;
+    assert_eq!(limiter.quota_used("acme"), 3);
+    assert_eq!(snapshot(&documents().await), snapshot(&exhausted));
+
+    // The admin revokes it.
+    let revoked = call_tcp(
+        addr,
+        "DELETE",
+        &format!("/v1/api-keys/{leaked_id}"),
+        &admin,
+        None,
+    )
+    .await;
+    assert_eq!(revoked.status, StatusCode::NO_CONTENT);
+    let refused = documents().await;
+    assert_eq!(
+        (refused.status, refused.json()),
+        (StatusCode::UNAUTHORIZED, envelope("UNAUTHORIZED", REVOKED))
+    );
+    assert_eq!(limiter.quota_used("acme"), 3);
+
+    // Suspension still applies to management calls.
+    plans.suspend("acme");
+    let suspended = call_tcp(addr, "GET", "/v1/api-keys", &admin, None).await;
+    assert_eq!(
+        (suspended.status, suspended.json()),
+        (
+            StatusCode::FORBIDDEN,
+            envelope("FORBIDDEN", "Tenant suspended")
+        )
+    );
+}
+
+/// A managed store whose backend never answers.
+#[derive(Clone)]
+struct StalledStore;
+
+#[async_trait::async_trait]
+impl keygate::store::KeyStore for StalledStore {
+    async fn find(&self, _: &keygate::hash::KeyDigest) -> keygate::store::Lookup {
+        std::future::pending().await
+    }
+}
+
+#[async_trait::async_trait]
+impl ManagedKeyStore for StalledStore {
+    async fn insert(
+        &self,
+        _: keygate::store::KeyRecord,
+        _: Option<usize>,
+    ) -> Result<(), keygate::store::StoreError> {
+        std::future::pending().await
+    }
+    async fn get(
+        &self,
+        _: &str,
+        _: &str,
+        _: time::OffsetDateTime,
+    ) -> Result<Option<keygate::store::KeyRecord>, keygate::store::StoreError> {
+        std::future::pending().await
+    }
+    async fn list(
+        &self,
+        _: &str,
+        _: time::OffsetDateTime,
+    ) -> Result<Vec<keygate::store::KeyRecord>, keygate::store::StoreError> {
+        std::future::pending().await
+    }
+    async fn rename(
+        &self,
+        _: &str,
+        _: &str,
+        _: &str,
+        _: time::OffsetDateTime,
+    ) -> Result<Option<keygate::store::KeyRecord>, keygate::store::StoreError> {
+        std::future::pending().await
+    }
+    async fn revoke(
+        &self,
+        _: &str,
+        _: &str,
+        _: time::OffsetDateTime,
+    ) -> Result<Option<keygate::store::KeyRecord>, keygate::store::StoreError> {
+        std::future::pending().await
+    }
+    async fn rotate(
+        &self,
+        _: &str,
+        _: &str,
+        _: keygate::store::KeyRecord,
+        _: time::OffsetDateTime,
+        _: time::OffsetDateTime,
+        _: Option<usize>,
+    ) -> Result<Option<keygate::store::KeyRecord>, keygate::store::StoreError> {
+        std::future::pending().await
+    }
+    async fn touch(
+        &self,
+        _: &[(String, time::OffsetDateTime)],
+    ) -> Result<(), keygate::store::StoreError> {
+        std::future::pending().await
+    }
+}
+
+#[tokio::test]
+async fn a_stalled_store_answers_503_after_the_store_timeout() {
+    let auth_store = MemoryStore::new();
+    let verifier = Verifier::builder(auth_store.clone()).build();
+    let seed = KeyManager::builder(auth_store)
+        .for_verifier(&verifier)
+        .build();
+    let (admin, admin_id) = issue(&seed, "acme", NewKey::new("admin", ["admin"])).await;
+    let manager = KeyManager::builder(StalledStore)
+        .for_verifier(&verifier)
+        .store_timeout(std::time::Duration::from_millis(100))
+        .build();
+    let addr = serve(api::router(manager).route_layer(AuthLayer::new(verifier).management())).await;
+    let unavailable = envelope("SERVICE_UNAVAILABLE", UNAVAILABLE);
+    let calls = [
+        (
+            "POST",
+            "/v1/api-keys".to_owned(),
+            Some(json!({"name": "n", "scopes": ["read"]}).to_string()),
+        ),
+        ("GET", "/v1/api-keys".to_owned(), None),
+        ("GET", format!("/v1/api-keys/{admin_id}"), None),
+        (
+            "PATCH",
+            format!("/v1/api-keys/{admin_id}"),
+            Some(json!({"name": "m"}).to_string()),
+        ),
+        ("POST", format!("/v1/api-keys/{admin_id}/rotate"), None),
+        ("DELETE", format!("/v1/api-keys/{admin_id}"), None),
+    ];
+    // The guard only keeps a regression from hanging the suite; nothing here measures time.
+    tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        for (method, path, body) in calls {
+            let reply = call_tcp(addr, method, &path, &admin, body).await;
+            assert_eq!(
+                (reply.status, reply.json()),
+                (StatusCode::SERVICE_UNAVAILABLE, unavailable.clone()),
+                "{method} {path}"
+            );
+        }
+    })
+    .await
+    .expect("every call is answered");
 }

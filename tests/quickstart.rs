@@ -338,3 +338,85 @@ fn quickstart_refuses_a_bad_setting_clearly() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quickstart_admin_can_revoke_a_key_that_used_up_the_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    for (db, env, refused, message) in [
+        (
+            "rate.db",
+            [
+                ("KEYGATE_RATE_LIMIT_PER_MINUTE", "2"),
+                ("KEYGATE_MONTHLY_QUOTA", "unlimited"),
+            ],
+            StatusCode::TOO_MANY_REQUESTS,
+            envelope("RATE_LIMITED", "Rate limit exceeded: retry later"),
+        ),
+        (
+            "quota.db",
+            [
+                ("KEYGATE_RATE_LIMIT_PER_MINUTE", "100"),
+                ("KEYGATE_MONTHLY_QUOTA", "2"),
+            ],
+            StatusCode::FORBIDDEN,
+            envelope("FORBIDDEN", "Quota exhausted for the current period"),
+        ),
+    ] {
+        let mut qs = Quickstart::start_with(&dir.path().join(db), &env);
+        let mut first = String::new();
+        qs.stdout.read_line(&mut first).unwrap();
+        let admin = first
+            .trim_end()
+            .strip_prefix("admin key: ")
+            .unwrap()
+            .to_owned();
+        qs.wait_ready().await;
+        let addr = qs.addr;
+
+        // The admin issues a key (not counted), which then leaks and uses up the limit.
+        let created = send_tcp(
+            addr,
+            req(
+                "POST",
+                "/v1/api-keys",
+                &admin,
+                Some(r#"{"name":"leaked","scopes":["read"]}"#),
+            ),
+        )
+        .await;
+        assert_eq!(created.status, StatusCode::CREATED, "{db}");
+        assert!(created.headers.get("x-ratelimit-limit").is_none(), "{db}");
+        let leaked = created.json()["data"]["key"].as_str().unwrap().to_owned();
+        let leaked_id = created.json()["data"]["id"].as_str().unwrap().to_owned();
+        for _ in 0..2 {
+            let ok = send_tcp(addr, req("GET", "/v1/documents", &leaked, None)).await;
+            assert_eq!(ok.status, StatusCode::OK, "{db}");
+        }
+        let blocked = send_tcp(addr, req("GET", "/v1/documents", &leaked, None)).await;
+        assert_eq!(
+            (blocked.status, blocked.json()),
+            (refused, message.clone()),
+            "{db}"
+        );
+        // The admin's own data calls are blocked too...
+        let whoami = send_tcp(addr, req("GET", "/v1/whoami", &admin, None)).await;
+        assert_eq!((whoami.status, whoami.json()), (refused, message), "{db}");
+        // ...but not its management calls.
+        let listed = send_tcp(addr, req("GET", "/v1/api-keys", &admin, None)).await;
+        assert_eq!(listed.status, StatusCode::OK, "{db}");
+        let revoked = send_tcp(
+            addr,
+            req("DELETE", &format!("/v1/api-keys/{leaked_id}"), &admin, None),
+        )
+        .await;
+        assert_eq!(revoked.status, StatusCode::NO_CONTENT, "{db}");
+        let gone = send_tcp(addr, req("GET", "/v1/documents", &leaked, None)).await;
+        assert_eq!(
+            (gone.status, gone.json()),
+            (StatusCode::UNAUTHORIZED, envelope("UNAUTHORIZED", REVOKED)),
+            "{db}"
+        );
+        let (exit, _, _) = qs.stop();
+        assert!(exit.success());
+    }
+}

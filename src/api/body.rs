@@ -1,4 +1,5 @@
-//! Request bodies, parsed strictly: JSON content type, no unknown fields, clear messages.
+//! Request bodies, parsed strictly: JSON content type, no unknown fields at any level (the
+//! nested [`Restrictions`] and its endpoint rules refuse them too), clear messages.
 
 use axum::extract::{FromRequest, Request};
 use bytes::Bytes;
@@ -26,9 +27,16 @@ fn is_json(req: &Request) -> bool {
 
 async fn read(req: Request) -> Result<(bool, Bytes), ApiError> {
     let json = is_json(&req);
-    let bytes = Bytes::from_request(req, &())
-        .await
-        .map_err(|e| ApiError::BadRequest(format!("Could not read the request body: {e}")))?;
+    // The router's `DefaultBodyLimit` bounds this read; past it, axum's rejection is a 413.
+    let bytes = Bytes::from_request(req, &()).await.map_err(|e| {
+        if e.status() == http::StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge {
+                max: super::MAX_BODY_BYTES,
+            }
+        } else {
+            ApiError::BadRequest(format!("Could not read the request body: {e}"))
+        }
+    })?;
     Ok((json, bytes))
 }
 

@@ -17,6 +17,16 @@ pub enum ApiError {
     /// The request is malformed; the message says what is wrong.
     #[error("{0}")]
     BadRequest(String),
+    /// The caller may not do this: the key would reach beyond the caller's own, or the
+    /// caller's key is in its rotation grace period. The message says which.
+    #[error("{0}")]
+    Forbidden(String),
+    /// The body is larger than [`MAX_BODY_BYTES`](super::MAX_BODY_BYTES).
+    #[error("Request body too large: at most {max} bytes")]
+    PayloadTooLarge {
+        /// The largest body accepted, in bytes.
+        max: usize,
+    },
     /// No such key for the caller's tenant.
     #[error("API key not found")]
     NotFound,
@@ -37,6 +47,9 @@ impl From<ManageError> for ApiError {
             ManageError::NotFound => ApiError::NotFound,
             ManageError::TooManyKeys(_) => ApiError::KeyLimit(e.to_string()),
             ManageError::AlreadyRotated => ApiError::AlreadyRotated,
+            ManageError::BeyondBounds(_) | ManageError::CallerRotated => {
+                ApiError::Forbidden(e.to_string())
+            }
             ManageError::Store(error) => {
                 tracing::error!(target: "keygate", %error, "key store failed in a management call");
                 ApiError::Unavailable
@@ -58,6 +71,8 @@ impl ApiError {
         match self {
             ApiError::Auth(e) => e.status(),
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::KeyLimit(_) | ApiError::AlreadyRotated => StatusCode::CONFLICT,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -69,6 +84,8 @@ impl ApiError {
         match self {
             ApiError::Auth(e) => e.code(),
             ApiError::BadRequest(_) => "BAD_REQUEST",
+            ApiError::Forbidden(_) => "FORBIDDEN",
+            ApiError::PayloadTooLarge { .. } => "PAYLOAD_TOO_LARGE",
             ApiError::NotFound => "NOT_FOUND",
             ApiError::KeyLimit(_) => "KEY_LIMIT_REACHED",
             ApiError::AlreadyRotated => "KEY_ALREADY_ROTATED",

@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use super::ApiError;
 use super::body::{CreateKey, JsonBody, OptionalJsonBody, Rename, Rotate};
-use crate::manage::{IssuedKey, KeyManager, NewKey};
+use crate::manage::{IssuedKey, KeyManager, NewKey, may_manage};
 use crate::scope::Scope;
 use crate::store::KeyInfo;
 use crate::{AuthError, Tenant};
@@ -48,10 +48,12 @@ fn issued(key: &IssuedKey) -> Response {
     ok(StatusCode::CREATED, data, Some(SHOWN_ONCE))
 }
 
-/// The caller, who must hold `admin`.
+/// The caller, who must be granted `admin` (by its key and its plan) and must not be a key
+/// in its rotation grace period.
 fn admin(tenant: Option<Tenant>) -> Result<Tenant, ApiError> {
     let tenant = tenant.ok_or(ApiError::Auth(AuthError::MissingCredential))?;
     tenant.require(&Scope::ADMIN).map_err(ApiError::Auth)?;
+    may_manage(&tenant)?;
     Ok(tenant)
 }
 
@@ -73,9 +75,7 @@ pub(super) async fn create(
     new.expires_at = body.expires_at;
     new.metadata = body.metadata.unwrap_or_default();
     new.restrictions = body.restrictions.unwrap_or_default();
-    let key = manager
-        .issue(tenant.key_id(), tenant.tenant_id(), new)
-        .await?;
+    let key = manager.issue_as(&tenant, new).await?;
     Ok(issued(&key))
 }
 
@@ -123,9 +123,7 @@ pub(super) async fn rotate(
     let grace = body
         .and_then(|b| b.grace_period_seconds)
         .map(std::time::Duration::from_secs);
-    let key = manager
-        .rotate(tenant.key_id(), tenant.tenant_id(), &id, grace)
-        .await?;
+    let key = manager.rotate_as(&tenant, &id, grace).await?;
     Ok(issued(&key))
 }
 

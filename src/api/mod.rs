@@ -9,28 +9,52 @@
 //! | `POST /v1/api-keys/{id}/rotate` `[{"grace_period_seconds"}]` | 201, the new key with its secret, once |
 //! | `DELETE /v1/api-keys/{id}` | 204 |
 //!
-//! Every call acts on the caller's own tenant and needs the `admin` scope: mount the router
-//! behind [`AuthLayer`](crate::AuthLayer) (the handlers check the scope again, so a router
-//! mounted without it refuses everything with 401). Another tenant's key id answers 404, exactly
-//! like an unknown id. Refusals use the error envelope:
+//! Every call acts on the caller's own tenant and needs the `admin` scope, granted by the
+//! caller's key and allowed by its plan. Mount the router behind
+//! [`AuthLayer::management`](crate::AuthLayer::management): it requires `admin` and applies
+//! neither the tenant's rate limits nor its quota (they are neither checked nor counted), so
+//! that a leaked key that uses them up cannot block its own revocation. Suspension, key
+//! restrictions and the plan's scopes still apply. The handlers check `admin` again, so a
+//! router mounted without any layer refuses everything with 401.
 //!
-//! | case | status | code |
-//! |---|---|---|
-//! | malformed JSON, wrong content type, unknown field, missing or invalid name, unknown scope, past expiry, bad grace period | 400 | `BAD_REQUEST` |
-//! | no such key for this tenant | 404 | `NOT_FOUND` |
-//! | the tenant has the maximum number of active keys (a rotation with a grace period counts: the old key stays active) | 409 | `KEY_LIMIT_REACHED` |
-//! | rotating a key in its rotation grace period (already replaced: rotate its successor) | 409 | `KEY_ALREADY_ROTATED` |
-//! | the store fails | 503 | `SERVICE_UNAVAILABLE` |
+//! What a caller issues stays inside its own key's bounds ([`KeyBounds`](crate::manage::KeyBounds)):
+//! same environment, restrictions at least as tight, expiry no later, scopes its key and plan
+//! grant; this holds for `POST /v1/api-keys` and for the successor made by a rotation. A key in
+//! its rotation grace period still authenticates but may not manage keys.
+//!
+//! Another tenant's key id answers 404, exactly like an unknown id. Refusals use the error
+//! envelope `{"success":false,"error":{"code","message"}}`:
+//!
+//! | case | status | code | message |
+//! |---|---|---|---|
+//! | malformed JSON, wrong content type, unknown field at any level, missing field | 400 | `BAD_REQUEST` | `Invalid JSON body: …` naming the field, or `Content-Type must be application/json` |
+//! | bad name | 400 | `BAD_REQUEST` | `Name must be 1 to 128 characters without control or bidirectional-formatting characters` |
+//! | no scopes, more than 64, unknown scope | 400 | `BAD_REQUEST` | `Scopes must not be empty`, `Too many scopes: at most 64`, `Unknown scope: …` |
+//! | metadata over 4096 bytes of JSON | 400 | `BAD_REQUEST` | `metadata must be at most 4096 bytes of JSON` |
+//! | a restriction list over 64 entries | 400 | `BAD_REQUEST` | `restrictions.ip_ranges must have at most 64 entries` (likewise `referrers`, `endpoints`) |
+//! | past expiry, expiry after 2262-01-01T00:00:00Z | 400 | `BAD_REQUEST` | `expires_at must be in the future`, `expires_at must not be after 2262-01-01T00:00:00Z` |
+//! | bad grace period | 400 | `BAD_REQUEST` | `grace_period_seconds must be between 0 and 2592000` |
+//! | body over 65536 bytes | 413 | `PAYLOAD_TOO_LARGE` | `Request body too large: at most 65536 bytes` |
+//! | no `admin` | 403 (+ `WWW-Authenticate`) | `FORBIDDEN` | `API key lacks the required scope: admin` |
+//! | the key would reach beyond the caller's | 403 | `FORBIDDEN` | `Cannot issue a key beyond your own: environment` (or `scopes`, `restrictions`, `expiry`) |
+//! | the caller's key is in its rotation grace period | 403 | `FORBIDDEN` | `API key has been rotated: use its successor to manage keys` |
+//! | no such key for this tenant | 404 | `NOT_FOUND` | `API key not found` |
+//! | the tenant has the maximum number of active keys (a rotation with a grace period counts: the old key stays active) | 409 | `KEY_LIMIT_REACHED` | |
+//! | rotating a key in its rotation grace period (already replaced) | 409 | `KEY_ALREADY_ROTATED` | `API key has already been rotated: rotate its successor instead` |
+//! | the store fails or does not answer within the manager's store timeout | 503 | `SERVICE_UNAVAILABLE` | |
+//!
+//! Nothing is written when a call is refused. Each change and its audit event are written
+//! together even if the client disconnects mid-call (see [`KeyManager`]).
 //!
 //! ```
 //! use axum::Router;
-//! use keygate::{AuthLayer, Verifier, api, manage::KeyManager, scope::Scope, store::MemoryStore};
+//! use keygate::{AuthLayer, Verifier, api, manage::KeyManager, store::MemoryStore};
 //!
 //! let store = MemoryStore::new();
 //! let verifier = Verifier::builder(store.clone()).build();
 //! let manager = KeyManager::builder(store).for_verifier(&verifier).build();
 //! let auth = AuthLayer::new(verifier);
-//! let app: Router = api::router(manager).route_layer(auth.require_scope(Scope::ADMIN));
+//! let app: Router = api::router(manager).route_layer(auth.management());
 //! # let _ = app;
 //! ```
 
@@ -41,11 +65,17 @@ mod handlers;
 pub use error::ApiError;
 
 use axum::Router;
+use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 
 use crate::manage::KeyManager;
 
-/// The management API's routes, with the manager as state.
+/// The largest request body the management API reads: 64 KiB. Larger bodies are refused with
+/// 413 `PAYLOAD_TOO_LARGE` before they are parsed.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// The management API's routes, with the manager as state and a body limit of
+/// [`MAX_BODY_BYTES`]. Mount it behind [`AuthLayer::management`](crate::AuthLayer::management).
 pub fn router(manager: KeyManager) -> Router {
     Router::new()
         .route("/v1/api-keys", post(handlers::create).get(handlers::list))
@@ -56,5 +86,6 @@ pub fn router(manager: KeyManager) -> Router {
                 .delete(handlers::revoke),
         )
         .route("/v1/api-keys/{id}/rotate", post(handlers::rotate))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(manager)
 }

@@ -8,7 +8,7 @@ use crate::error::{JsonErrors, RenderError};
 use crate::limit::LimitHeaders;
 use crate::manage::LastUsedTracker;
 use crate::scope::{Scope, ScopePolicy};
-use crate::verify::{RequestHead, Verifier};
+use crate::verify::{Limits, RequestHead, Verifier};
 
 type PublicFn = dyn Fn(&RequestHead<'_>) -> bool + Send + Sync;
 
@@ -27,6 +27,7 @@ pub(crate) struct Config {
     pub(crate) strip_credentials: bool,
     pub(crate) last_used: Option<LastUsedTracker>,
     pub(crate) limit_headers: LimitHeaders,
+    pub(crate) limits: Limits,
 }
 
 impl AuthLayer {
@@ -41,6 +42,7 @@ impl AuthLayer {
                 strip_credentials: true,
                 last_used: None,
                 limit_headers: LimitHeaders::All,
+                limits: Limits::Apply,
             }),
         }
     }
@@ -59,6 +61,43 @@ impl AuthLayer {
     /// `scope`; meant for `route_layer` on one route.
     pub fn require_scope(&self, scope: Scope) -> Self {
         self.clone().scope_policy(ScopePolicy::Require(scope))
+    }
+
+    /// A copy of this layer that applies neither the tenant's rate limits nor its quota: they
+    /// are not checked, not counted, and no limit headers are sent. Every other check
+    /// (revocation, expiry, suspension, key restrictions, scopes) still applies.
+    ///
+    /// ```
+    /// # use keygate::{AuthLayer, Verifier, store::MemoryStore};
+    /// let auth = AuthLayer::new(Verifier::builder(MemoryStore::new()).build());
+    /// let status_page = auth.clone().without_limits(); // e.g. a route clients poll when limited
+    /// # let _ = status_page;
+    /// ```
+    pub fn without_limits(self) -> Self {
+        self.with(|c| c.limits = Limits::Skip)
+    }
+
+    /// A copy of this layer for the management API (`keygate::api::router`, `axum` feature):
+    /// requests need `admin` and are not subject to the tenant's rate limits or quota
+    /// ([`without_limits`](Self::without_limits)), so that an admin can always revoke a leaked
+    /// key, however much of the tenant's limits that key used up. Management calls do not count
+    /// against them either.
+    ///
+    /// ```
+    /// # #[cfg(feature = "axum")] {
+    /// use axum::Router;
+    /// use keygate::{AuthLayer, Verifier, api, manage::KeyManager, store::MemoryStore};
+    ///
+    /// let store = MemoryStore::new();
+    /// let verifier = Verifier::builder(store.clone()).build();
+    /// let manager = KeyManager::builder(store).for_verifier(&verifier).build();
+    /// let auth = AuthLayer::new(verifier);
+    /// let app: Router = api::router(manager).route_layer(auth.management());
+    /// # let _ = app;
+    /// # }
+    /// ```
+    pub fn management(&self) -> Self {
+        self.require_scope(Scope::ADMIN).without_limits()
     }
 
     /// Requests for which `is_public` returns true skip authentication entirely, e.g. health
@@ -130,6 +169,7 @@ impl fmt::Debug for AuthLayer {
             .field("public", &self.config.public.is_some())
             .field("strip_credentials", &self.config.strip_credentials)
             .field("limit_headers", &self.config.limit_headers)
+            .field("limits", &self.config.limits)
             .finish_non_exhaustive()
     }
 }

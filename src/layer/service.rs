@@ -61,7 +61,10 @@ where
             return ResponseFuture::inner(&mut self.inner, req, None);
         }
         let required = config.policy.required(&head);
-        match config.verifier.check_now(&head, required.as_ref()) {
+        match config
+            .verifier
+            .check_now_with(&head, required.as_ref(), config.limits)
+        {
             // Decided at once: the ready inner service is called right here, no clone needed.
             Some(Ok(admitted)) => {
                 let usage = admitted.usage.map(|u| (u, config.limit_headers));
@@ -75,9 +78,10 @@ where
                 let clone = self.inner.clone();
                 let inner = std::mem::replace(&mut self.inner, clone);
                 let verifier = config.verifier.clone();
+                let limits = config.limits;
                 let check = Box::pin(async move {
                     let outcome = verifier
-                        .check(&RequestHead::from(&req), required.as_ref())
+                        .check_with(&RequestHead::from(&req), required.as_ref(), limits)
                         .await;
                     (req, outcome)
                 });

@@ -1,27 +1,64 @@
+use super::BoundViolation;
 use crate::store::StoreError;
 
-/// Why a lifecycle operation was refused. Nothing is written when one is returned.
+/// Why a lifecycle operation was refused. Nothing is written when one is returned, except
+/// for [`ManageError::Store`] with [`StoreError::Timeout`]: the backend may still apply a change
+/// it was slow to confirm.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ManageError {
-    /// The name is empty, too long, or holds control characters.
-    #[error("Name must be 1 to 100 characters without control characters")]
+    /// The name is empty, too long, or holds control or bidirectional-formatting characters.
+    #[error(
+        "Name must be 1 to 128 characters without control or bidirectional-formatting characters"
+    )]
     InvalidName,
     /// No scope was given.
     #[error("Scopes must not be empty")]
     NoScopes,
+    /// More scopes than [`MAX_SCOPES`](super::MAX_SCOPES).
+    #[error("Too many scopes: at most {max}")]
+    TooManyScopes {
+        /// The most scopes a key may hold.
+        max: usize,
+    },
     /// A scope is not well-formed or not one of the service's known scopes.
     #[error("Unknown scope: {0}")]
     UnknownScope(String),
     /// The expiry is not in the future.
     #[error("expires_at must be in the future")]
     ExpiryInPast,
+    /// The expiry is after [`MAX_EXPIRY`](super::MAX_EXPIRY), the latest instant stores keep.
+    #[error("expires_at must not be after 2262-01-01T00:00:00Z")]
+    ExpiryTooLate,
+    /// The metadata serializes to more than [`MAX_METADATA_BYTES`](super::MAX_METADATA_BYTES).
+    #[error("metadata must be at most {max} bytes of JSON")]
+    MetadataTooLarge {
+        /// The most bytes of JSON allowed.
+        max: usize,
+    },
+    /// A restriction list has more than
+    /// [`MAX_RESTRICTION_ENTRIES`](super::MAX_RESTRICTION_ENTRIES) entries.
+    #[error("restrictions.{field} must have at most {max} entries")]
+    TooManyRestrictions {
+        /// `ip_ranges`, `referrers` or `endpoints`.
+        field: &'static str,
+        /// The most entries allowed.
+        max: usize,
+    },
     /// The grace period is negative or longer than allowed.
     #[error("grace_period_seconds must be between 0 and {max}")]
     InvalidGracePeriod {
         /// The longest grace period allowed, in seconds.
         max: u64,
     },
+    /// The key would reach beyond the key of the caller it is issued for (see
+    /// [`KeyBounds`](super::KeyBounds)).
+    #[error("{0}")]
+    BeyondBounds(BoundViolation),
+    /// The caller's key has been rotated and is in its grace period: it still authenticates,
+    /// but only its successor may manage keys.
+    #[error("API key has been rotated: use its successor to manage keys")]
+    CallerRotated,
     /// The tenant already has the maximum number of active keys.
     #[error("The tenant already has {0} active keys, the maximum; revoke one first")]
     TooManyKeys(usize),
@@ -32,7 +69,7 @@ pub enum ManageError {
     /// only its successor can be rotated.
     #[error("API key has already been rotated: rotate its successor instead")]
     AlreadyRotated,
-    /// The store failed.
+    /// The store failed or did not answer within the manager's store timeout.
     #[error(transparent)]
     Store(StoreError),
 }
@@ -44,5 +81,11 @@ impl From<StoreError> for ManageError {
             StoreError::AlreadyRotated => ManageError::AlreadyRotated,
             e => ManageError::Store(e),
         }
+    }
+}
+
+impl From<BoundViolation> for ManageError {
+    fn from(v: BoundViolation) -> Self {
+        ManageError::BeyondBounds(v)
     }
 }

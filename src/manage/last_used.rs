@@ -15,6 +15,16 @@ use crate::store::{ManagedKeyStore, StoreError};
 /// [`LastUsedTracker::spawn_flusher`] to write the notes in the background, at most once per
 /// key per interval, and call [`LastUsedFlusher::shutdown`] on shutdown to write the rest.
 ///
+/// # What a crash loses
+///
+/// Notes live in process memory until a flush writes them. A process that stops without
+/// [`LastUsedFlusher::shutdown`] (a crash, `SIGKILL`, a power loss) loses the notes taken since
+/// the last successful flush: at most one flush interval of uses, longer only while the store
+/// is failing (failed flushes keep their notes for the next try, in memory). A stored
+/// `last_used_at` is therefore a lower bound: the key was used then, and may have been used
+/// up to one interval later (plus any store outage) without a trace. Before treating a key as
+/// unused, allow for that margin.
+///
 /// ```
 /// use std::time::Duration;
 /// use keygate::manage::LastUsedTracker;

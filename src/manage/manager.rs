@@ -1,21 +1,56 @@
 use std::fmt;
+use std::future::Future;
 use std::sync::Arc;
 
 use time::{Duration, OffsetDateTime};
 
-use super::ManageError;
+use super::{KeyBounds, ManageError};
 use crate::audit::{AuditAction, AuditEvent, AuditSink, TracingAudit};
 use crate::hash::KeyHasher;
 use crate::key::{ApiKey, Environment, KeyFormat};
 use crate::restrict::Restrictions;
 use crate::scope::{Scope, Scopes};
-use crate::store::{KeyInfo, KeyRecord, ManagedKeyStore};
+use crate::store::{KeyInfo, KeyRecord, ManagedKeyStore, StoreError};
+use crate::tenant::Tenant;
 use crate::verify::Verifier;
 
 /// The longest rotation grace period: 30 days.
 const MAX_GRACE_SECONDS: u64 = 30 * 24 * 3600;
 
+/// The most scopes one key may hold.
+pub const MAX_SCOPES: usize = 64;
+
+/// The longest key name, in characters (after trimming surrounding whitespace).
+pub const MAX_NAME_CHARS: usize = 128;
+
+/// The most bytes a key's metadata may take, serialized as JSON. Metadata travels with the key
+/// on every lookup, so it is kept small.
+pub const MAX_METADATA_BYTES: usize = 4096;
+
+/// The most entries in each of a key's restriction lists (`ip_ranges`, `referrers`,
+/// `endpoints`).
+pub const MAX_RESTRICTION_ENTRIES: usize = 64;
+
+/// The latest expiry a key may have: 2262-01-01T00:00:00Z (inclusive), the latest instant the
+/// stores keep ([`MAX_TIME`](crate::store::MAX_TIME): times are stored as signed 64-bit
+/// nanoseconds since 1970, which end in April 2262).
+pub const MAX_EXPIRY: OffsetDateTime = crate::store::MAX_TIME;
+
 /// Issues and manages keys on a [`ManagedKeyStore`]. Cheap to clone.
+///
+/// Every call validates its input against the caps ([`MAX_SCOPES`], [`MAX_NAME_CHARS`],
+/// [`MAX_METADATA_BYTES`], [`MAX_RESTRICTION_ENTRIES`], [`MAX_EXPIRY`]) before any store call,
+/// and bounds each store call by the store timeout (2 s by default), after which it fails
+/// with [`StoreError::Timeout`].
+///
+/// Each change and its audit event are written by a task of their own: a caller that stops
+/// waiting (an HTTP client that disconnects, a dropped future) cannot cancel a change between
+/// the store write and its audit event. The task needs a tokio runtime.
+///
+/// The plain methods ([`issue`](Self::issue), [`rotate`](Self::rotate), …) are for operator
+/// code and are bound by no caller; [`issue_as`](Self::issue_as) and
+/// [`rotate_as`](Self::rotate_as) act for an authenticated caller and keep what they issue
+/// within its [`KeyBounds`], as the management HTTP API does.
 #[derive(Clone)]
 pub struct KeyManager {
     inner: Arc<Inner>,
@@ -28,6 +63,7 @@ struct Inner {
     known_scopes: Option<Vec<Scope>>,
     max_active: Option<usize>,
     audit: Arc<dyn AuditSink>,
+    store_timeout: std::time::Duration,
 }
 
 /// Configures a [`KeyManager`].
@@ -38,17 +74,20 @@ pub struct KeyManagerBuilder {
 /// What to issue: name, scopes and options. Built with [`NewKey::new`] and its setters.
 #[derive(Debug, Clone)]
 pub struct NewKey {
-    /// Human-readable name.
+    /// Human-readable name: 1 to [`MAX_NAME_CHARS`] characters, without control or
+    /// bidirectional-formatting characters.
     pub name: String,
-    /// Scope names; validated against the manager's known scopes.
+    /// Scope names, at most [`MAX_SCOPES`]; validated against the manager's known scopes.
     pub scopes: Vec<String>,
     /// `live` (default) or `test`.
     pub environment: Environment,
-    /// Optional expiry, which must be in the future.
+    /// Optional expiry, which must be in the future and no later than [`MAX_EXPIRY`].
     pub expires_at: Option<OffsetDateTime>,
-    /// Free-form data handed to the service with the tenant.
+    /// Free-form data handed to the service with the tenant; at most [`MAX_METADATA_BYTES`]
+    /// as JSON.
     pub metadata: serde_json::Map<String, serde_json::Value>,
-    /// Where and for what the key may be used.
+    /// Where and for what the key may be used; at most [`MAX_RESTRICTION_ENTRIES`] entries in
+    /// each list.
     pub restrictions: Restrictions,
 }
 
@@ -106,7 +145,7 @@ impl KeyManager {
     /// Starts configuring a manager over `store`.
     ///
     /// Defaults: [`KeyFormat::default`], SHA-256, any well-formed scope, at most 100 active keys
-    /// per tenant, audit events to [`TracingAudit`].
+    /// per tenant, audit events to [`TracingAudit`], a 2 second store timeout.
     pub fn builder(store: impl ManagedKeyStore) -> KeyManagerBuilder {
         KeyManagerBuilder {
             inner: Inner {
@@ -116,6 +155,7 @@ impl KeyManager {
                 known_scopes: None,
                 max_active: Some(100),
                 audit: Arc::new(TracingAudit),
+                store_timeout: std::time::Duration::from_secs(2),
             },
         }
     }
@@ -126,18 +166,70 @@ impl KeyManager {
     }
 
     /// Issues a key for `tenant_id`. `actor` names who asked, for the audit trail.
+    ///
+    /// Operator code: the key is bound by nothing but validation. To issue on behalf of an
+    /// authenticated caller, use [`KeyManager::issue_as`].
     pub async fn issue(
         &self,
         actor: &str,
         tenant_id: &str,
         new: NewKey,
     ) -> Result<IssuedKey, ManageError> {
+        let (key, record) = self.prepare(tenant_id, new)?;
+        self.insert(actor, key, record).await
+    }
+
+    /// Issues a key for `caller`'s tenant, on its behalf: the key must stay inside the
+    /// caller's [`KeyBounds`] (same environment, scopes its key and plan grant, restrictions at
+    /// least as tight, expiry no later), otherwise [`ManageError::BeyondBounds`] and nothing is
+    /// written. A caller whose key is in its rotation grace period is refused with
+    /// [`ManageError::CallerRotated`]. The audit actor is the caller's key id.
+    ///
+    /// ```
+    /// use keygate::Verifier;
+    /// use keygate::key::Environment;
+    /// use keygate::manage::{BoundViolation, KeyManager, ManageError, NewKey};
+    /// use keygate::store::MemoryStore;
+    /// use keygate::verify::RequestHead;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let store = MemoryStore::new();
+    /// let verifier = Verifier::builder(store.clone()).build();
+    /// let manager = KeyManager::builder(store).for_verifier(&verifier).build();
+    /// let admin = manager
+    ///     .issue("setup", "acme", NewKey::new("sandbox admin", ["admin"]).environment(Environment::Test))
+    ///     .await
+    ///     .unwrap();
+    ///
+    /// // The authenticated caller, as the layer hands it to a handler.
+    /// let request = http::Request::get("/").header("x-api-key", admin.key.expose_secret()).body(()).unwrap();
+    /// let caller = verifier.verify(&RequestHead::from(&request), None).await.unwrap();
+    ///
+    /// let live = NewKey::new("prod", ["read"]).environment(Environment::Live);
+    /// assert!(matches!(
+    ///     manager.issue_as(&caller, live).await,
+    ///     Err(ManageError::BeyondBounds(BoundViolation::Environment))
+    /// ));
+    /// let sandbox = NewKey::new("ci", ["read"]).environment(Environment::Test);
+    /// assert!(manager.issue_as(&caller, sandbox).await.is_ok());
+    /// # }
+    /// ```
+    pub async fn issue_as(&self, caller: &Tenant, new: NewKey) -> Result<IssuedKey, ManageError> {
+        may_manage(caller)?;
+        let (key, record) = self.prepare(caller.tenant_id(), new)?;
+        KeyBounds::of_tenant(caller).contains(&KeyBounds::of(&record, None))?;
+        self.insert(caller.key_id(), key, record).await
+    }
+
+    /// Validates `new` and builds its record, with a fresh secret. Lengths are checked before
+    /// any work per item.
+    fn prepare(&self, tenant_id: &str, new: NewKey) -> Result<(ApiKey, KeyRecord), ManageError> {
         let now = OffsetDateTime::now_utc();
         let name = validate_name(&new.name)?;
         let scopes = self.validate_scopes(&new.scopes)?;
-        if new.expires_at.is_some_and(|at| at <= now) {
-            return Err(ManageError::ExpiryInPast);
-        }
+        validate_expiry(new.expires_at, now)?;
+        validate_restrictions(&new.restrictions)?;
+        validate_metadata(&new.metadata)?;
         let key = self.inner.format.generate(new.environment);
         let record = KeyRecord {
             id: new_key_id(),
@@ -155,22 +247,38 @@ impl KeyManager {
             metadata: new.metadata,
             restrictions: new.restrictions,
         };
+        Ok((key, record))
+    }
+
+    async fn insert(
+        &self,
+        actor: &str,
+        key: ApiKey,
+        record: KeyRecord,
+    ) -> Result<IssuedKey, ManageError> {
         let info = KeyInfo::from(&record);
-        self.inner
-            .store
-            .insert(record, self.inner.max_active)
-            .await?;
-        self.audit(actor, tenant_id, AuditAction::Issue, &info)
-            .await;
+        let audited = info.clone();
+        let actor = actor.to_owned();
+        let manager = self.clone();
+        self.commit(async move {
+            let tenant_id = record.tenant_id.clone();
+            let max_active = manager.inner.max_active;
+            manager
+                .bounded(manager.inner.store.insert(record, max_active))
+                .await?;
+            manager
+                .audit(&actor, &tenant_id, AuditAction::Issue, &audited)
+                .await;
+            Ok(())
+        })
+        .await?;
         Ok(IssuedKey { key, info })
     }
 
     /// The tenant's active keys, oldest first.
     pub async fn list(&self, tenant_id: &str) -> Result<Vec<KeyInfo>, ManageError> {
         let keys = self
-            .inner
-            .store
-            .list(tenant_id, OffsetDateTime::now_utc())
+            .bounded(self.inner.store.list(tenant_id, OffsetDateTime::now_utc()))
             .await?;
         Ok(keys.iter().map(KeyInfo::from).collect())
     }
@@ -178,9 +286,11 @@ impl KeyManager {
     /// One active key of the tenant.
     pub async fn get(&self, tenant_id: &str, key_id: &str) -> Result<KeyInfo, ManageError> {
         let key = self
-            .inner
-            .store
-            .get(tenant_id, key_id, OffsetDateTime::now_utc())
+            .bounded(
+                self.inner
+                    .store
+                    .get(tenant_id, key_id, OffsetDateTime::now_utc()),
+            )
             .await?;
         key.as_ref().map(KeyInfo::from).ok_or(ManageError::NotFound)
     }
@@ -194,19 +304,24 @@ impl KeyManager {
         name: &str,
     ) -> Result<KeyInfo, ManageError> {
         let name = validate_name(name)?;
-        let now = OffsetDateTime::now_utc();
-        let key = self
-            .inner
-            .store
-            .rename(tenant_id, key_id, &name, now)
-            .await?;
-        let info = key
-            .as_ref()
-            .map(KeyInfo::from)
-            .ok_or(ManageError::NotFound)?;
-        self.audit(actor, tenant_id, AuditAction::Rename, &info)
-            .await;
-        Ok(info)
+        let (actor, tenant_id, key_id) =
+            (actor.to_owned(), tenant_id.to_owned(), key_id.to_owned());
+        let manager = self.clone();
+        self.commit(async move {
+            let now = OffsetDateTime::now_utc();
+            let key = manager
+                .bounded(manager.inner.store.rename(&tenant_id, &key_id, &name, now))
+                .await?;
+            let info = key
+                .as_ref()
+                .map(KeyInfo::from)
+                .ok_or(ManageError::NotFound)?;
+            manager
+                .audit(&actor, &tenant_id, AuditAction::Rename, &info)
+                .await;
+            Ok(info)
+        })
+        .await
     }
 
     /// Replaces an active key with a new secret of the same name, scopes, environment, expiry,
@@ -218,12 +333,50 @@ impl KeyManager {
     /// old key stays active beside the new one, so the rotation needs room under the active-key
     /// cap ([`ManageError::TooManyKeys`]); without, it never grows the count. An unknown,
     /// revoked or expired key, or another tenant's, is [`ManageError::NotFound`].
+    ///
+    /// Operator code: bound by no caller. To rotate on behalf of an authenticated caller, use
+    /// [`KeyManager::rotate_as`].
     pub async fn rotate(
         &self,
         actor: &str,
         tenant_id: &str,
         key_id: &str,
         grace: Option<std::time::Duration>,
+    ) -> Result<IssuedKey, ManageError> {
+        self.rotate_within(actor, tenant_id, key_id, grace, None)
+            .await
+    }
+
+    /// [`KeyManager::rotate`] on behalf of `caller`, in its tenant: the successor keeps the
+    /// rotated key's attributes, which must lie inside the caller's [`KeyBounds`] (a
+    /// restricted caller cannot rotate an unrestricted key), otherwise
+    /// [`ManageError::BeyondBounds`] and nothing is written. A caller whose key is in its
+    /// rotation grace period is refused with [`ManageError::CallerRotated`].
+    pub async fn rotate_as(
+        &self,
+        caller: &Tenant,
+        key_id: &str,
+        grace: Option<std::time::Duration>,
+    ) -> Result<IssuedKey, ManageError> {
+        may_manage(caller)?;
+        let bounds = KeyBounds::of_tenant(caller);
+        self.rotate_within(
+            caller.key_id(),
+            caller.tenant_id(),
+            key_id,
+            grace,
+            Some(&bounds),
+        )
+        .await
+    }
+
+    async fn rotate_within(
+        &self,
+        actor: &str,
+        tenant_id: &str,
+        key_id: &str,
+        grace: Option<std::time::Duration>,
+        bounds: Option<&KeyBounds<'_>>,
     ) -> Result<IssuedKey, ManageError> {
         let grace_secs = grace.map_or(0, |g| g.as_secs());
         if grace_secs > MAX_GRACE_SECONDS {
@@ -233,9 +386,7 @@ impl KeyManager {
         }
         let now = OffsetDateTime::now_utc();
         let old = self
-            .inner
-            .store
-            .get(tenant_id, key_id, now)
+            .bounded(self.inner.store.get(tenant_id, key_id, now))
             .await?
             .ok_or(ManageError::NotFound)?;
         let key = self.inner.format.generate(old.environment);
@@ -249,30 +400,41 @@ impl KeyManager {
             last_used_at: None,
             ..old
         };
+        if let Some(bounds) = bounds {
+            bounds.contains(&KeyBounds::of(&replacement, None))?;
+        }
         let info = KeyInfo::from(&replacement);
+        let audited = info.clone();
         let until = now + Duration::seconds(grace_secs as i64);
-        let rotated = self
-            .inner
-            .store
-            .rotate(
-                tenant_id,
-                key_id,
-                replacement,
-                until,
-                now,
-                self.inner.max_active,
-            )
-            .await?
-            .ok_or(ManageError::NotFound)?;
-        self.audit(
-            actor,
-            tenant_id,
-            AuditAction::Rotate,
-            &KeyInfo::from(&rotated),
-        )
-        .await;
-        self.audit(actor, tenant_id, AuditAction::Issue, &info)
-            .await;
+        let (actor, tenant_id, key_id) =
+            (actor.to_owned(), tenant_id.to_owned(), key_id.to_owned());
+        let manager = self.clone();
+        self.commit(async move {
+            let rotated = manager
+                .bounded(manager.inner.store.rotate(
+                    &tenant_id,
+                    &key_id,
+                    replacement,
+                    until,
+                    now,
+                    manager.inner.max_active,
+                ))
+                .await?
+                .ok_or(ManageError::NotFound)?;
+            manager
+                .audit(
+                    &actor,
+                    &tenant_id,
+                    AuditAction::Rotate,
+                    &KeyInfo::from(&rotated),
+                )
+                .await;
+            manager
+                .audit(&actor, &tenant_id, AuditAction::Issue, &audited)
+                .await;
+            Ok(())
+        })
+        .await?;
         Ok(IssuedKey { key, info })
     }
 
@@ -283,20 +445,32 @@ impl KeyManager {
         tenant_id: &str,
         key_id: &str,
     ) -> Result<(), ManageError> {
-        let now = OffsetDateTime::now_utc();
-        let key = self.inner.store.revoke(tenant_id, key_id, now).await?;
-        let info = key
-            .as_ref()
-            .map(KeyInfo::from)
-            .ok_or(ManageError::NotFound)?;
-        self.audit(actor, tenant_id, AuditAction::Revoke, &info)
-            .await;
-        Ok(())
+        let (actor, tenant_id, key_id) =
+            (actor.to_owned(), tenant_id.to_owned(), key_id.to_owned());
+        let manager = self.clone();
+        self.commit(async move {
+            let now = OffsetDateTime::now_utc();
+            let key = manager
+                .bounded(manager.inner.store.revoke(&tenant_id, &key_id, now))
+                .await?;
+            let info = key
+                .as_ref()
+                .map(KeyInfo::from)
+                .ok_or(ManageError::NotFound)?;
+            manager
+                .audit(&actor, &tenant_id, AuditAction::Revoke, &info)
+                .await;
+            Ok(())
+        })
+        .await
     }
 
     fn validate_scopes(&self, names: &[String]) -> Result<Scopes, ManageError> {
         if names.is_empty() {
             return Err(ManageError::NoScopes);
+        }
+        if names.len() > MAX_SCOPES {
+            return Err(ManageError::TooManyScopes { max: MAX_SCOPES });
         }
         names
             .iter()
@@ -313,6 +487,27 @@ impl KeyManager {
             .collect()
     }
 
+    /// Runs a change and its audit event in a task of their own, so that a caller that stops
+    /// waiting cannot cancel the change between the store write and its audit event.
+    async fn commit<T: Send + 'static>(
+        &self,
+        change: impl Future<Output = Result<T, ManageError>> + Send + 'static,
+    ) -> Result<T, ManageError> {
+        tokio::spawn(change)
+            .await
+            .map_err(|e| ManageError::Store(StoreError::backend(e)))?
+    }
+
+    /// A store call, bounded by the store timeout.
+    async fn bounded<T>(
+        &self,
+        call: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        tokio::time::timeout(self.inner.store_timeout, call)
+            .await
+            .unwrap_or(Err(StoreError::Timeout))
+    }
+
     async fn audit(&self, actor: &str, tenant_id: &str, action: AuditAction, key: &KeyInfo) {
         let event = AuditEvent {
             at: OffsetDateTime::now_utc(),
@@ -323,18 +518,93 @@ impl KeyManager {
             key_prefix: key.prefix.clone(),
         };
         // The change is made; a failing audit sink must not make it look undone.
-        if let Err(error) = self.inner.audit.record(&event).await {
+        let recorded =
+            tokio::time::timeout(self.inner.store_timeout, self.inner.audit.record(&event))
+                .await
+                .unwrap_or(Err(StoreError::Timeout));
+        if let Err(error) = recorded {
             tracing::error!(target: "keygate::audit", %error, action = %action, key_id = %key.id, "audit sink failed");
         }
     }
 }
 
+/// Whether `caller` may manage keys at all: a key in its rotation grace period still
+/// authenticates, but it must not act on its successor or issue keys.
+pub(crate) fn may_manage(caller: &Tenant) -> Result<(), ManageError> {
+    if caller.key().revoked_at.is_some() {
+        return Err(ManageError::CallerRotated);
+    }
+    Ok(())
+}
+
 fn validate_name(name: &str) -> Result<String, ManageError> {
     let name = name.trim();
-    if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
+    // The byte length bounds the character count: no per-character work on a huge name.
+    let valid = !name.is_empty()
+        && name.len() <= MAX_NAME_CHARS * 4
+        && name.chars().count() <= MAX_NAME_CHARS
+        && !name.chars().any(|c| c.is_control() || is_bidi_format(c));
+    if !valid {
         return Err(ManageError::InvalidName);
     }
     Ok(name.to_owned())
+}
+
+/// Characters that reorder how text is displayed: in a key's name they could make a listing
+/// show something other than what is stored.
+fn is_bidi_format(c: char) -> bool {
+    matches!(
+        c,
+        '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}' | '\u{061C}'
+    )
+}
+
+fn validate_expiry(at: Option<OffsetDateTime>, now: OffsetDateTime) -> Result<(), ManageError> {
+    match at {
+        Some(at) if at <= now => Err(ManageError::ExpiryInPast),
+        Some(at) if at > MAX_EXPIRY => Err(ManageError::ExpiryTooLate),
+        _ => Ok(()),
+    }
+}
+
+fn validate_restrictions(r: &Restrictions) -> Result<(), ManageError> {
+    for (field, len) in [
+        ("ip_ranges", r.ip_ranges.len()),
+        ("referrers", r.referrers.len()),
+        ("endpoints", r.endpoints.len()),
+    ] {
+        if len > MAX_RESTRICTION_ENTRIES {
+            return Err(ManageError::TooManyRestrictions {
+                field,
+                max: MAX_RESTRICTION_ENTRIES,
+            });
+        }
+    }
+    Ok(())
+}
+
+fn validate_metadata(
+    metadata: &serde_json::Map<String, serde_json::Value>,
+) -> Result<(), ManageError> {
+    /// Counts bytes and gives up past the cap, so a huge map is never serialized whole.
+    struct Budget(usize);
+    impl std::io::Write for Budget {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 = self
+                .0
+                .checked_sub(buf.len())
+                .ok_or_else(|| std::io::Error::other("over the metadata cap"))?;
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    serde_json::to_writer(Budget(MAX_METADATA_BYTES), metadata).map_err(|_| {
+        ManageError::MetadataTooLarge {
+            max: MAX_METADATA_BYTES,
+        }
+    })
 }
 
 /// `key_` and 24 hex characters (96 random bits).
@@ -356,6 +626,7 @@ impl fmt::Debug for KeyManager {
             .field("format", &self.inner.format)
             .field("known_scopes", &self.inner.known_scopes)
             .field("max_active", &self.inner.max_active)
+            .field("store_timeout", &self.inner.store_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -395,6 +666,14 @@ impl KeyManagerBuilder {
     /// Where audit events go.
     pub fn audit(mut self, sink: impl AuditSink) -> Self {
         self.inner.audit = Arc::new(sink);
+        self
+    }
+
+    /// How long each store call (and each audit write) may take before the operation fails
+    /// with [`StoreError::Timeout`] (the management API answers 503); default 2 seconds, like
+    /// the verifier's.
+    pub fn store_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.inner.store_timeout = timeout;
         self
     }
 

@@ -1,7 +1,15 @@
 //! The life of a key: issue, list, get, rename, rotate, revoke; and last-used tracking.
 //!
 //! [`KeyManager`] works on any [`ManagedKeyStore`](crate::store::ManagedKeyStore) and needs no
-//! HTTP: the management API in [`api`](crate::api) is a thin layer over it.
+//! HTTP: the management API (`keygate::api`, `axum` feature) is a thin layer over it.
+//!
+//! - Input is capped for every caller: [`MAX_SCOPES`], [`MAX_NAME_CHARS`],
+//!   [`MAX_METADATA_BYTES`], [`MAX_RESTRICTION_ENTRIES`], [`MAX_EXPIRY`].
+//! - [`KeyBounds`] is the rule that keeps a key from issuing keys wider than itself;
+//!   [`KeyManager::issue_as`] and [`KeyManager::rotate_as`] apply it for an authenticated
+//!   caller, the plain methods are for operator code.
+//! - Store calls are bounded by a timeout, and each change is written with its audit event by a
+//!   task of its own, which a caller that goes away cannot cancel halfway.
 //!
 //! ```
 //! use keygate::manage::{KeyManager, NewKey};
@@ -20,10 +28,17 @@
 //! # }
 //! ```
 
+mod bounds;
 mod error;
 mod last_used;
 mod manager;
 
+pub use bounds::{BoundViolation, KeyBounds};
 pub use error::ManageError;
 pub use last_used::{LastUsedFlusher, LastUsedTracker};
-pub use manager::{IssuedKey, KeyManager, KeyManagerBuilder, NewKey};
+#[cfg(feature = "axum")]
+pub(crate) use manager::may_manage;
+pub use manager::{
+    IssuedKey, KeyManager, KeyManagerBuilder, MAX_EXPIRY, MAX_METADATA_BYTES, MAX_NAME_CHARS,
+    MAX_RESTRICTION_ENTRIES, MAX_SCOPES, NewKey,
+};

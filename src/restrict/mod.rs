@@ -18,8 +18,11 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 /// The restrictions attached to one key.
+///
+/// Deserializing refuses unknown fields at every level: a typo such as `ip_range` must not
+/// silently give an unrestricted key.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct Restrictions {
     /// Client addresses allowed to use the key (CIDR, IPv4 or IPv6).
     pub ip_ranges: Vec<IpNet>,
@@ -42,6 +45,7 @@ impl Restrictions {
 /// The pattern matches the path exactly, or, when it ends in `*`, every path that starts with
 /// what comes before the `*`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct EndpointRule {
     /// `GET`, `POST`, …; `None` allows every method.
     #[serde(default, skip_serializing_if = "Option::is_none")]

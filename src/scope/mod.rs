@@ -200,12 +200,22 @@ impl fmt::Debug for Scopes {
 }
 
 impl FromIterator<Scope> for Scopes {
+    /// Keeps the first of each duplicate, in the order given; linear in the number of scopes.
     fn from_iter<I: IntoIterator<Item = Scope>>(iter: I) -> Self {
-        let mut v: Vec<Scope> = Vec::new();
-        for s in iter {
-            if !v.contains(&s) {
-                v.push(s);
+        let mut v: Vec<Scope> = iter.into_iter().collect();
+        // A handful of scopes (the usual case): comparing each pair beats hashing.
+        if v.len() <= 8 {
+            let mut i = 0;
+            while i < v.len() {
+                if v[..i].contains(&v[i]) {
+                    v.remove(i);
+                } else {
+                    i += 1;
+                }
             }
+        } else {
+            let mut seen = std::collections::HashSet::with_capacity(v.len());
+            v.retain(|s| seen.insert(s.clone()));
         }
         Scopes(v)
     }
@@ -252,5 +262,11 @@ mod tests {
     fn duplicates_collapse() {
         let set: Scopes = [s("read"), s("read"), s("write")].into_iter().collect();
         assert_eq!(set.len(), 2);
+        // Past the small-set path too, keeping the first of each in order.
+        let names: Vec<String> = (0..40).map(|i| format!("s{}", i % 13)).collect();
+        let set: Scopes = names.iter().map(|n| s(n)).collect();
+        let kept: Vec<&str> = set.iter().map(Scope::as_str).collect();
+        let expected: Vec<String> = (0..13).map(|i| format!("s{i}")).collect();
+        assert_eq!(kept, expected);
     }
 }

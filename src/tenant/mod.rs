@@ -83,7 +83,46 @@ impl Tenant {
         &self.key
     }
 
-    /// `Ok` when the key's scopes grant `scope`, otherwise the 403 `insufficient_scope` error.
+    /// Whether this caller may do what `scope` allows: the key's scopes grant it **and** the
+    /// plan's `allowed_scopes`, when the tenant has a plan that lists them, grant it too.
+    ///
+    /// This is the one rule for what a key may do: the verifier's scope check,
+    /// [`Tenant::require`] and the management API's `admin` check all use it.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use keygate::Tenant;
+    /// use keygate::entitle::{Plan, TenantEntitlements};
+    /// use keygate::scope::{Scope, Scopes};
+    /// # fn record() -> keygate::store::KeyRecord {
+    /// #     keygate::store::KeyRecord {
+    /// #         id: "key_1".into(), tenant_id: "acme".into(), name: "n".into(),
+    /// #         digest: keygate::hash::KeyDigest::from_bytes([0; 32]), prefix: "sk_live_".into(),
+    /// #         last4: "abcd".into(), scopes: Scopes::from_static(&["write"]),
+    /// #         environment: keygate::key::Environment::Live,
+    /// #         created_at: time::OffsetDateTime::UNIX_EPOCH, expires_at: None, revoked_at: None,
+    /// #         last_used_at: None, metadata: Default::default(), restrictions: Default::default(),
+    /// #     }
+    /// # }
+    /// let read_only = Plan { allowed_scopes: Some(Scopes::from_static(&["read"])), ..Plan::default() };
+    /// // A key holding `write`, on a plan that allows only `read`:
+    /// let tenant = Tenant::with_entitlements(
+    ///     Arc::new(record()),
+    ///     Some(Arc::new(TenantEntitlements::active(read_only))),
+    /// );
+    /// assert!(tenant.grants(&Scope::READ));
+    /// assert!(!tenant.grants(&Scope::WRITE));
+    /// ```
+    pub fn grants(&self, scope: &Scope) -> bool {
+        granted(&self.key.scopes, self.plan_scopes(), scope)
+    }
+
+    /// The scopes the tenant's plan allows, when it has a plan that limits them.
+    pub(crate) fn plan_scopes(&self) -> Option<&Scopes> {
+        self.entitlements.as_ref()?.plan.allowed_scopes.as_ref()
+    }
+
+    /// `Ok` when [`Tenant::grants`] `scope`, otherwise the 403 `insufficient_scope` error.
     ///
     /// ```
     /// # use keygate::{Tenant, scope::Scope};
@@ -93,12 +132,17 @@ impl Tenant {
     /// }
     /// ```
     pub fn require(&self, scope: &Scope) -> Result<(), AuthError> {
-        if self.key.scopes.grants(scope) {
+        if self.grants(scope) {
             Ok(())
         } else {
             Err(AuthError::InsufficientScope(scope.clone()))
         }
     }
+}
+
+/// The rule behind [`Tenant::grants`], for callers that hold the parts rather than a tenant.
+pub(crate) fn granted(key_scopes: &Scopes, plan_scopes: Option<&Scopes>, scope: &Scope) -> bool {
+    key_scopes.grants(scope) && plan_scopes.is_none_or(|allowed| allowed.grants(scope))
 }
 
 impl fmt::Debug for Tenant {

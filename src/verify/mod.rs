@@ -27,4 +27,4 @@ pub use client_ip::ClientAddr;
 pub(crate) use client_ip::client_ip;
 pub use credential::CredentialSource;
 pub use head::RequestHead;
-pub use verifier::{Admitted, Presented, Rejection, Verifier, VerifierBuilder};
+pub use verifier::{Admitted, Limits, Presented, Rejection, Verifier, VerifierBuilder};

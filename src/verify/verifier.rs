@@ -283,23 +283,27 @@ impl Verifier {
                 return Err(self.refuse(AuthError::RestrictionViolated(r), Some(&record)));
             }
         }
+        let tenant = Tenant::with_entitlements(record, entitlements);
         if let Some(scope) = required {
-            let plan_allows = entitlements
-                .as_ref()
-                .and_then(|e| e.plan.allowed_scopes.as_ref())
-                .is_none_or(|allowed| allowed.grants(scope));
-            if !record.scopes.grants(scope) || !plan_allows {
-                return Err(self.refuse(AuthError::InsufficientScope(scope.clone()), Some(&record)));
+            if !tenant.grants(scope) {
+                return Err(self.refuse(
+                    AuthError::InsufficientScope(scope.clone()),
+                    Some(tenant.key()),
+                ));
             }
         }
-        Ok(Tenant::with_entitlements(record, entitlements))
+        Ok(tenant)
     }
 
     /// What the limiter must check for this tenant, if anything.
     fn limit_request<'a>(
         &self,
         tenant: &'a Tenant,
+        limits: Limits,
     ) -> Option<(&Arc<dyn Limiter>, LimitRequest<'a>)> {
+        if limits == Limits::Skip {
+            return None;
+        }
         let limiter = self.inner.limiter.as_ref()?;
         let plan = &tenant.entitlements()?.plan;
         if plan.rate_limit.is_none() && plan.key_rate_limit.is_none() && plan.quota.is_none() {
@@ -365,6 +369,17 @@ impl Verifier {
         head: &RequestHead<'_>,
         required: Option<&Scope>,
     ) -> Option<Result<Admitted, Rejection>> {
+        self.check_now_with(head, required, Limits::Apply)
+    }
+
+    /// [`Verifier::check_now`], applying the tenant's rate limits and quota or not
+    /// ([`Limits::Skip`]: neither checked nor counted, and no usage for the limit headers).
+    pub fn check_now_with(
+        &self,
+        head: &RequestHead<'_>,
+        required: Option<&Scope>,
+        limits: Limits,
+    ) -> Option<Result<Admitted, Rejection>> {
         let presented = match self.present(head) {
             Ok(p) => p,
             Err(e) => return Some(Err(e.into())),
@@ -381,7 +396,7 @@ impl Verifier {
             Ok(t) => t,
             Err(e) => return Some(Err(e.into())),
         };
-        let outcome = match self.limit_request(&tenant) {
+        let outcome = match self.limit_request(&tenant, limits) {
             Some((limiter, request)) => limiter.acquire_now(&request)?,
             None => return Some(Ok(self.admit_unlimited(tenant))),
         };
@@ -402,6 +417,17 @@ impl Verifier {
         head: &RequestHead<'_>,
         required: Option<&Scope>,
     ) -> Result<Admitted, Rejection> {
+        self.check_with(head, required, Limits::Apply).await
+    }
+
+    /// [`Verifier::check`], applying the tenant's rate limits and quota or not (see
+    /// [`Verifier::check_now_with`]).
+    pub async fn check_with(
+        &self,
+        head: &RequestHead<'_>,
+        required: Option<&Scope>,
+        limits: Limits,
+    ) -> Result<Admitted, Rejection> {
         let presented = self.present(head)?;
         let lookup = match self.lookup_now(&presented) {
             Some(lookup) => lookup,
@@ -421,7 +447,7 @@ impl Verifier {
             None => None,
         };
         let tenant = self.accept_tenant(head, record, entitlements, required)?;
-        let outcome = match self.limit_request(&tenant) {
+        let outcome = match self.limit_request(&tenant, limits) {
             Some((limiter, request)) => match limiter.acquire_now(&request) {
                 Some(outcome) => outcome,
                 None => tokio::time::timeout(self.inner.store_timeout, limiter.acquire(&request))
@@ -456,6 +482,18 @@ impl Verifier {
             .map(|a| a.tenant)
             .map_err(|r| r.error)
     }
+}
+
+/// Whether a check applies the tenant's rate limits and quota.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Limits {
+    /// Check and consume them (the default).
+    #[default]
+    Apply,
+    /// Neither check nor count them; every other check still applies. For calls that must not
+    /// be blocked by the tenant's own traffic, such as key management (see
+    /// [`AuthLayer::management`](crate::AuthLayer::management)).
+    Skip,
 }
 
 /// A request that passed every check; limits, if any, are consumed.

@@ -1,0 +1,600 @@
+//! The bounds of a key: what a key may hand on to the keys it issues.
+
+use time::OffsetDateTime;
+
+use crate::entitle::Plan;
+use crate::key::Environment;
+use crate::restrict::{EndpointRule, Restrictions};
+use crate::scope::Scopes;
+use crate::store::KeyRecord;
+use crate::tenant::{Tenant, granted};
+
+/// How far a key reaches: its environment, scopes (and its plan's allowed scopes),
+/// restrictions and expiry.
+///
+/// [`KeyBounds::contains`] decides whether one key may issue another: a key may only hand on
+/// what it holds itself. The HTTP API applies it to every key it issues and to the successor of
+/// every key it rotates, against the caller's key (see
+/// [`KeyManager::issue_as`](super::KeyManager::issue_as)); plain
+/// [`KeyManager::issue`](super::KeyManager::issue), called by operator code, is not bound.
+///
+/// The relation is pure, reflexive (a key whose scopes its plan allows contains itself) and
+/// transitive, and it never widens: every request a contained key may make, the containing
+/// key may make too.
+///
+/// ```
+/// use keygate::key::Environment;
+/// use keygate::manage::{BoundViolation, KeyBounds};
+/// use keygate::restrict::Restrictions;
+/// use keygate::scope::Scopes;
+///
+/// let admin_scopes = Scopes::from_static(&["admin"]);
+/// let office: Restrictions = serde_json::from_str(r#"{"ip_ranges":["10.0.0.0/8"]}"#).unwrap();
+/// let creator = KeyBounds {
+///     environment: Environment::Test,
+///     scopes: &admin_scopes,
+///     plan_scopes: None,
+///     restrictions: &office,
+///     expires_at: None,
+/// };
+///
+/// let read = Scopes::from_static(&["read"]);
+/// let one_host: Restrictions = serde_json::from_str(r#"{"ip_ranges":["10.1.2.3/32"]}"#).unwrap();
+/// let narrower = KeyBounds { scopes: &read, restrictions: &one_host, ..creator };
+/// assert_eq!(creator.contains(&narrower), Ok(()));
+///
+/// let unrestricted = Restrictions::default();
+/// let wider = KeyBounds { restrictions: &unrestricted, ..narrower };
+/// assert_eq!(creator.contains(&wider), Err(BoundViolation::Restrictions));
+///
+/// let live = KeyBounds { environment: Environment::Live, ..narrower };
+/// assert_eq!(creator.contains(&live), Err(BoundViolation::Environment));
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct KeyBounds<'a> {
+    /// The key's environment; a key only issues keys of its own environment.
+    pub environment: Environment,
+    /// The key's scopes.
+    pub scopes: &'a Scopes,
+    /// The scopes the key's plan allows (`None`: no plan, or a plan that allows every scope).
+    /// Only the containing side's plan counts.
+    pub plan_scopes: Option<&'a Scopes>,
+    /// The key's restrictions.
+    pub restrictions: &'a Restrictions,
+    /// The key's expiry (`None`: never).
+    pub expires_at: Option<OffsetDateTime>,
+}
+
+/// Which bound a new key would exceed. Checked, and reported, in this order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BoundViolation {
+    /// The new key is of another environment.
+    #[error("Cannot issue a key beyond your own: environment")]
+    Environment,
+    /// A scope of the new key is not granted by the creator's scopes and its plan.
+    #[error("Cannot issue a key beyond your own: scopes")]
+    Scopes,
+    /// The new key is less restricted than its creator (an IP range, referrer or endpoint
+    /// outside the creator's, or no restriction of a kind the creator has).
+    #[error("Cannot issue a key beyond your own: restrictions")]
+    Restrictions,
+    /// The new key expires later than its creator, or never while its creator does.
+    #[error("Cannot issue a key beyond your own: expiry")]
+    Expiry,
+}
+
+impl<'a> KeyBounds<'a> {
+    /// The bounds of a stored key, on `plan` (the plan of its tenant, if any).
+    pub fn of(key: &'a KeyRecord, plan: Option<&'a Plan>) -> Self {
+        KeyBounds {
+            environment: key.environment,
+            scopes: &key.scopes,
+            plan_scopes: plan.and_then(|p| p.allowed_scopes.as_ref()),
+            restrictions: &key.restrictions,
+            expires_at: key.expires_at,
+        }
+    }
+
+    /// The bounds of an authenticated caller: its key, on its tenant's plan.
+    pub fn of_tenant(tenant: &'a Tenant) -> Self {
+        KeyBounds {
+            plan_scopes: tenant.plan_scopes(),
+            ..KeyBounds::of(tenant.key(), None)
+        }
+    }
+
+    /// `Ok` when a key with the bounds `new` stays inside `self`:
+    /// - the same environment;
+    /// - each of its scopes granted by `self`'s scopes and by `self`'s plan (the rule of
+    ///   [`Tenant::grants`]);
+    /// - for each kind of restriction `self` has, `new` has it too, and every entry of `new`
+    ///   lies inside one of `self`'s: an IP range inside one of `self`'s ranges; a referrer
+    ///   or an endpoint path equal to one of `self`'s, or under one of `self`'s prefix
+    ///   patterns (ending in `*`); an endpoint's method the same as `self`'s rule's, unless that
+    ///   rule allows every method. Kinds `self` does not restrict are free;
+    /// - when `self` expires, `new` expires no later (no expiry means never, which is later).
+    pub fn contains(&self, new: &KeyBounds<'_>) -> Result<(), BoundViolation> {
+        if new.environment != self.environment {
+            return Err(BoundViolation::Environment);
+        }
+        if !new
+            .scopes
+            .iter()
+            .all(|s| granted(self.scopes, self.plan_scopes, s))
+        {
+            return Err(BoundViolation::Scopes);
+        }
+        if !restrictions_contain(self.restrictions, new.restrictions) {
+            return Err(BoundViolation::Restrictions);
+        }
+        if let Some(limit) = self.expires_at {
+            if new.expires_at.is_none_or(|at| at > limit) {
+                return Err(BoundViolation::Expiry);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Each kind is independent: an empty list means unrestricted, which contains anything and is
+/// contained only by another empty list.
+fn restrictions_contain(outer: &Restrictions, inner: &Restrictions) -> bool {
+    fn kind<T>(outer: &[T], inner: &[T], within: impl Fn(&T, &T) -> bool) -> bool {
+        outer.is_empty()
+            || (!inner.is_empty() && inner.iter().all(|i| outer.iter().any(|o| within(o, i))))
+    }
+    kind(&outer.ip_ranges, &inner.ip_ranges, |o, i| o.contains(i))
+        && kind(&outer.referrers, &inner.referrers, |o, i| {
+            referrer_within(o, i)
+        })
+        && kind(&outer.endpoints, &inner.endpoints, endpoint_within)
+}
+
+/// Whether every referrer that `inner` matches, `outer` matches too (see
+/// [`Restrictions::referrers`]: an exact origin or page also matches what lies under it after
+/// `/` or `?`; a pattern ending in `*` matches by prefix).
+fn referrer_within(outer: &str, inner: &str) -> bool {
+    // What every referrer matched by `inner` starts with.
+    let inner_stem = match inner.strip_suffix('*') {
+        Some(prefix) => prefix,
+        None => inner.trim_end_matches('/'),
+    };
+    match outer.strip_suffix('*') {
+        Some(prefix) => inner_stem.starts_with(prefix),
+        None => {
+            let outer = outer.trim_end_matches('/');
+            let under = |rest: &str| rest.starts_with('/') || rest.starts_with('?');
+            match inner_stem.strip_prefix(outer) {
+                // An exact pattern matches itself; a prefix pattern equal to the origin would
+                // also match `https://example.com.evil.io`.
+                Some("") => !inner.ends_with('*'),
+                Some(rest) => under(rest),
+                None => false,
+            }
+        }
+    }
+}
+
+/// Whether every request that `inner` allows, `outer` allows too.
+fn endpoint_within(outer: &EndpointRule, inner: &EndpointRule) -> bool {
+    let method = match (&outer.method, &inner.method) {
+        (None, _) => true,
+        (Some(o), Some(i)) => o.eq_ignore_ascii_case(i),
+        (Some(_), None) => false,
+    };
+    let path = match outer.path.strip_suffix('*') {
+        Some(prefix) => inner
+            .path
+            .strip_suffix('*')
+            .unwrap_or(&inner.path)
+            .starts_with(prefix),
+        None => inner.path == outer.path,
+    };
+    method && path
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scope::Scope;
+    use crate::verify::RequestHead;
+    use proptest::prelude::*;
+    use std::fmt;
+    use std::net::IpAddr;
+
+    fn bounds<'a>(scopes: &'a Scopes, r: &'a Restrictions) -> KeyBounds<'a> {
+        KeyBounds {
+            environment: Environment::Live,
+            scopes,
+            plan_scopes: None,
+            restrictions: r,
+            expires_at: None,
+        }
+    }
+
+    #[test]
+    fn referrer_patterns() {
+        let o = "https://a.example.com";
+        assert!(referrer_within(o, "https://a.example.com/"));
+        assert!(referrer_within(o, "https://a.example.com/docs"));
+        assert!(referrer_within(o, "https://a.example.com/docs/*"));
+        assert!(referrer_within(o, "https://a.example.com?x=1"));
+        assert!(!referrer_within(o, "https://a.example.com*"));
+        assert!(!referrer_within(o, "https://a.example.com.evil.io"));
+        let p = "https://a.example.com/*";
+        assert!(referrer_within(p, "https://a.example.com/docs"));
+        assert!(referrer_within(p, "https://a.example.com/docs/*"));
+        assert!(!referrer_within(p, "https://a.example.com"));
+        assert!(!referrer_within(p, "https://a.example.com*"));
+    }
+
+    #[test]
+    fn endpoint_patterns() {
+        let rule = |m: Option<&str>, p: &str| EndpointRule {
+            method: m.map(Into::into),
+            path: p.into(),
+        };
+        assert!(endpoint_within(
+            &rule(None, "/v1/*"),
+            &rule(Some("GET"), "/v1/x")
+        ));
+        assert!(endpoint_within(
+            &rule(Some("get"), "/v1/*"),
+            &rule(Some("GET"), "/v1/x/*")
+        ));
+        assert!(!endpoint_within(
+            &rule(Some("GET"), "/v1/*"),
+            &rule(None, "/v1/x")
+        ));
+        assert!(!endpoint_within(
+            &rule(None, "/v1/x"),
+            &rule(None, "/v1/x*")
+        ));
+        assert!(!endpoint_within(
+            &rule(None, "/v1/x/*"),
+            &rule(None, "/v1/x")
+        ));
+    }
+
+    #[test]
+    fn plan_scopes_bound_the_creator() {
+        let admin = Scopes::from_static(&["admin"]);
+        let read_only = Scopes::from_static(&["read"]);
+        let none = Restrictions::default();
+        let creator = KeyBounds {
+            plan_scopes: Some(&read_only),
+            ..bounds(&admin, &none)
+        };
+        let read = Scopes::from_static(&["read"]);
+        let write = Scopes::from_static(&["write"]);
+        assert_eq!(creator.contains(&bounds(&read, &none)), Ok(()));
+        assert_eq!(
+            creator.contains(&bounds(&write, &none)),
+            Err(BoundViolation::Scopes)
+        );
+    }
+
+    #[test]
+    fn expiry() {
+        let s = Scopes::from_static(&["read"]);
+        let r = Restrictions::default();
+        let t = OffsetDateTime::UNIX_EPOCH + time::Duration::days(20_000);
+        let expiring = KeyBounds {
+            expires_at: Some(t),
+            ..bounds(&s, &r)
+        };
+        let never = bounds(&s, &r);
+        assert_eq!(never.contains(&expiring), Ok(()));
+        assert_eq!(expiring.contains(&never), Err(BoundViolation::Expiry));
+        let later = KeyBounds {
+            expires_at: Some(t + time::Duration::SECOND),
+            ..expiring
+        };
+        assert_eq!(expiring.contains(&later), Err(BoundViolation::Expiry));
+        assert_eq!(later.contains(&expiring), Ok(()));
+    }
+
+    // Pools of patterns and requests that sit on every edge of the matching rules.
+    const NETS: &[&str] = &[
+        "10.0.0.0/8",
+        "10.1.0.0/16",
+        "10.1.2.3/16",
+        "10.1.2.0/24",
+        "10.1.2.3/32",
+        "10.2.0.0/16",
+        "0.0.0.0/0",
+        "2001:db8::/32",
+        "2001:db8:1::/48",
+        "::/0",
+    ];
+    const IPS: &[&str] = &[
+        "10.1.2.3",
+        "10.1.2.4",
+        "10.1.9.9",
+        "10.2.0.1",
+        "10.0.0.0",
+        "192.0.2.1",
+        "2001:db8:1::5",
+        "2001:db8:2::5",
+        "::1",
+    ];
+    const REFERRERS: &[&str] = &[
+        "https://a.example.com",
+        "https://a.example.com/",
+        "https://a.example.com/*",
+        "https://a.example.com*",
+        "https://a.example.com/docs",
+        "https://a.example.com/docs/",
+        "https://a.example.com/docs/*",
+        "https://a.example.com/docs*",
+        "https://a.example.com?x",
+        "https://a.example.com.evil.io",
+        "https://b.example.com",
+        "*",
+    ];
+    const REQUEST_REFERRERS: &[&str] = &[
+        "https://a.example.com",
+        "https://a.example.com/",
+        "https://a.example.com//",
+        "https://a.example.com/docs",
+        "https://a.example.com/docs/",
+        "https://a.example.com/docs/x",
+        "https://a.example.com/docsx",
+        "https://a.example.com/docs?q",
+        "https://a.example.com?x",
+        "https://a.example.com?x/y",
+        "https://a.example.com?y",
+        "https://a.example.com.evil.io",
+        "https://a.example.com.evil.io/p",
+        "https://b.example.com/p",
+    ];
+    const PATHS: &[&str] = &[
+        "/v1/*", "/v1/a", "/v1/a/", "/v1/a/*", "/v1/a*", "/v1/b", "/v2/*", "*",
+    ];
+    const METHODS: &[Option<&str>] = &[None, Some("GET"), Some("get"), Some("POST")];
+    const REQUEST_PATHS: &[&str] = &[
+        "/", "/v1/", "/v1/a", "/v1/a/", "/v1/a/1", "/v1/ab", "/v1/b", "/v2/x",
+    ];
+    const REQUEST_METHODS: &[&str] = &["GET", "POST"];
+    const SCOPES: &[&str] = &[
+        "admin",
+        "read",
+        "write",
+        "docs:read",
+        "docs:write",
+        "search",
+    ];
+
+    fn rules() -> Vec<EndpointRule> {
+        let mut rules = Vec::new();
+        for path in PATHS {
+            for method in METHODS {
+                rules.push(EndpointRule {
+                    method: method.map(Into::into),
+                    path: (*path).to_owned(),
+                });
+            }
+        }
+        rules
+    }
+
+    /// Whether the restrictions let this request through, by the request path's own check.
+    fn allows(r: &Restrictions, method: &str, path: &str, referrer: &str, ip: &str) -> bool {
+        let request = http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header(http::header::REFERER, referrer)
+            .body(())
+            .unwrap();
+        let ip: IpAddr = ip.parse().unwrap();
+        r.check(&RequestHead::from(&request), || Some(ip)).is_ok()
+    }
+
+    /// Reflexive, transitive and never widening, for every single entry of one kind.
+    fn check_entries<T: fmt::Debug>(
+        pool: &[T],
+        within: impl Fn(&T, &T) -> bool,
+        matches: impl Fn(&T) -> Vec<bool>,
+    ) {
+        let matched: Vec<Vec<bool>> = pool.iter().map(&matches).collect();
+        for (x, a) in pool.iter().enumerate() {
+            assert!(within(a, a), "not reflexive: {a:?}");
+            for (y, b) in pool.iter().enumerate() {
+                if !within(a, b) {
+                    continue;
+                }
+                for (request, (outer, inner)) in matched[x].iter().zip(&matched[y]).enumerate() {
+                    assert!(
+                        !inner || *outer,
+                        "{b:?} within {a:?} widens request #{request}"
+                    );
+                }
+                for c in pool {
+                    if within(b, c) {
+                        assert!(within(a, c), "not transitive: {a:?} ⊇ {b:?} ⊇ {c:?}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_ip_range_pair() {
+        let nets: Vec<ipnet::IpNet> = NETS.iter().map(|n| n.parse().unwrap()).collect();
+        check_entries(
+            &nets,
+            |o, i| o.contains(i),
+            |net| {
+                let r = Restrictions {
+                    ip_ranges: vec![*net],
+                    ..Restrictions::default()
+                };
+                IPS.iter()
+                    .map(|ip| allows(&r, "GET", "/", "x", ip))
+                    .collect()
+            },
+        );
+    }
+
+    #[test]
+    fn every_referrer_pair() {
+        check_entries(
+            REFERRERS,
+            |o, i| referrer_within(o, i),
+            |pattern| {
+                let r = Restrictions {
+                    referrers: vec![(*pattern).to_owned()],
+                    ..Restrictions::default()
+                };
+                REQUEST_REFERRERS
+                    .iter()
+                    .map(|referrer| allows(&r, "GET", "/", referrer, "10.0.0.1"))
+                    .collect()
+            },
+        );
+    }
+
+    #[test]
+    fn every_endpoint_pair() {
+        check_entries(&rules(), endpoint_within, |rule| {
+            let r = Restrictions {
+                endpoints: vec![rule.clone()],
+                ..Restrictions::default()
+            };
+            let mut matched = Vec::new();
+            for method in REQUEST_METHODS {
+                for path in REQUEST_PATHS {
+                    matched.push(allows(&r, method, path, "x", "10.0.0.1"));
+                }
+            }
+            matched
+        });
+    }
+
+    #[derive(Debug, Clone)]
+    struct Key {
+        environment: Environment,
+        scopes: Scopes,
+        restrictions: Restrictions,
+        expires_at: Option<OffsetDateTime>,
+    }
+
+    impl Key {
+        fn bounds(&self) -> KeyBounds<'_> {
+            KeyBounds {
+                environment: self.environment,
+                scopes: &self.scopes,
+                plan_scopes: None,
+                restrictions: &self.restrictions,
+                expires_at: self.expires_at,
+            }
+        }
+
+        /// Each attribute taken from `self` where `keep` says so, else from `other`: keys
+        /// built this way are often, but not always, inside `self`.
+        fn mixed(&self, other: &Key, keep: [bool; 6]) -> Key {
+            fn either<T>(keep: bool, mine: T, theirs: T) -> T {
+                if keep { mine } else { theirs }
+            }
+            Key {
+                environment: either(keep[0], self.environment, other.environment),
+                scopes: either(keep[1], &self.scopes, &other.scopes).clone(),
+                restrictions: Restrictions {
+                    ip_ranges: either(keep[2], &self.restrictions, &other.restrictions)
+                        .ip_ranges
+                        .clone(),
+                    referrers: either(keep[3], &self.restrictions, &other.restrictions)
+                        .referrers
+                        .clone(),
+                    endpoints: either(keep[4], &self.restrictions, &other.restrictions)
+                        .endpoints
+                        .clone(),
+                },
+                expires_at: either(keep[5], self.expires_at, other.expires_at),
+            }
+        }
+    }
+
+    fn pick<T: Clone + fmt::Debug + 'static>(
+        pool: &'static [T],
+        max: usize,
+    ) -> impl Strategy<Value = Vec<T>> {
+        prop::collection::vec(prop::sample::select(pool), 0..=max)
+    }
+
+    fn key() -> impl Strategy<Value = Key> {
+        (
+            prop::bool::weighted(0.2),
+            prop::collection::vec(prop::sample::select(SCOPES), 1..=3),
+            pick(NETS, 2),
+            pick(REFERRERS, 2),
+            prop::collection::vec(prop::sample::select(rules()), 0..=2),
+            prop::option::of(0i64..4),
+        )
+            .prop_map(|(test, scopes, nets, referrers, endpoints, expiry)| Key {
+                environment: if test {
+                    Environment::Test
+                } else {
+                    Environment::Live
+                },
+                scopes: scopes.iter().map(|s| Scope::from_static(s)).collect(),
+                restrictions: Restrictions {
+                    ip_ranges: nets.iter().map(|n| n.parse().unwrap()).collect(),
+                    referrers: referrers.iter().map(|r| (*r).to_owned()).collect(),
+                    endpoints,
+                },
+                expires_at: expiry
+                    .map(|d| OffsetDateTime::UNIX_EPOCH + time::Duration::days(20_000 + d)),
+            })
+    }
+
+    fn keep() -> impl Strategy<Value = [bool; 6]> {
+        prop::array::uniform6(prop::bool::weighted(0.75))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1024))]
+
+        #[test]
+        fn reflexive(a in key()) {
+            prop_assert_eq!(a.bounds().contains(&a.bounds()), Ok(()));
+        }
+
+        #[test]
+        fn transitive(a in key(), r1 in key(), r2 in key(), k1 in keep(), k2 in keep()) {
+            let b = a.mixed(&r1, k1);
+            let c = b.mixed(&r2, k2);
+            if a.bounds().contains(&b.bounds()).is_ok() && b.bounds().contains(&c.bounds()).is_ok() {
+                prop_assert_eq!(a.bounds().contains(&c.bounds()), Ok(()));
+            }
+        }
+
+        #[test]
+        fn never_widens(
+            a in key(),
+            r in key(),
+            k in keep(),
+            method in prop::sample::select(REQUEST_METHODS),
+            path in prop::sample::select(REQUEST_PATHS),
+            referrer in prop::sample::select(REQUEST_REFERRERS),
+            ip in prop::sample::select(IPS),
+            scope in prop::sample::select(SCOPES),
+        ) {
+            let b = a.mixed(&r, k);
+            if a.bounds().contains(&b.bounds()).is_ok() {
+                if allows(&b.restrictions, method, path, referrer, ip) {
+                    prop_assert!(allows(&a.restrictions, method, path, referrer, ip));
+                }
+                let scope = Scope::from_static(scope);
+                if b.scopes.grants(&scope) {
+                    prop_assert!(a.scopes.grants(&scope));
+                }
+                if let Some(limit) = a.expires_at {
+                    prop_assert!(b.expires_at.is_some_and(|at| at <= limit));
+                }
+                prop_assert_eq!(a.environment, b.environment);
+            }
+        }
+    }
+}

@@ -1,0 +1,219 @@
+//! `KeyManager` called from Rust: the caps apply to every caller, operator code is bound by no
+//! caller, and `issue_as` / `rotate_as` keep what they issue within the caller's bounds.
+
+mod common;
+
+use std::sync::Arc;
+
+use keygate::Tenant;
+use keygate::entitle::{Plan, TenantEntitlements};
+use keygate::key::Environment;
+use keygate::manage::{BoundViolation, KeyManager, ManageError, NewKey};
+use keygate::restrict::Restrictions;
+use keygate::scope::Scopes;
+use keygate::store::{KeyStore, ManagedKeyStore, MemoryStore};
+use serde_json::json;
+use time::OffsetDateTime;
+
+/// The caller a verifier would hand a handler for the key `id`, on `plan`.
+async fn caller(store: &MemoryStore, id: &str, plan: Option<Plan>) -> Tenant {
+    let record = store
+        .get("acme", id, OffsetDateTime::now_utc())
+        .await
+        .unwrap()
+        .unwrap();
+    // Round-trip through the lookup path, as the verifier does.
+    let found = store.find(&record.digest).await.unwrap().unwrap();
+    Tenant::with_entitlements(found, plan.map(|p| Arc::new(TenantEntitlements::active(p))))
+}
+
+fn message(result: Result<impl std::fmt::Debug, ManageError>) -> String {
+    result.unwrap_err().to_string()
+}
+
+#[tokio::test]
+async fn caps_apply_to_rust_callers_too() {
+    let store = MemoryStore::new();
+    let manager = KeyManager::builder(store.clone()).build();
+    // 200,000 distinct, well-formed scopes: refused on the count alone.
+    let scopes: Vec<String> = (0..200_000).map(|i| format!("s{i}")).collect();
+    assert_eq!(
+        message(
+            manager
+                .issue("ops", "acme", NewKey::new("many", scopes))
+                .await
+        ),
+        "Too many scopes: at most 64"
+    );
+    let metadata = json!({"blob": "x".repeat(1_700_000)});
+    let metadata = metadata.as_object().unwrap().clone();
+    assert_eq!(
+        message(
+            manager
+                .issue(
+                    "ops",
+                    "acme",
+                    NewKey::new("big", ["read"]).metadata(metadata)
+                )
+                .await
+        ),
+        "metadata must be at most 4096 bytes of JSON"
+    );
+    let ranges: Vec<String> = (0..65).map(|i| format!("10.0.0.{i}/32")).collect();
+    let restrictions: Restrictions = serde_json::from_value(json!({"ip_ranges": ranges})).unwrap();
+    assert_eq!(
+        message(
+            manager
+                .issue(
+                    "ops",
+                    "acme",
+                    NewKey::new("ips", ["read"]).restrictions(restrictions)
+                )
+                .await
+        ),
+        "restrictions.ip_ranges must have at most 64 entries"
+    );
+    assert_eq!(
+        message(
+            manager
+                .issue(
+                    "ops",
+                    "acme",
+                    NewKey::new("far", ["read"])
+                        .expires_at(keygate::manage::MAX_EXPIRY + time::Duration::SECOND)
+                )
+                .await
+        ),
+        "expires_at must not be after 2262-01-01T00:00:00Z"
+    );
+    for name in [
+        "x".repeat(129),
+        "a\u{202D}b".into(),
+        "a\u{2069}".into(),
+        "\u{200F}".into(),
+    ] {
+        assert_eq!(
+            message(
+                manager
+                    .issue("ops", "acme", NewKey::new(name, ["read"]))
+                    .await
+            ),
+            "Name must be 1 to 128 characters without control or bidirectional-formatting characters"
+        );
+    }
+    let ok = manager
+        .issue("ops", "acme", NewKey::new("ok", ["read"]))
+        .await
+        .unwrap();
+    assert_eq!(
+        message(
+            manager
+                .rename("ops", "acme", &ok.info.id, &"y".repeat(1_000_000))
+                .await
+        ),
+        "Name must be 1 to 128 characters without control or bidirectional-formatting characters"
+    );
+    assert_eq!(
+        manager.list("acme").await.unwrap().len(),
+        1,
+        "nothing else written"
+    );
+}
+
+#[tokio::test]
+async fn operator_code_is_unbound_but_issue_as_is_bound_by_its_caller() {
+    let store = MemoryStore::new();
+    let manager = KeyManager::builder(store.clone()).build();
+    let sandbox = manager
+        .issue(
+            "ops",
+            "acme",
+            NewKey::new("writer", ["write", "search"]).environment(Environment::Test),
+        )
+        .await
+        .unwrap();
+    // The operator issues whatever it likes.
+    manager
+        .issue("ops", "acme", NewKey::new("live admin", ["admin"]))
+        .await
+        .unwrap();
+
+    let plan = Plan {
+        allowed_scopes: Some(Scopes::from_static(&["read", "write"])),
+        ..Plan::default()
+    };
+    let writer = caller(&store, &sandbox.info.id, Some(plan)).await;
+    let test_key = |scopes: &[&str]| {
+        NewKey::new("child", scopes.iter().copied()).environment(Environment::Test)
+    };
+    for (scopes, expected) in [
+        (&["admin"][..], Err(BoundViolation::Scopes)),
+        (&["search"][..], Err(BoundViolation::Scopes)), // the key holds it, the plan does not
+        (&["docs:read"][..], Err(BoundViolation::Scopes)),
+        (&["read", "write"][..], Ok(())),
+    ] {
+        let got = manager.issue_as(&writer, test_key(scopes)).await;
+        match (got, expected) {
+            (Err(ManageError::BeyondBounds(v)), Err(e)) => assert_eq!(v, e, "{scopes:?}"),
+            (Ok(issued), Ok(())) => assert_eq!(issued.info.environment, Environment::Test),
+            (got, expected) => panic!("{scopes:?}: {got:?} instead of {expected:?}"),
+        }
+    }
+    assert_eq!(
+        message(
+            manager
+                .issue_as(&writer, NewKey::new("live", ["read"]))
+                .await
+        ),
+        "Cannot issue a key beyond your own: environment"
+    );
+    assert_eq!(manager.list("acme").await.unwrap().len(), 3);
+
+    // rotate_as: the successor keeps the rotated key's attributes, which must be in bounds.
+    let live_admin = manager.list("acme").await.unwrap()[1].id.clone();
+    assert_eq!(
+        message(manager.rotate_as(&writer, &live_admin, None).await),
+        "Cannot issue a key beyond your own: environment"
+    );
+    assert!(
+        manager.get("acme", &live_admin).await.is_ok(),
+        "nothing written"
+    );
+    // A key holding a scope its plan does not allow cannot even rotate itself: its successor
+    // would hold that scope too.
+    assert_eq!(
+        message(manager.rotate_as(&writer, &sandbox.info.id, None).await),
+        "Cannot issue a key beyond your own: scopes"
+    );
+    // Without that plan it can; then, in its grace period, it may not act at all.
+    let unplanned = caller(&store, &sandbox.info.id, None).await;
+    let successor = manager
+        .rotate_as(
+            &unplanned,
+            &sandbox.info.id,
+            Some(std::time::Duration::from_secs(60)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        successor.info.scopes,
+        Scopes::from_static(&["write", "search"])
+    );
+    let rotated = caller_in_grace(&store, &sandbox).await;
+    assert_eq!(
+        message(manager.issue_as(&rotated, test_key(&["read"])).await),
+        "API key has been rotated: use its successor to manage keys"
+    );
+    assert_eq!(
+        message(manager.rotate_as(&rotated, &successor.info.id, None).await),
+        "API key has been rotated: use its successor to manage keys"
+    );
+}
+
+/// The caller for a key that is in its grace period: still found by the lookup path.
+async fn caller_in_grace(store: &MemoryStore, key: &keygate::manage::IssuedKey) -> Tenant {
+    let digest = keygate::hash::KeyHasher::default().hash(key.key.expose_secret());
+    let found = store.find(&digest).await.unwrap().unwrap();
+    assert!(found.revoked_at.is_some() && found.is_active_at(OffsetDateTime::now_utc()));
+    Tenant::new(found)
+}
