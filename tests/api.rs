@@ -1,5 +1,6 @@
 //! The management API through the real layer: every call, every bad body, tenant isolation,
 //! and no secret in any answer but the one that issues it.
+#![cfg(feature = "axum")]
 
 mod common;
 

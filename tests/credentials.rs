@@ -1,4 +1,5 @@
 //! Every credential case through the public layer, with exact statuses, bodies and headers.
+#![cfg(feature = "axum")]
 
 mod common;
 

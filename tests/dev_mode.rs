@@ -1,5 +1,5 @@
 //! The development-mode tenant header: only with the feature and the runtime switch.
-#![cfg(feature = "dev-mode")]
+#![cfg(all(feature = "dev-mode", feature = "axum"))]
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! Key restrictions: client IP (over real TCP, with and without a trusted proxy), referrer and
 //! endpoint; set at issue time and shown by the management API.
+#![cfg(feature = "axum")]
 
 mod common;
 

@@ -1,4 +1,5 @@
 //! No secret leaves: not in logs at TRACE, not in Debug output, not in error bodies.
+#![cfg(feature = "axum")]
 
 mod common;
 
