@@ -113,6 +113,9 @@ async fn request_head_debug_redacts_the_key() {
     assert_eq!(shown.lines().count(), 4, "{shown}");
     assert!(!shown.contains(&key[8..]), "{shown}");
     assert_eq!(shown.matches("\"x-api-key\": \"<redacted>\"").count(), 2);
-    assert_eq!(shown.matches("\"authorization\": \"<redacted>\"").count(), 2);
+    assert_eq!(
+        shown.matches("\"authorization\": \"<redacted>\"").count(),
+        2
+    );
     assert_eq!(shown.matches("\"accept\": \"text/plain\"").count(), 4);
 }

@@ -177,12 +177,23 @@ impl Reply {
     }
 }
 
-/// Sends one request over real TCP with hyper's client.
+/// Sends one request over real TCP with hyper's client, in HTTP/1.1.
 pub async fn send_tcp(addr: std::net::SocketAddr, req: http::Request<String>) -> Reply {
+    send_tcp_as(addr, req, false).await
+}
+
+/// Sends one request over real TCP with hyper's client, in HTTP/2 (prior knowledge).
+pub async fn send_tcp_h2(addr: std::net::SocketAddr, req: http::Request<String>) -> Reply {
+    send_tcp_as(addr, req, true).await
+}
+
+async fn send_tcp_as(addr: std::net::SocketAddr, req: http::Request<String>, h2: bool) -> Reply {
     use http_body_util::BodyExt;
     use hyper_util::client::legacy::Client;
     use hyper_util::rt::TokioExecutor;
-    let client: Client<_, String> = Client::builder(TokioExecutor::new()).build_http();
+    let client: Client<_, String> = Client::builder(TokioExecutor::new())
+        .http2_only(h2)
+        .build_http();
     let (mut parts, body) = req.into_parts();
     let uri = format!(
         "http://{addr}{}",
