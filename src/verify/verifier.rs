@@ -7,7 +7,7 @@ use time::OffsetDateTime;
 
 use ipnet::IpNet;
 
-use super::{CredentialSource, RequestHead, client_ip};
+use super::{CredentialSource, ForwardedHeader, RequestHead, TrustedProxies, client_ip};
 use crate::entitle::{EntitlementLookup, EntitlementSource, TenantStatus};
 use crate::error::AuthError;
 use crate::hash::{KeyDigest, KeyHasher};
@@ -36,7 +36,7 @@ struct Inner {
     entitlements: Option<Arc<dyn EntitlementSource>>,
     limiter: Option<Arc<dyn Limiter>>,
     limits_fail_open: bool,
-    trusted_proxies: Vec<IpNet>,
+    trusted_proxies: TrustedProxies,
     #[cfg(feature = "dev-mode")]
     dev_tenant_header: Option<http::HeaderName>,
 }
@@ -92,7 +92,7 @@ impl Verifier {
                 entitlements: None,
                 limiter: None,
                 limits_fail_open: false,
-                trusted_proxies: Vec::new(),
+                trusted_proxies: TrustedProxies::default(),
                 #[cfg(feature = "dev-mode")]
                 dev_tenant_header: None,
             },
@@ -562,10 +562,32 @@ impl VerifierBuilder {
         self
     }
 
-    /// Proxies whose `Forwarded`/`X-Forwarded-For` headers are believed when deciding the
-    /// client address for IP restrictions. Headers from any other peer are ignored.
-    pub fn trusted_proxies(mut self, proxies: impl IntoIterator<Item = IpNet>) -> Self {
-        self.inner.trusted_proxies = proxies.into_iter().collect();
+    /// The proxies in front of this service, and the one forwarding header they set, for
+    /// deciding the client address of IP-restricted keys.
+    ///
+    /// When the connection's peer is in `proxies`, the client is the right-most address of
+    /// `header` that is not itself in `proxies`; from any other peer, no forwarding header is
+    /// read. Only `header` is read: a proxy that appends to `X-Forwarded-For` passes a
+    /// client-written `Forwarded` through untouched, and the reverse, so the header the proxy
+    /// does not set is ignored entirely. A header that cannot be parsed leaves the client
+    /// unknown, which refuses IP-restricted keys. IPv4-mapped IPv6 addresses and ranges
+    /// (`::ffff:10.0.0.1`, `::ffff:10.0.0.0/104`) count as the IPv4 ones they map.
+    ///
+    /// ```
+    /// use keygate::{Verifier, store::MemoryStore, verify::ForwardedHeader};
+    ///
+    /// // A load balancer at 10.0.0.5 that appends the client to X-Forwarded-For.
+    /// let verifier = Verifier::builder(MemoryStore::new())
+    ///     .trusted_proxies(ForwardedHeader::XForwardedFor, ["10.0.0.5/32".parse().unwrap()])
+    ///     .build();
+    /// # let _ = verifier;
+    /// ```
+    pub fn trusted_proxies(
+        mut self,
+        header: ForwardedHeader,
+        proxies: impl IntoIterator<Item = IpNet>,
+    ) -> Self {
+        self.inner.trusted_proxies = TrustedProxies::new(header, proxies);
         self
     }
 
