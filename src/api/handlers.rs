@@ -51,6 +51,10 @@ fn issued(key: &IssuedKey) -> Response {
 /// The caller, who must hold `admin`.
 fn admin(tenant: Option<Tenant>) -> Result<Tenant, ApiError> {
     let tenant = tenant.ok_or(ApiError::Auth(AuthError::MissingCredential))?;
+    // Keys issued by a tenant that only named itself would outlive development mode.
+    if tenant.is_development() {
+        return Err(ApiError::Auth(AuthError::DevelopmentMode));
+    }
     tenant.require(&Scope::ADMIN).map_err(ApiError::Auth)?;
     Ok(tenant)
 }

@@ -2,8 +2,8 @@
 //!
 //! | error | HTTP | code | gRPC |
 //! |---|---|---|---|
-//! | missing, malformed, unknown, revoked, expired key, environment refused | 401 + `WWW-Authenticate` | `UNAUTHORIZED` | 16 `UNAUTHENTICATED` |
-//! | scope missing, tenant suspended, quota exhausted, restriction violated | 403 | `FORBIDDEN` | 7 `PERMISSION_DENIED` |
+//! | missing, malformed, unknown, revoked, expired key, environment refused, invalid development-mode tenant id | 401 + `WWW-Authenticate` | `UNAUTHORIZED` | 16 `UNAUTHENTICATED` |
+//! | scope missing, tenant suspended, quota exhausted, restriction violated, management call in development mode | 403 | `FORBIDDEN` | 7 `PERMISSION_DENIED` |
 //! | rate limit exceeded | 429 + `Retry-After` | `RATE_LIMITED` | 8 `RESOURCE_EXHAUSTED` |
 //! | key store or limit backend failing | 503 | `SERVICE_UNAVAILABLE` | 14 `UNAVAILABLE` |
 //!

@@ -88,13 +88,20 @@ where
     }
 }
 
-/// Hands the request on: credentials stripped, tenant attached, use noted.
+/// Hands the request on: credentials (and the development-mode tenant header) stripped,
+/// tenant attached, use noted.
 pub(super) fn admit<B>(config: &Config, mut req: Request<B>, tenant: Tenant) -> Request<B> {
     if config.strip_credentials {
         config.verifier.credential_source().strip(req.headers_mut());
     }
+    // Whatever `strip_credentials` says: no service behind keygate may take a tenant from it.
+    #[cfg(feature = "dev-mode")]
+    config.verifier.strip_dev_tenant(req.headers_mut());
     if let Some(tracker) = &config.last_used {
-        tracker.record(tenant.key_id());
+        // A development-mode tenant used no key.
+        if !tenant.is_development() {
+            tracker.record(tenant.key_id());
+        }
     }
     req.extensions_mut().insert(tenant);
     req

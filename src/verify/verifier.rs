@@ -72,6 +72,24 @@ impl Presented {
             Kind::Dev(_) => None,
         }
     }
+
+    /// Whether this is a development-mode tenant header rather than a key.
+    pub fn is_development(&self) -> bool {
+        match &self.kind {
+            Kind::Key { .. } => false,
+            #[cfg(feature = "dev-mode")]
+            Kind::Dev(_) => true,
+        }
+    }
+}
+
+/// 1 to 64 characters of `A-Z`, `a-z`, `0-9`, `_`, `.` and `-`.
+#[cfg(feature = "dev-mode")]
+fn is_dev_tenant_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
 impl Verifier {
@@ -114,6 +132,15 @@ impl Verifier {
         &self.inner.source
     }
 
+    /// Removes the development-mode tenant header, if one is configured, so that the inner
+    /// service cannot take a tenant from it that keygate did not authenticate.
+    #[cfg(feature = "dev-mode")]
+    pub(crate) fn strip_dev_tenant(&self, headers: &mut http::HeaderMap) {
+        if let Some(name) = &self.inner.dev_tenant_header {
+            headers.remove(name);
+        }
+    }
+
     /// Every check that needs no store: one credential, key format and checksum, environment
     /// policy; then the hash.
     pub fn present(&self, head: &RequestHead<'_>) -> Result<Presented, AuthError> {
@@ -151,17 +178,26 @@ impl Verifier {
         })
     }
 
+    /// Development mode: the tenant named by the header, as a `test`-environment `admin`.
     #[cfg(feature = "dev-mode")]
     fn dev_tenant(&self, head: &RequestHead<'_>) -> Result<Presented, AuthError> {
         let Some(name) = &self.inner.dev_tenant_header else {
             return Err(AuthError::MissingCredential);
         };
-        let tenant = head
-            .headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .filter(|v| !v.is_empty())
-            .ok_or(AuthError::MissingCredential)?;
+        let mut values = head.headers.get_all(name).iter();
+        let value = values.next().ok_or(AuthError::MissingCredential)?;
+        if values.next().is_some() {
+            return Err(AuthError::MultipleCredentials);
+        }
+        let tenant = value
+            .to_str()
+            .ok()
+            .filter(|t| is_dev_tenant_id(t))
+            .ok_or(AuthError::InvalidDevTenant)?;
+        // Development mode stands in for test keys: a server that refuses those refuses it.
+        if !self.inner.accept_test {
+            return Err(AuthError::EnvironmentNotAccepted(Environment::Test));
+        }
         tracing::warn!(target: "keygate", tenant_id = tenant, "development mode: tenant taken from header, no key checked");
         let record = KeyRecord {
             id: "dev".into(),
@@ -256,6 +292,7 @@ impl Verifier {
     fn accept_tenant(
         &self,
         head: &RequestHead<'_>,
+        presented: &Presented,
         record: Arc<KeyRecord>,
         entitlements: Option<EntitlementLookup>,
         required: Option<&Scope>,
@@ -292,7 +329,12 @@ impl Verifier {
                 return Err(self.refuse(AuthError::InsufficientScope(scope.clone()), Some(&record)));
             }
         }
-        Ok(Tenant::with_entitlements(record, entitlements))
+        let tenant = Tenant::with_entitlements(record, entitlements);
+        Ok(if presented.is_development() {
+            tenant.development()
+        } else {
+            tenant
+        })
     }
 
     /// What the limiter must check for this tenant, if anything.
@@ -377,7 +419,7 @@ impl Verifier {
             Some(source) => Some(source.entitlements_now(&record.tenant_id)?),
             None => None,
         };
-        let tenant = match self.accept_tenant(head, record, entitlements, required) {
+        let tenant = match self.accept_tenant(head, &presented, record, entitlements, required) {
             Ok(t) => t,
             Err(e) => return Some(Err(e.into())),
         };
@@ -420,7 +462,7 @@ impl Verifier {
             }),
             None => None,
         };
-        let tenant = self.accept_tenant(head, record, entitlements, required)?;
+        let tenant = self.accept_tenant(head, &presented, record, entitlements, required)?;
         let outcome = match self.limit_request(&tenant) {
             Some((limiter, request)) => match limiter.acquire_now(&request) {
                 Some(outcome) => outcome,
@@ -533,9 +575,18 @@ impl VerifierBuilder {
     }
 
     /// Development mode: requests without any key may name their tenant in `header` (the
-    /// seed's `X-Tenant-Id`) and get an `admin` tenant. Never use it in production: it is only
-    /// compiled with the `dev-mode` feature and logs a warning when enabled and on every use.
-    /// A request that carries a key is always verified normally.
+    /// seed's `X-Tenant-Id`) and get an `admin` tenant of the `test` environment. Never use it
+    /// in production: it is only compiled with the `dev-mode` feature and logs a warning when
+    /// enabled and on every use.
+    ///
+    /// - A request that carries a key is always verified normally.
+    /// - The tenant id must be 1 to 64 characters of `A-Z`, `a-z`, `0-9`, `_`, `.` and `-`;
+    ///   anything else, or the header repeated, is refused with 401.
+    /// - It stands in for a test key: with [`accept_test_keys(false)`](Self::accept_test_keys)
+    ///   it is refused like one (401 "Test keys are not accepted here: use a live key").
+    /// - The header is removed before the inner service runs, like the credential headers.
+    /// - The [`Tenant`] says [`is_development`](Tenant::is_development), and the management
+    ///   API refuses it (403): keys issued in development mode would outlive it.
     #[cfg(feature = "dev-mode")]
     pub fn dev_tenant_header(mut self, header: Option<http::HeaderName>) -> Self {
         self.inner.dev_tenant_header = header;
