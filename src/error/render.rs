@@ -123,10 +123,10 @@ impl RenderError for JsonErrors {
         let headers = response.headers_mut();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         headers.insert(CACHE_CONTROL, no_store());
-        if let Some(value) = self.www_authenticate(error) {
-            if let Ok(value) = HeaderValue::try_from(value) {
-                headers.insert(WWW_AUTHENTICATE, value);
-            }
+        if let Some(value) = self.www_authenticate(error)
+            && let Ok(value) = HeaderValue::try_from(value)
+        {
+            headers.insert(WWW_AUTHENTICATE, value);
         }
         if let AuthError::RateLimited { retry_after_secs } = error {
             headers.insert(RETRY_AFTER, HeaderValue::from(*retry_after_secs));

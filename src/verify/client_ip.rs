@@ -73,15 +73,14 @@ pub(crate) fn peer_ip(extensions: &Extensions) -> Option<IpAddr> {
 /// A range written in IPv4-mapped IPv6 form (`::ffff:10.0.0.0/104`) as the IPv4 range it
 /// means (`10.0.0.0/8`), so that it matches canonical addresses; other ranges as they are.
 pub(crate) fn canonical_net(net: IpNet) -> IpNet {
-    if let IpNet::V6(v6) = net {
-        if let (Some(v4), Some(len)) = (
+    if let IpNet::V6(v6) = net
+        && let (Some(v4), Some(len)) = (
             v6.network().to_ipv4_mapped(),
             v6.prefix_len().checked_sub(96),
-        ) {
-            if let Ok(v4) = Ipv4Net::new(v4, len) {
-                return IpNet::V4(v4);
-            }
-        }
+        )
+        && let Ok(v4) = Ipv4Net::new(v4, len)
+    {
+        return IpNet::V4(v4);
     }
     net
 }

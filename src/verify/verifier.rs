@@ -306,10 +306,10 @@ impl Verifier {
                 return Err(AuthError::Unavailable);
             }
         };
-        if let Some(e) = &entitlements {
-            if e.status == TenantStatus::Suspended {
-                return Err(self.refuse(AuthError::TenantSuspended, Some(&record)));
-            }
+        if let Some(e) = &entitlements
+            && e.status == TenantStatus::Suspended
+        {
+            return Err(self.refuse(AuthError::TenantSuspended, Some(&record)));
         }
         if !record.restrictions.is_empty() {
             let trusted = &self.inner.trusted_proxies;
