@@ -243,7 +243,7 @@ fn main() {
     let median = |v: &mut Vec<f64>| {
         v.sort_by(|p, q| p.partial_cmp(q).unwrap());
         let mid = v.len() / 2;
-        if v.len() % 2 == 0 {
+        if v.len().is_multiple_of(2) {
             (v[mid - 1] + v[mid]) / 2.0
         } else {
             v[mid]

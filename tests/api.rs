@@ -1,5 +1,6 @@
 //! The management API through the real layer: every call, every bad body, tenant isolation,
 //! and no secret in any answer but the one that issues it.
+#![cfg(feature = "axum")]
 
 mod common;
 
@@ -1892,4 +1893,55 @@ async fn a_stalled_store_answers_503_after_the_store_timeout() {
     })
     .await
     .expect("every call is answered");
+}
+
+/// Every refusal of the management API, like every refusal of the layer, tells caches on the way
+/// not to keep it.
+#[tokio::test]
+async fn management_refusals_are_no_store() {
+    let s = setup().await;
+    let addr = serve(s.app.clone()).await;
+    let request = |method: &str, path: &str, key: &str, body: &str| {
+        http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("x-api-key", key)
+            .header("content-type", "application/json")
+            .body(body.to_owned())
+            .unwrap()
+    };
+    let cases = [
+        (
+            request("POST", "/v1/api-keys", &s.acme_admin, "{"),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            request("GET", "/v1/api-keys/key_missing", &s.acme_admin, ""),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            request(
+                "POST",
+                "/v1/api-keys",
+                &s.acme_admin,
+                &" ".repeat(api::MAX_BODY_BYTES + 1),
+            ),
+            StatusCode::PAYLOAD_TOO_LARGE,
+        ),
+        (
+            request("GET", "/v1/api-keys", &s.acme_reader, ""),
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            request("GET", "/v1/api-keys", "sk_live_nope", ""),
+            StatusCode::UNAUTHORIZED,
+        ),
+    ];
+    for (req, status) in cases {
+        let what = format!("{} {}", req.method(), req.uri());
+        let reply = send_tcp(addr, req).await;
+        assert_eq!(reply.status, status, "{what}");
+        assert_eq!(reply.headers["cache-control"], "no-store", "{what}");
+        assert_eq!(reply.json()["success"], json!(false), "{what}");
+    }
 }

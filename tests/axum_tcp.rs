@@ -1,4 +1,5 @@
 //! The layer in a real axum server over TCP, with a real HTTP client.
+#![cfg(feature = "axum")]
 
 mod common;
 

@@ -1,4 +1,5 @@
 //! Every credential case through the public layer, with exact statuses, bodies and headers.
+#![cfg(feature = "axum")]
 
 mod common;
 
@@ -301,6 +302,7 @@ fn status_code(status: StatusCode) -> &'static str {
     match status.as_u16() {
         401 => "UNAUTHORIZED",
         403 => "FORBIDDEN",
+        429 => "RATE_LIMITED",
         _ => "SERVICE_UNAVAILABLE",
     }
 }
@@ -574,4 +576,112 @@ async fn malformed_keys_never_reach_the_store() {
         .unwrap();
     assert_eq!(app.oneshot(req).await.unwrap().status(), StatusCode::OK);
     assert_eq!(store.finds.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
+/// Every refusal, whatever its status and whoever renders it, carries `Cache-Control: no-store`;
+/// an accepted request's response is the service's own.
+#[tokio::test]
+async fn every_refusal_is_no_store() {
+    use bytes::Bytes;
+    use keygate::entitle::{MemoryEntitlements, Plan, TenantEntitlements};
+    use keygate::error::{AuthError, RenderError};
+    use keygate::limit::RateLimit;
+    use keygate::scope::Scope;
+
+    struct PlainText;
+    impl RenderError for PlainText {
+        fn render(&self, error: &AuthError) -> http::Response<Bytes> {
+            let mut response = http::Response::new(Bytes::from(error.message().into_owned()));
+            *response.status_mut() = error.status();
+            response
+        }
+    }
+    let fixture = Fixture::new();
+    let auth = AuthLayer::new(Verifier::builder(fixture.store.clone()).build());
+    let plans = MemoryEntitlements::with_default(TenantEntitlements::active(Plan {
+        rate_limit: Some(RateLimit::per_minute(1)),
+        ..Plan::default()
+    }));
+    let limited = AuthLayer::new(
+        Verifier::builder(fixture.store.clone())
+            .entitlements(plans)
+            .build(),
+    );
+    let down = AuthLayer::new(Verifier::builder(FailingStore).build());
+    let ok = || async { "ok" };
+    let app = Router::new()
+        .route("/any", get(ok).route_layer(auth.clone()))
+        .route(
+            "/admin",
+            get(ok).route_layer(auth.require_scope(Scope::ADMIN)),
+        )
+        .route("/limited", get(ok).route_layer(limited))
+        .route("/down", get(ok).route_layer(down))
+        .route(
+            "/text",
+            get(ok).route_layer(auth.clone().renderer(PlainText)),
+        )
+        // No layer: the extractor refuses with `AuthError`'s own response.
+        .route("/unguarded", get(|_: Tenant| async { "never" }));
+    let addr = serve(app).await;
+    let reader = fixture.reader.expose_secret();
+    let send = |path: &str, key: Option<&str>| {
+        let mut req = Request::get(path);
+        if let Some(key) = key {
+            req = req.header("x-api-key", key);
+        }
+        send_tcp(addr, req.body(String::new()).unwrap())
+    };
+
+    let accepted = send("/any", Some(reader)).await;
+    assert_eq!(accepted.status, 200);
+    assert!(accepted.headers.get("cache-control").is_none());
+    assert_eq!(send("/limited", Some(reader)).await.status, 200);
+
+    let refusals = [
+        ("missing", send("/any", None).await, 401, MISSING),
+        (
+            "unknown",
+            send("/any", Some(fixture.unknown.expose_secret())).await,
+            401,
+            INVALID,
+        ),
+        (
+            "scope",
+            send("/admin", Some(reader)).await,
+            403,
+            "API key lacks the required scope: admin",
+        ),
+        (
+            "rate",
+            send("/limited", Some(reader)).await,
+            429,
+            "Rate limit exceeded: retry later",
+        ),
+        (
+            "store down",
+            send("/down", Some(reader)).await,
+            503,
+            UNAVAILABLE,
+        ),
+        ("extractor", send("/unguarded", None).await, 401, MISSING),
+    ];
+    for (name, reply, status, message) in refusals {
+        assert_eq!(reply.status, status, "{name}");
+        assert_eq!(
+            reply.json(),
+            envelope(status_code(reply.status), message),
+            "{name}"
+        );
+        assert_eq!(reply.headers["cache-control"], "no-store", "{name}");
+    }
+    let custom = send("/text", None).await;
+    assert_eq!(
+        (custom.status.as_u16(), &custom.body[..]),
+        (401, MISSING.as_bytes())
+    );
+    assert_eq!(
+        custom.headers["cache-control"], "no-store",
+        "a custom renderer's refusal"
+    );
 }

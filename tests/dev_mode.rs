@@ -1,69 +1,215 @@
-//! The development-mode tenant header: only with the feature and the runtime switch.
-#![cfg(feature = "dev-mode")]
+//! The development-mode tenant header, over TCP: only with the feature and the runtime switch;
+//! a `test` tenant that names itself, validated, stripped before the service runs, refused by
+//! servers that refuse test keys and by the management API.
+#![cfg(all(feature = "dev-mode", feature = "axum"))]
 
 mod common;
 
-use axum::{Router, body::Body, routing::get};
-use common::*;
-use http::{HeaderName, Request};
-use http_body_util::BodyExt;
-use keygate::{AuthLayer, Tenant, Verifier};
-use tower::ServiceExt;
+use std::net::SocketAddr;
 
-fn app(verifier: Verifier) -> Router {
-    Router::new()
-        .route(
-            "/",
-            get(|t: Tenant| async move { format!("{}/{}", t.tenant_id(), t.key_id()) }),
-        )
-        .layer(AuthLayer::new(verifier))
+use axum::{Router, routing::get};
+use common::*;
+use http::{HeaderName, Request, StatusCode};
+use keygate::manage::{KeyManager, NewKey};
+use keygate::scope::Scope;
+use keygate::store::ManagedKeyStore;
+use keygate::{AuthLayer, Tenant, Verifier};
+
+const INVALID_TENANT: &str = "Invalid tenant id in development mode: use 1 to 64 characters of A-Z, a-z, 0-9, '_', '.' and '-'";
+const TEST_REFUSED: &str = "Test keys are not accepted here: use a live key";
+const NO_MANAGEMENT: &str = "Management calls are not available in development mode";
+
+fn dev(builder: keygate::verify::VerifierBuilder) -> Verifier {
+    builder
+        .dev_tenant_header(Some(HeaderName::from_static("x-tenant-id")))
+        .build()
 }
 
-async fn call(app: &Router, headers: &[(&str, &str)]) -> (u16, String) {
+/// `/` answers who the caller is and whether the service saw the tenant header;
+/// `/v1/api-keys` is the management API.
+async fn serve_app(verifier: Verifier, manager: KeyManager) -> SocketAddr {
+    let whoami = |t: Tenant, req: Request<axum::body::Body>| async move {
+        axum::Json(serde_json::json!({
+            "tenant_id": t.tenant_id(),
+            "key_id": t.key_id(),
+            "environment": t.environment(),
+            "development": t.is_development(),
+            "saw_tenant_header": req.headers().contains_key("x-tenant-id"),
+        }))
+    };
+    let auth = AuthLayer::new(verifier);
+    let app = Router::new()
+        .route("/", get(whoami).route_layer(auth.clone()))
+        .merge(keygate::api::router(manager).route_layer(auth.require_scope(Scope::ADMIN)));
+    serve(app).await
+}
+
+async fn get_as(addr: SocketAddr, headers: &[(&str, &str)]) -> Reply {
     let mut req = Request::get("/");
     for (n, v) in headers {
         req = req.header(*n, *v);
     }
-    let response = app
-        .clone()
-        .oneshot(req.body(Body::empty()).unwrap())
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    (status, String::from_utf8_lossy(&body).into_owned())
+    send_tcp(addr, req.body(String::new()).unwrap()).await
 }
 
+fn whoami(tenant: &str, key: &str, environment: &str, development: bool) -> serde_json::Value {
+    serde_json::json!({
+        "tenant_id": tenant, "key_id": key, "environment": environment,
+        "development": development, "saw_tenant_header": false,
+    })
+}
+
+// One test function: the log capture is per thread, and a test running beside it on another
+// thread can make tracing miss events on this one.
 #[tokio::test]
+async fn development_mode() {
+    tenant_header_only_when_switched_on_and_no_key_present().await;
+    tenant_ids_are_validated().await;
+    refused_where_test_keys_are_refused().await;
+    management_calls_are_refused().await;
+}
+
 async fn tenant_header_only_when_switched_on_and_no_key_present() {
     let fixture = Fixture::new();
-    let off = app(Verifier::builder(fixture.store.clone()).build());
-    assert_eq!(call(&off, &[("x-tenant-id", "demo")]).await.0, 401);
+    let manager = KeyManager::builder(fixture.store.clone()).build();
+    let off = serve_app(
+        Verifier::builder(fixture.store.clone()).build(),
+        manager.clone(),
+    )
+    .await;
+    let refused = get_as(off, &[("x-tenant-id", "demo")]).await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(refused.json(), envelope("UNAUTHORIZED", MISSING));
 
     let logs = LogCapture::start();
-    let on = app(Verifier::builder(fixture.store.clone())
-        .dev_tenant_header(Some(HeaderName::from_static("x-tenant-id")))
-        .build());
+    let on = serve_app(dev(Verifier::builder(fixture.store.clone())), manager).await;
     assert!(
         logs.text().contains("DEVELOPMENT MODE"),
         "a warning at start"
     );
-    assert_eq!(
-        call(&on, &[("x-tenant-id", "demo")]).await,
-        (200, "demo/dev".into())
-    );
-    assert_eq!(call(&on, &[]).await.0, 401);
-    // A key present is always verified normally, and wins over the header.
+    // A `test` tenant marked as development; the service never sees the header.
+    let named = get_as(on, &[("x-tenant-id", "demo")]).await;
+    assert_eq!(named.status, StatusCode::OK);
+    assert_eq!(named.json(), whoami("demo", "dev", "test", true));
+
+    let missing = get_as(on, &[]).await;
+    assert_eq!(missing.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(missing.json(), envelope("UNAUTHORIZED", MISSING));
+
+    // A key present is always verified normally and wins over the header, which is stripped.
     let w = fixture.writer.expose_secret();
-    assert_eq!(
-        call(&on, &[("x-tenant-id", "demo"), ("x-api-key", w)]).await,
-        (200, "acme/key_writer".into())
-    );
+    let keyed = get_as(on, &[("x-tenant-id", "demo"), ("x-api-key", w)]).await;
+    assert_eq!(keyed.status, StatusCode::OK);
+    assert_eq!(keyed.json(), whoami("acme", "key_writer", "live", false));
     let r = fixture.revoked.expose_secret();
-    assert_eq!(
-        call(&on, &[("x-tenant-id", "demo"), ("x-api-key", r)])
-            .await
-            .0,
-        401
-    );
+    let revoked = get_as(on, &[("x-tenant-id", "demo"), ("x-api-key", r)]).await;
+    assert_eq!(revoked.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(revoked.json(), envelope("UNAUTHORIZED", REVOKED));
+}
+
+async fn tenant_ids_are_validated() {
+    let fixture = Fixture::new();
+    let addr = serve_app(
+        dev(Verifier::builder(fixture.store.clone())),
+        KeyManager::builder(fixture.store.clone()).build(),
+    )
+    .await;
+    let longest = "a".repeat(64);
+    for valid in ["demo", "Acme_Corp-2.eu", "7", longest.as_str()] {
+        let reply = get_as(addr, &[("x-tenant-id", valid)]).await;
+        assert_eq!(reply.status, StatusCode::OK, "{valid:?}");
+        assert_eq!(reply.json(), whoami(valid, "dev", "test", true));
+    }
+    let too_long = "a".repeat(65);
+    // (Leading and trailing spaces never arrive: HTTP strips them, so " " arrives empty.)
+    for invalid in ["", " ", "acme corp", "a/b", "a:b", "*", too_long.as_str()] {
+        let reply = get_as(addr, &[("x-tenant-id", invalid)]).await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{invalid:?}");
+        assert_eq!(
+            reply.json(),
+            envelope("UNAUTHORIZED", INVALID_TENANT),
+            "{invalid:?}"
+        );
+        assert_eq!(
+            reply.headers["www-authenticate"], WWW_INVALID,
+            "{invalid:?}"
+        );
+    }
+    // Not UTF-8.
+    let req = Request::get("/")
+        .header(
+            "x-tenant-id",
+            http::HeaderValue::from_bytes(b"caf\xe9").unwrap(),
+        )
+        .body(String::new())
+        .unwrap();
+    let reply = send_tcp(addr, req).await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(reply.json(), envelope("UNAUTHORIZED", INVALID_TENANT));
+    // Two tenants are ambiguous, like two keys.
+    let twice = get_as(addr, &[("x-tenant-id", "demo"), ("x-tenant-id", "demo")]).await;
+    assert_eq!(twice.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(twice.json(), envelope("UNAUTHORIZED", MULTIPLE));
+}
+
+async fn refused_where_test_keys_are_refused() {
+    let fixture = Fixture::new();
+    let addr = serve_app(
+        dev(Verifier::builder(fixture.store.clone()).accept_test_keys(false)),
+        KeyManager::builder(fixture.store.clone()).build(),
+    )
+    .await;
+    let refused = get_as(addr, &[("x-tenant-id", "demo")]).await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(refused.json(), envelope("UNAUTHORIZED", TEST_REFUSED));
+    // Live keys still pass.
+    let live = get_as(addr, &[("x-api-key", fixture.writer.expose_secret())]).await;
+    assert_eq!(live.status, StatusCode::OK);
+}
+
+async fn management_calls_are_refused() {
+    let fixture = Fixture::new();
+    let manager = KeyManager::builder(fixture.store.clone()).build();
+    let admin = manager
+        .issue("setup", "demo", NewKey::new("admin", ["admin"]))
+        .await
+        .unwrap();
+    let addr = serve_app(dev(Verifier::builder(fixture.store.clone())), manager).await;
+    let body = serde_json::json!({"name": "ci", "scopes": ["read"]}).to_string();
+    let calls = [
+        Request::post("/v1/api-keys")
+            .header("content-type", "application/json")
+            .body(body.clone()),
+        Request::get("/v1/api-keys").body(String::new()),
+        Request::post(format!("/v1/api-keys/{}/rotate", admin.info.id)).body(String::new()),
+        Request::delete(format!("/v1/api-keys/{}", admin.info.id)).body(String::new()),
+    ];
+    for call in calls {
+        let mut call = call.unwrap();
+        call.headers_mut()
+            .insert("x-tenant-id", http::HeaderValue::from_static("demo"));
+        let (method, path) = (call.method().clone(), call.uri().path().to_owned());
+        let reply = send_tcp(addr, call).await;
+        assert_eq!(reply.status, StatusCode::FORBIDDEN, "{method} {path}");
+        assert_eq!(
+            reply.json(),
+            envelope("FORBIDDEN", NO_MANAGEMENT),
+            "{method} {path}"
+        );
+        assert_eq!(reply.headers["cache-control"], "no-store");
+    }
+    // Nothing was written: the tenant still has just its admin key, unrotated.
+    let keys = fixture
+        .store
+        .list("demo", time::OffsetDateTime::now_utc())
+        .await
+        .unwrap();
+    assert_eq!(keys.len(), 1);
+    assert_eq!(keys[0].id, admin.info.id);
+    // A real admin key of the same tenant still manages keys.
+    let req = Request::get("/v1/api-keys")
+        .header("x-api-key", admin.key.expose_secret())
+        .body(String::new())
+        .unwrap();
+    assert_eq!(send_tcp(addr, req).await.status, StatusCode::OK);
 }

@@ -88,6 +88,7 @@ async fn custom_renderer_for_plain_http_grpc_untouched() {
     );
 
     let grpc = Request::post("/")
+        .version(http::Version::HTTP_2)
         .header("content-type", "application/grpc")
         .body(Body::empty())
         .unwrap();

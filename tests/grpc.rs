@@ -189,6 +189,7 @@ async fn grpc_refusal_is_trailers_only_http_200() {
         let response = client.request(req).await.unwrap();
         assert_eq!(response.status(), 200, "{content_type}");
         assert_eq!(response.headers()["content-type"], "application/grpc");
+        assert_eq!(response.headers()["cache-control"], "no-store");
         assert_eq!(response.headers()["grpc-status"], "16");
         assert_eq!(
             response.headers()["grpc-message"],
@@ -197,4 +198,60 @@ async fn grpc_refusal_is_trailers_only_http_200() {
         let body = response.into_body().collect().await.unwrap().to_bytes();
         assert!(body.is_empty());
     }
+}
+
+/// Only an HTTP/2 POST with a gRPC content type is answered gRPC-style (HTTP 200 and
+/// `grpc-status`). Any other request that claims the content type is plain HTTP and gets a real
+/// 401, which monitoring counts as a failure.
+#[tokio::test]
+async fn grpc_style_only_for_http2_post() {
+    use axum::routing::any;
+    let fixture = Fixture::new();
+    let app = axum::Router::new()
+        .route("/grpc.health.v1.Health/Check", any(|| async { "ok" }))
+        .layer(AuthLayer::new(
+            Verifier::builder(fixture.store.clone()).build(),
+        ));
+    let addr = serve(app).await;
+    let request = |method: http::Method, content_type: &str| {
+        http::Request::builder()
+            .method(method)
+            .uri("/grpc.health.v1.Health/Check")
+            .header("content-type", content_type)
+            .body(String::new())
+            .unwrap()
+    };
+    let plain = [
+        (
+            "HTTP/1.1 GET",
+            send_tcp(addr, request(http::Method::GET, "application/grpc")).await,
+        ),
+        (
+            "HTTP/1.1 POST",
+            send_tcp(addr, request(http::Method::POST, "application/grpc")).await,
+        ),
+        (
+            "HTTP/2 GET",
+            send_tcp_h2(addr, request(http::Method::GET, "application/grpc")).await,
+        ),
+        (
+            "HTTP/2 POST, JSON",
+            send_tcp_h2(addr, request(http::Method::POST, "application/json")).await,
+        ),
+    ];
+    for (name, reply) in plain {
+        assert_eq!(reply.status, 401, "{name}");
+        assert_eq!(reply.json(), envelope("UNAUTHORIZED", MISSING), "{name}");
+        assert_eq!(reply.headers["content-type"], "application/json", "{name}");
+        assert_eq!(reply.headers["www-authenticate"], WWW_MISSING, "{name}");
+        assert_eq!(reply.headers["cache-control"], "no-store", "{name}");
+        assert!(reply.headers.get("grpc-status").is_none(), "{name}");
+    }
+    let grpc = send_tcp_h2(addr, request(http::Method::POST, "application/grpc")).await;
+    assert_eq!(grpc.status, 200);
+    assert_eq!(grpc.headers["content-type"], "application/grpc");
+    assert_eq!(grpc.headers["grpc-status"], "16");
+    assert_eq!(grpc.headers["grpc-message"], MISSING);
+    assert_eq!(grpc.headers["cache-control"], "no-store");
+    assert!(grpc.body.is_empty());
 }

@@ -1,5 +1,6 @@
 //! Key restrictions: client IP (over real TCP, with and without a trusted proxy), referrer and
 //! endpoint; set at issue time and shown by the management API.
+#![cfg(feature = "axum")]
 
 mod common;
 
@@ -9,7 +10,7 @@ use http::{Request, StatusCode};
 use keygate::key::{ApiKey, Environment, KeyFormat};
 use keygate::restrict::{EndpointRule, Restrictions};
 use keygate::store::{KeyRecord, MemoryStore};
-use keygate::verify::ClientAddr;
+use keygate::verify::{ClientAddr, ForwardedHeader};
 use keygate::{AuthLayer, Verifier};
 use tower::ServiceExt;
 
@@ -30,8 +31,13 @@ fn ips(ranges: &[&str]) -> Restrictions {
 }
 
 fn app(store: &MemoryStore, trusted: &[&str]) -> Router {
+    behind(store, ForwardedHeader::XForwardedFor, trusted)
+}
+
+/// The app behind proxies at `trusted` that set `header`.
+fn behind(store: &MemoryStore, header: ForwardedHeader, trusted: &[&str]) -> Router {
     let verifier = Verifier::builder(store.clone())
-        .trusted_proxies(trusted.iter().map(|t| t.parse().unwrap()))
+        .trusted_proxies(header, trusted.iter().map(|t| t.parse().unwrap()))
         .build();
     Router::new()
         .route(
@@ -85,15 +91,6 @@ async fn ip_ranges_over_tcp_behind_a_trusted_proxy() {
         send_tcp(addr, req(&office, &[("x-forwarded-for", "10.1.2.3")]))
             .await
             .status,
-        StatusCode::OK
-    );
-    assert_eq!(
-        send_tcp(
-            addr,
-            req(&office, &[("forwarded", "for=10.1.2.3;proto=https")])
-        )
-        .await
-        .status,
         StatusCode::OK
     );
     // The right-most untrusted hop is the client: a client-supplied prefix cannot help.
@@ -312,4 +309,162 @@ async fn restrictions_are_set_at_issue_time_and_shown() {
         .await
         .unwrap();
     assert_eq!(refused.status(), 400);
+}
+
+/// Behind a proxy that appends only `X-Forwarded-For`, a `Forwarded` header is whatever the
+/// client wrote, and the reverse: only the header the proxy sets is read.
+#[tokio::test]
+async fn only_the_proxys_own_header_is_read() {
+    let store = MemoryStore::new();
+    let office = restricted(&store, "key_office", ips(&["10.0.0.0/8"]));
+    let xff = serve(behind(
+        &store,
+        ForwardedHeader::XForwardedFor,
+        &["127.0.0.1/32"],
+    ))
+    .await;
+    let fwd = serve(behind(
+        &store,
+        ForwardedHeader::Forwarded,
+        &["127.0.0.1/32"],
+    ))
+    .await;
+    let refused = |reply: Reply| {
+        assert_eq!(reply.status, StatusCode::FORBIDDEN);
+        assert_eq!(reply.json(), envelope("FORBIDDEN", IP_REFUSED));
+    };
+
+    // X-Forwarded-For configured: the client's own `Forwarded` never counts, with or without
+    // the hop the proxy appended.
+    refused(send_tcp(xff, req(&office, &[("forwarded", "for=10.1.2.3")])).await);
+    refused(
+        send_tcp(
+            xff,
+            req(
+                &office,
+                &[
+                    ("forwarded", "for=10.1.2.3"),
+                    ("x-forwarded-for", "203.0.113.5"),
+                ],
+            ),
+        )
+        .await,
+    );
+    assert_eq!(
+        send_tcp(
+            xff,
+            req(
+                &office,
+                &[
+                    ("forwarded", "for=203.0.113.5"),
+                    ("x-forwarded-for", "10.1.2.3")
+                ]
+            )
+        )
+        .await
+        .status,
+        StatusCode::OK
+    );
+
+    // Forwarded configured: the client's own `X-Forwarded-For` never counts.
+    refused(send_tcp(fwd, req(&office, &[("x-forwarded-for", "10.1.2.3")])).await);
+    refused(
+        send_tcp(
+            fwd,
+            req(
+                &office,
+                &[
+                    ("x-forwarded-for", "10.1.2.3"),
+                    ("forwarded", "for=203.0.113.5;proto=https"),
+                ],
+            ),
+        )
+        .await,
+    );
+    assert_eq!(
+        send_tcp(
+            fwd,
+            req(
+                &office,
+                &[
+                    ("x-forwarded-for", "203.0.113.5"),
+                    ("forwarded", "for=10.1.2.3;proto=https"),
+                ]
+            )
+        )
+        .await
+        .status,
+        StatusCode::OK
+    );
+    // The right-most untrusted `for=` is the client; a malformed one leaves it unknown.
+    refused(
+        send_tcp(
+            fwd,
+            req(&office, &[("forwarded", "for=10.1.2.3, for=203.0.113.5")]),
+        )
+        .await,
+    );
+    refused(
+        send_tcp(
+            fwd,
+            req(&office, &[("forwarded", "for=10.1.2.3, for=nonsense")]),
+        )
+        .await,
+    );
+}
+
+/// An IPv4 client on a `[::]` listener is seen as `::ffff:127.0.0.1`: it is still the IPv4
+/// client for IPv4 ranges and trusted proxies, and mapped hops and ranges are IPv4 too.
+#[tokio::test]
+async fn ipv4_mapped_addresses_count_as_ipv4() {
+    let store = MemoryStore::new();
+    let local = restricted(&store, "key_local", ips(&["127.0.0.0/8"]));
+    let office = restricted(&store, "key_office", ips(&["10.0.0.0/8"]));
+    let mapped_range = restricted(&store, "key_mapped", ips(&["::ffff:127.0.0.0/104"]));
+
+    let dual = serve_dual_stack(app(&store, &[])).await;
+    assert_eq!(
+        send_tcp(dual, req(&local, &[])).await.status,
+        StatusCode::OK
+    );
+    let refused = send_tcp(dual, req(&office, &[])).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    assert_eq!(refused.json(), envelope("FORBIDDEN", IP_REFUSED));
+
+    // The trusted proxy 127.0.0.1, seen as ::ffff:127.0.0.1, is still trusted.
+    let proxied = serve_dual_stack(app(&store, &["127.0.0.1/32"])).await;
+    let via_proxy = req(&office, &[("x-forwarded-for", "10.1.2.3")]);
+    assert_eq!(send_tcp(proxied, via_proxy).await.status, StatusCode::OK);
+
+    // On an IPv4 listener: a mapped hop is the IPv4 client, a mapped range the IPv4 range.
+    let v4 = serve(app(&store, &["127.0.0.1/32"])).await;
+    let mapped_hop = req(&office, &[("x-forwarded-for", "::ffff:10.1.2.3")]);
+    assert_eq!(send_tcp(v4, mapped_hop).await.status, StatusCode::OK);
+    assert_eq!(
+        send_tcp(v4, req(&mapped_range, &[])).await.status,
+        StatusCode::OK
+    );
+
+    // In process, with the peer set by the server as a mapped address.
+    let app = app(&store, &[]);
+    let from = |key: &ApiKey, peer: &str| {
+        let r = Request::get("/v1/documents")
+            .header("x-api-key", key.expose_secret())
+            .extension(ClientAddr(peer.parse().unwrap()));
+        app.clone().oneshot(r.body(Body::empty()).unwrap())
+    };
+    assert_eq!(
+        from(&office, "[::ffff:10.1.2.3]:5000")
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        from(&office, "[::ffff:11.1.2.3]:5000")
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
 }

@@ -1,4 +1,5 @@
 //! No secret leaves: not in logs at TRACE, not in Debug output, not in error bodies.
+#![cfg(feature = "axum")]
 
 mod common;
 
@@ -10,6 +11,8 @@ use keygate::scope::ScopePolicy;
 use keygate::{AuthLayer, Tenant, Verifier};
 use tower::ServiceExt;
 
+// One test function in this file: the log capture is per thread, and a test running beside it
+// on another thread can make tracing miss events on this one.
 #[tokio::test]
 async fn no_secret_in_logs_debug_or_bodies() {
     let logs = LogCapture::start();
@@ -73,4 +76,46 @@ async fn no_secret_in_logs_debug_or_bodies() {
         // Not even a long fragment.
         assert!(!text.contains(&body[..16]) && !bodies.contains(&body[..16]));
     }
+    request_head_debug_redacts_the_key().await;
+}
+
+/// The request head that `public_when` and `ScopePolicy::custom` receive prints no credential.
+async fn request_head_debug_redacts_the_key() {
+    use std::sync::{Arc, Mutex};
+    let fixture = Fixture::new();
+    let shown = Arc::new(Mutex::new(String::new()));
+    let (in_public, in_policy) = (shown.clone(), shown.clone());
+    let layer = AuthLayer::new(Verifier::builder(fixture.store.clone()).build())
+        .public_when(move |head| {
+            in_public.lock().unwrap().push_str(&format!("{head:?}\n"));
+            false
+        })
+        .scope_policy(ScopePolicy::custom(move |head| {
+            in_policy.lock().unwrap().push_str(&format!("{head:?}\n"));
+            None
+        }));
+    let app = Router::new()
+        .route("/", get(|| async { "ok" }))
+        .layer(layer);
+    let key = fixture.writer.expose_secret();
+    for (name, value) in [
+        ("x-api-key", key.to_owned()),
+        ("authorization", format!("Bearer {key}")),
+    ] {
+        let req = Request::get("/")
+            .header(name, value)
+            .header("accept", "text/plain")
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(app.clone().oneshot(req).await.unwrap().status(), 200);
+    }
+    let shown = shown.lock().unwrap().clone();
+    assert_eq!(shown.lines().count(), 4, "{shown}");
+    assert!(!shown.contains(&key[8..]), "{shown}");
+    assert_eq!(shown.matches("\"x-api-key\": \"<redacted>\"").count(), 2);
+    assert_eq!(
+        shown.matches("\"authorization\": \"<redacted>\"").count(),
+        2
+    );
+    assert_eq!(shown.matches("\"accept\": \"text/plain\"").count(), 4);
 }

@@ -1,6 +1,6 @@
 use axum::response::{IntoResponse, Response};
 use http::StatusCode;
-use http::header::CONTENT_TYPE;
+use http::header::{CACHE_CONTROL, CONTENT_TYPE};
 
 use crate::AuthError;
 use crate::error::envelope;
@@ -101,7 +101,13 @@ impl IntoResponse for ApiError {
             ApiError::Unavailable => AuthError::Unavailable.into_response(),
             other => {
                 let body = envelope(other.code(), &other.to_string());
-                (other.status(), [(CONTENT_TYPE, "application/json")], body).into_response()
+                // Like every refusal of keygate's: never stored by a cache on the way.
+                (
+                    other.status(),
+                    [(CONTENT_TYPE, "application/json"), (CACHE_CONTROL, "no-store")],
+                    body,
+                )
+                    .into_response()
             }
         }
     }

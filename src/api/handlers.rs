@@ -1,8 +1,12 @@
 use axum::Json;
+use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
-use http::StatusCode;
+use bytes::Bytes;
+use http::header::CONTENT_TYPE;
+use http::{HeaderValue, StatusCode};
 use serde::Serialize;
+use zeroize::Zeroizing;
 
 use super::ApiError;
 use super::body::{CreateKey, JsonBody, OptionalJsonBody, Rename, Rotate};
@@ -40,18 +44,59 @@ fn ok<T: Serialize>(status: StatusCode, data: T, message: Option<&'static str>) 
         .into_response()
 }
 
+/// The answer that carries a new secret. Its JSON goes into a buffer sized beforehand (so that
+/// no reallocation leaves a copy of the secret behind) and wiped when the response body is
+/// dropped. Copies made on the way out (hyper's write buffer, the kernel, TLS) are beyond
+/// keygate's reach.
 fn issued(key: &IssuedKey) -> Response {
-    let data = WithSecret {
-        info: &key.info,
-        key: key.key.expose_secret(),
+    let answer = Success {
+        success: true,
+        data: WithSecret {
+            info: &key.info,
+            key: key.key.expose_secret(),
+        },
+        message: Some(SHOWN_ONCE),
     };
-    ok(StatusCode::CREATED, data, Some(SHOWN_ONCE))
+    let mut size = ByteCount(0);
+    let mut json = Zeroizing::new(Vec::new());
+    let written = serde_json::to_writer(&mut size, &answer).and_then(|()| {
+        json.reserve_exact(size.0);
+        serde_json::to_writer(&mut *json, &answer)
+    });
+    if let Err(error) = written {
+        tracing::error!(target: "keygate", %error, "issued key could not be serialized");
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    }
+    let mut response = Response::new(Body::from(Bytes::from_owner(json)));
+    *response.status_mut() = StatusCode::CREATED;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+/// Counts the bytes written to it.
+struct ByteCount(usize);
+
+impl std::io::Write for ByteCount {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// The caller, who must be granted `admin` (by its key and its plan) and must not be a key
 /// in its rotation grace period.
 fn admin(tenant: Option<Tenant>) -> Result<Tenant, ApiError> {
     let tenant = tenant.ok_or(ApiError::Auth(AuthError::MissingCredential))?;
+    // Keys issued by a tenant that only named itself would outlive development mode.
+    if tenant.is_development() {
+        return Err(ApiError::Auth(AuthError::DevelopmentMode));
+    }
     tenant.require(&Scope::ADMIN).map_err(ApiError::Auth)?;
     may_manage(&tenant)?;
     Ok(tenant)

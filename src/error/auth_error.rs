@@ -34,6 +34,14 @@ pub enum AuthError {
     /// This server does not accept keys of this environment.
     #[error("{0} keys are not accepted")]
     EnvironmentNotAccepted(Environment),
+    /// Development mode: the tenant header does not hold a valid tenant id (1 to 64
+    /// characters of `A-Z`, `a-z`, `0-9`, `_`, `.` and `-`).
+    #[error("invalid development-mode tenant id")]
+    InvalidDevTenant,
+    /// Development mode: the call (e.g. the management API) is refused to a tenant that
+    /// named itself in the development-mode header instead of presenting a key.
+    #[error("not available in development mode")]
+    DevelopmentMode,
     /// The key lacks the scope the route requires.
     #[error("insufficient scope: {0} required")]
     InsufficientScope(Scope),
@@ -93,8 +101,10 @@ impl AuthError {
             | AuthError::UnknownKey
             | AuthError::RevokedKey
             | AuthError::ExpiredKey
-            | AuthError::EnvironmentNotAccepted(_) => StatusCode::UNAUTHORIZED,
+            | AuthError::EnvironmentNotAccepted(_)
+            | AuthError::InvalidDevTenant => StatusCode::UNAUTHORIZED,
             AuthError::InsufficientScope(_)
+            | AuthError::DevelopmentMode
             | AuthError::TenantSuspended
             | AuthError::NoPlan
             | AuthError::QuotaExhausted
@@ -146,6 +156,10 @@ impl AuthError {
             AuthError::EnvironmentNotAccepted(Environment::Live) => {
                 "Live keys are not accepted here: use a test key"
             }
+            AuthError::InvalidDevTenant => {
+                "Invalid tenant id in development mode: use 1 to 64 characters of A-Z, a-z, 0-9, '_', '.' and '-'"
+            }
+            AuthError::DevelopmentMode => "Management calls are not available in development mode",
             AuthError::InsufficientScope(scope) => {
                 return Cow::Owned(format!("API key lacks the required scope: {scope}"));
             }

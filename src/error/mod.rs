@@ -2,14 +2,15 @@
 //!
 //! | error | HTTP | code | gRPC |
 //! |---|---|---|---|
-//! | missing, malformed, unknown, revoked, expired key, environment refused | 401 + `WWW-Authenticate` | `UNAUTHORIZED` | 16 `UNAUTHENTICATED` |
-//! | scope missing, tenant suspended, quota exhausted, restriction violated | 403 | `FORBIDDEN` | 7 `PERMISSION_DENIED` |
+//! | missing, malformed, unknown, revoked, expired key, environment refused, invalid development-mode tenant id | 401 + `WWW-Authenticate` | `UNAUTHORIZED` | 16 `UNAUTHENTICATED` |
+//! | scope missing, tenant suspended, quota exhausted, restriction violated, management call in development mode | 403 | `FORBIDDEN` | 7 `PERMISSION_DENIED` |
 //! | rate limit exceeded | 429 + `Retry-After` | `RATE_LIMITED` | 8 `RESOURCE_EXHAUSTED` |
 //! | key store or limit backend failing | 503 | `SERVICE_UNAVAILABLE` | 14 `UNAVAILABLE` |
 //!
-//! HTTP bodies are `{"success":false,"error":{"code":"…","message":"…"}}`. Requests whose
-//! content type is `application/grpc` (or `application/grpc+…`) get a trailers-only gRPC answer:
-//! HTTP 200 with `grpc-status` and a percent-encoded `grpc-message`.
+//! HTTP bodies are `{"success":false,"error":{"code":"…","message":"…"}}`. gRPC calls (HTTP/2
+//! `POST` with content type `application/grpc` or `application/grpc+…`, see [`is_grpc`]) get a
+//! trailers-only gRPC answer: HTTP 200 with `grpc-status` and a percent-encoded `grpc-message`.
+//! Every refusal carries `Cache-Control: no-store`.
 //!
 //! The rendering is pluggable through [`RenderError`]; see its docs for an RFC 9457 example.
 
@@ -17,6 +18,6 @@ mod auth_error;
 mod render;
 
 pub use auth_error::{AuthError, Restriction};
-#[allow(unused_imports)] // used by the management API
-pub(crate) use render::envelope;
 pub use render::{InvalidRealm, JsonErrors, RenderError, grpc_response, is_grpc};
+#[allow(unused_imports)] // used by the management API
+pub(crate) use render::{envelope, no_store};

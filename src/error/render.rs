@@ -1,14 +1,17 @@
 use bytes::Bytes;
-use http::header::{CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
-use http::{HeaderMap, HeaderValue, Response, StatusCode};
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
+use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, Version};
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 
 use super::AuthError;
+use crate::verify::RequestHead;
 
 /// Turns an [`AuthError`] into the HTTP response a client sees.
 ///
 /// keygate renders gRPC requests itself (see [`grpc_response`]); this trait decides what plain
-/// HTTP clients get. The default is [`JsonErrors`]. Here is an RFC 9457 problem+json renderer:
+/// HTTP clients get. The default is [`JsonErrors`]. [`AuthLayer`](crate::AuthLayer) adds
+/// `Cache-Control: no-store` to whatever a renderer returns, so that no cache keeps a refusal.
+/// Here is an RFC 9457 problem+json renderer:
 ///
 /// ```
 /// use bytes::Bytes;
@@ -44,7 +47,7 @@ pub trait RenderError: Send + Sync + 'static {
 }
 
 /// The default renderer: keygate's JSON error envelope with `WWW-Authenticate` on 401 and
-/// scope-related 403, and `Retry-After` on 429.
+/// scope-related 403, `Retry-After` on 429, and `Cache-Control: no-store` on every refusal.
 ///
 /// ```
 /// use keygate::error::{AuthError, JsonErrors, RenderError};
@@ -55,6 +58,7 @@ pub trait RenderError: Send + Sync + 'static {
 ///     response.headers()["www-authenticate"],
 ///     "Bearer realm=\"docs-api\", error=\"invalid_token\""
 /// );
+/// assert_eq!(response.headers()["cache-control"], "no-store");
 /// assert_eq!(
 ///     response.body().as_ref(),
 ///     br#"{"success":false,"error":{"code":"UNAUTHORIZED","message":"Invalid API key"}}"#
@@ -118,10 +122,11 @@ impl RenderError for JsonErrors {
         *response.status_mut() = error.status();
         let headers = response.headers_mut();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        if let Some(value) = self.www_authenticate(error) {
-            if let Ok(value) = HeaderValue::try_from(value) {
-                headers.insert(WWW_AUTHENTICATE, value);
-            }
+        headers.insert(CACHE_CONTROL, no_store());
+        if let Some(value) = self.www_authenticate(error)
+            && let Ok(value) = HeaderValue::try_from(value)
+        {
+            headers.insert(WWW_AUTHENTICATE, value);
         }
         if let AuthError::RateLimited { retry_after_secs } = error {
             headers.insert(RETRY_AFTER, HeaderValue::from(*retry_after_secs));
@@ -153,7 +158,8 @@ pub(crate) fn envelope(code: &str, message: &str) -> Bytes {
 /// Characters the gRPC spec requires to be percent-encoded in `grpc-message`.
 const GRPC_MESSAGE: &AsciiSet = &CONTROLS.add(b'%');
 
-/// A trailers-only gRPC answer for `error`: HTTP 200, `grpc-status` and `grpc-message`.
+/// A trailers-only gRPC answer for `error`: HTTP 200, `grpc-status` and `grpc-message` (and
+/// `Cache-Control: no-store`, like every refusal).
 ///
 /// ```
 /// use keygate::error::{AuthError, grpc_response};
@@ -161,12 +167,14 @@ const GRPC_MESSAGE: &AsciiSet = &CONTROLS.add(b'%');
 /// let response = grpc_response(&AuthError::RateLimited { retry_after_secs: 3 });
 /// assert_eq!(response.status(), 200);
 /// assert_eq!(response.headers()["grpc-status"], "8");
+/// assert_eq!(response.headers()["cache-control"], "no-store");
 /// ```
 pub fn grpc_response(error: &AuthError) -> Response<Bytes> {
     let mut response = Response::new(Bytes::new());
     *response.status_mut() = StatusCode::OK;
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+    headers.insert(CACHE_CONTROL, no_store());
     headers.insert(
         "grpc-status",
         HeaderValue::from(u16::from(error.grpc_code())),
@@ -182,9 +190,38 @@ pub fn grpc_response(error: &AuthError) -> Response<Bytes> {
     response
 }
 
-/// Whether the request is a gRPC call: content type `application/grpc`, optionally followed by
-/// `+proto`, `+json` or parameters.
-pub fn is_grpc(headers: &HeaderMap) -> bool {
+/// `Cache-Control: no-store`, which every refusal carries: a refusal is about one request and
+/// one credential, and no cache may answer another request with it.
+pub(crate) fn no_store() -> HeaderValue {
+    HeaderValue::from_static("no-store")
+}
+
+/// Whether the request is a gRPC call: an HTTP/2 `POST` whose content type is
+/// `application/grpc`, optionally followed by `+proto`, `+json` or parameters. Anything else,
+/// such as an HTTP/1.1 `GET` that claims a gRPC content type, is plain HTTP and is refused with
+/// a real 4xx/5xx status, which monitoring sees as the failure it is.
+///
+/// ```
+/// use keygate::error::is_grpc;
+/// use keygate::verify::RequestHead;
+///
+/// let call = http::Request::post("/grpc.health.v1.Health/Check")
+///     .version(http::Version::HTTP_2)
+///     .header("content-type", "application/grpc+proto")
+///     .body(())
+///     .unwrap();
+/// assert!(is_grpc(&RequestHead::from(&call)));
+///
+/// let get = http::Request::get("/").header("content-type", "application/grpc").body(()).unwrap();
+/// assert!(!is_grpc(&RequestHead::from(&get)));
+/// ```
+pub fn is_grpc(head: &RequestHead<'_>) -> bool {
+    head.version == Version::HTTP_2
+        && *head.method == Method::POST
+        && grpc_content_type(head.headers)
+}
+
+fn grpc_content_type(headers: &HeaderMap) -> bool {
     headers.get(CONTENT_TYPE).is_some_and(|v| {
         let v = v.as_bytes();
         v.starts_with(b"application/grpc")

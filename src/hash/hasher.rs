@@ -1,6 +1,6 @@
 use std::fmt;
 
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit, Mac};
 use sha2::{Digest, Sha256};
 
 use super::KeyDigest;
@@ -9,10 +9,27 @@ use super::KeyDigest;
 ///
 /// Every store and every verifier of one service must use the same hasher: a key issued with a
 /// pepper is only found by a verifier that has the same pepper.
+///
+/// The hashing state, which holds the end of the key (and, with a pepper, the keyed HMAC state
+/// derived from it), is wiped when it is dropped: after every [`hash`](Self::hash), and when
+/// the hasher itself goes. Values that Rust moves on the stack may leave copies that no drop
+/// sees; the pepper you pass in is yours to wipe.
 #[derive(Clone)]
 pub struct KeyHasher {
     kind: Kind,
 }
+
+// sha2 and hmac are built with their `zeroize` feature, so that their states wipe themselves
+// on drop: SHA-256 whole, and HMAC-SHA-256 part by part (its inner and outer SHA-256 states and
+// its block buffer; hmac does not mark the whole generic type). This stops compiling if the
+// feature is ever lost.
+const _: () = {
+    use hmac::digest::block_api::{Buffer, CoreProxy};
+    fn wiped_on_drop<T: zeroize::ZeroizeOnDrop + ?Sized>() {}
+    let _ = wiped_on_drop::<Sha256>;
+    let _ = wiped_on_drop::<<Sha256 as CoreProxy>::Core>;
+    let _ = wiped_on_drop::<Buffer<<Hmac<Sha256> as CoreProxy>::Core>>;
+};
 
 #[derive(Clone)]
 enum Kind {

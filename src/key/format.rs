@@ -141,7 +141,7 @@ impl KeyFormat {
 
     /// Sets the entropy of the body in bits: a multiple of 8 from 128 to 512.
     pub fn with_entropy_bits(mut self, bits: usize) -> Result<Self, KeyFormatError> {
-        if !(128..=512).contains(&bits) || bits % 8 != 0 {
+        if !(128..=512).contains(&bits) || !bits.is_multiple_of(8) {
             return Err(KeyFormatError::InvalidEntropy);
         }
         self.body_len = bits / 4;

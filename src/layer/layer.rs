@@ -122,7 +122,9 @@ impl AuthLayer {
     }
 
     /// Whether the credential headers are removed before the inner service runs (default
-    /// yes, so that no handler or downstream log ever sees the key).
+    /// yes, so that no handler or downstream log ever sees the key). Removing a header frees
+    /// its bytes but does not wipe them: they belong to `http` and the server (shared buffers
+    /// of the connection), not to keygate.
     pub fn strip_credentials(self, strip: bool) -> Self {
         self.with(|c| c.strip_credentials = strip)
     }

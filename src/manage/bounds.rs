@@ -128,10 +128,10 @@ impl<'a> KeyBounds<'a> {
         if !restrictions_contain(self.restrictions, new.restrictions) {
             return Err(BoundViolation::Restrictions);
         }
-        if let Some(limit) = self.expires_at {
-            if new.expires_at.is_none_or(|at| at > limit) {
-                return Err(BoundViolation::Expiry);
-            }
+        if let Some(limit) = self.expires_at
+            && new.expires_at.is_none_or(|at| at > limit)
+        {
+            return Err(BoundViolation::Expiry);
         }
         Ok(())
     }

@@ -24,7 +24,9 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Restrictions {
-    /// Client addresses allowed to use the key (CIDR, IPv4 or IPv6).
+    /// Client addresses allowed to use the key (CIDR, IPv4 or IPv6; an IPv4-mapped IPv6 range
+    /// such as `::ffff:10.0.0.0/104` is the IPv4 range it maps, and an IPv4 client matches
+    /// IPv4 ranges however the server's socket sees it).
     pub ip_ranges: Vec<IpNet>,
     /// Allowed `Referer`/`Origin` values: an exact origin such as `https://app.example.com`, or
     /// a prefix ending in `*`.
@@ -64,8 +66,14 @@ impl Restrictions {
     ) -> Result<(), crate::error::Restriction> {
         use crate::error::Restriction;
         if !self.ip_ranges.is_empty() {
-            let allowed =
-                client_ip().is_some_and(|ip| self.ip_ranges.iter().any(|net| net.contains(&ip)));
+            // Both sides canonical: an IPv4 client seen on a `[::]` listener as
+            // `::ffff:a.b.c.d` is the IPv4 client, and a range written that way is IPv4 too.
+            let allowed = client_ip().is_some_and(|ip| {
+                let ip = ip.to_canonical();
+                self.ip_ranges
+                    .iter()
+                    .any(|net| crate::verify::canonical_net(*net).contains(&ip))
+            });
             if !allowed {
                 return Err(Restriction::IpAddress);
             }

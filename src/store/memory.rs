@@ -175,10 +175,10 @@ impl ManagedKeyStore for MemoryStore {
         check_record_times(&record)?;
         let mut inner = self.write();
         inner.check_new(&record)?;
-        if let Some(max) = max_active {
-            if inner.active_count(&record.tenant_id, record.created_at) >= max {
-                return Err(StoreError::ActiveKeyLimit(max));
-            }
+        if let Some(max) = max_active
+            && inner.active_count(&record.tenant_id, record.created_at) >= max
+        {
+            return Err(StoreError::ActiveKeyLimit(max));
         }
         inner.add(record);
         Ok(())
@@ -290,10 +290,10 @@ impl ManagedKeyStore for MemoryStore {
             let Some(digest) = inner.by_id.get(id).copied() else {
                 continue;
             };
-            if let Some(record) = inner.by_digest.get_mut(&digest) {
-                if record.last_used_at.is_none_or(|t| t < *at) {
-                    Arc::make_mut(record).last_used_at = Some(*at);
-                }
+            if let Some(record) = inner.by_digest.get_mut(&digest)
+                && record.last_used_at.is_none_or(|t| t < *at)
+            {
+                Arc::make_mut(record).last_used_at = Some(*at);
             }
         }
         Ok(())

@@ -24,6 +24,7 @@ use crate::store::KeyRecord;
 pub struct Tenant {
     key: Arc<KeyRecord>,
     entitlements: Option<Arc<TenantEntitlements>>,
+    development: bool,
 }
 
 impl Tenant {
@@ -32,6 +33,7 @@ impl Tenant {
         Tenant {
             key,
             entitlements: None,
+            development: false,
         }
     }
 
@@ -40,7 +42,32 @@ impl Tenant {
         key: Arc<KeyRecord>,
         entitlements: Option<Arc<TenantEntitlements>>,
     ) -> Self {
-        Tenant { key, entitlements }
+        Tenant {
+            key,
+            entitlements,
+            development: false,
+        }
+    }
+
+    /// Marks a tenant named by the development-mode header rather than by a key.
+    pub(crate) fn development(mut self) -> Self {
+        self.development = true;
+        self
+    }
+
+    /// Whether the request named its tenant in the development-mode header (see
+    /// `VerifierBuilder::dev_tenant_header`, feature `dev-mode`) instead of presenting a key.
+    /// Such a tenant is trusted on its word: anything that lasts longer than development
+    /// mode, such as issuing keys, must refuse it (the management API answers 403).
+    ///
+    /// ```
+    /// # use keygate::Tenant;
+    /// fn may_issue_keys(tenant: &Tenant) -> bool {
+    ///     !tenant.is_development()
+    /// }
+    /// ```
+    pub fn is_development(&self) -> bool {
+        self.development
     }
 
     /// The tenant's status and plan, when the verifier has an entitlement source.
@@ -154,6 +181,7 @@ impl fmt::Debug for Tenant {
             .field("scopes", &self.key.scopes)
             .field("environment", &self.key.environment)
             .field("plan", &self.entitlements.as_ref().map(|e| &e.plan.name))
+            .field("development", &self.development)
             .finish()
     }
 }

@@ -8,7 +8,9 @@ use crate::key::MalformedKey;
 ///
 /// Exactly one credential is accepted. Two (both headers, or one header repeated) are refused,
 /// even when equal: a request that carries two keys is ambiguous and never resolved by picking
-/// one. The query string is never read.
+/// one. The query string is never read. The key is read in place from the header value, never
+/// copied; the header's bytes are `http`'s, freed (not wiped) when the request is done with
+/// them.
 ///
 /// ```
 /// use keygate::verify::CredentialSource;

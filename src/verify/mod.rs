@@ -23,8 +23,8 @@ mod credential;
 mod head;
 mod verifier;
 
-pub use client_ip::ClientAddr;
-pub(crate) use client_ip::client_ip;
+pub use client_ip::{ClientAddr, ForwardedHeader};
+pub(crate) use client_ip::{TrustedProxies, canonical_net, client_ip};
 pub use credential::CredentialSource;
 pub use head::RequestHead;
 pub use verifier::{Admitted, Limits, Presented, Rejection, Verifier, VerifierBuilder};

@@ -7,7 +7,7 @@ use time::OffsetDateTime;
 
 use ipnet::IpNet;
 
-use super::{CredentialSource, RequestHead, client_ip};
+use super::{CredentialSource, ForwardedHeader, RequestHead, TrustedProxies, client_ip};
 use crate::entitle::{EntitlementLookup, EntitlementSource, TenantStatus};
 use crate::error::AuthError;
 use crate::hash::{KeyDigest, KeyHasher};
@@ -36,7 +36,7 @@ struct Inner {
     entitlements: Option<Arc<dyn EntitlementSource>>,
     limiter: Option<Arc<dyn Limiter>>,
     limits_fail_open: bool,
-    trusted_proxies: Vec<IpNet>,
+    trusted_proxies: TrustedProxies,
     #[cfg(feature = "dev-mode")]
     dev_tenant_header: Option<http::HeaderName>,
 }
@@ -72,6 +72,24 @@ impl Presented {
             Kind::Dev(_) => None,
         }
     }
+
+    /// Whether this is a development-mode tenant header rather than a key.
+    pub fn is_development(&self) -> bool {
+        match &self.kind {
+            Kind::Key { .. } => false,
+            #[cfg(feature = "dev-mode")]
+            Kind::Dev(_) => true,
+        }
+    }
+}
+
+/// 1 to 64 characters of `A-Z`, `a-z`, `0-9`, `_`, `.` and `-`.
+#[cfg(feature = "dev-mode")]
+fn is_dev_tenant_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
 impl Verifier {
@@ -92,7 +110,7 @@ impl Verifier {
                 entitlements: None,
                 limiter: None,
                 limits_fail_open: false,
-                trusted_proxies: Vec::new(),
+                trusted_proxies: TrustedProxies::default(),
                 #[cfg(feature = "dev-mode")]
                 dev_tenant_header: None,
             },
@@ -112,6 +130,15 @@ impl Verifier {
     /// Where credentials are read from.
     pub fn credential_source(&self) -> &CredentialSource {
         &self.inner.source
+    }
+
+    /// Removes the development-mode tenant header, if one is configured, so that the inner
+    /// service cannot take a tenant from it that keygate did not authenticate.
+    #[cfg(feature = "dev-mode")]
+    pub(crate) fn strip_dev_tenant(&self, headers: &mut http::HeaderMap) {
+        if let Some(name) = &self.inner.dev_tenant_header {
+            headers.remove(name);
+        }
     }
 
     /// Every check that needs no store: one credential, key format and checksum, environment
@@ -151,17 +178,26 @@ impl Verifier {
         })
     }
 
+    /// Development mode: the tenant named by the header, as a `test`-environment `admin`.
     #[cfg(feature = "dev-mode")]
     fn dev_tenant(&self, head: &RequestHead<'_>) -> Result<Presented, AuthError> {
         let Some(name) = &self.inner.dev_tenant_header else {
             return Err(AuthError::MissingCredential);
         };
-        let tenant = head
-            .headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .filter(|v| !v.is_empty())
-            .ok_or(AuthError::MissingCredential)?;
+        let mut values = head.headers.get_all(name).iter();
+        let value = values.next().ok_or(AuthError::MissingCredential)?;
+        if values.next().is_some() {
+            return Err(AuthError::MultipleCredentials);
+        }
+        let tenant = value
+            .to_str()
+            .ok()
+            .filter(|t| is_dev_tenant_id(t))
+            .ok_or(AuthError::InvalidDevTenant)?;
+        // Development mode stands in for test keys: a server that refuses those refuses it.
+        if !self.inner.accept_test {
+            return Err(AuthError::EnvironmentNotAccepted(Environment::Test));
+        }
         tracing::warn!(target: "keygate", tenant_id = tenant, "development mode: tenant taken from header, no key checked");
         let record = KeyRecord {
             id: "dev".into(),
@@ -256,6 +292,7 @@ impl Verifier {
     fn accept_tenant(
         &self,
         head: &RequestHead<'_>,
+        presented: &Presented,
         record: Arc<KeyRecord>,
         entitlements: Option<EntitlementLookup>,
         required: Option<&Scope>,
@@ -269,10 +306,10 @@ impl Verifier {
                 return Err(AuthError::Unavailable);
             }
         };
-        if let Some(e) = &entitlements {
-            if e.status == TenantStatus::Suspended {
-                return Err(self.refuse(AuthError::TenantSuspended, Some(&record)));
-            }
+        if let Some(e) = &entitlements
+            && e.status == TenantStatus::Suspended
+        {
+            return Err(self.refuse(AuthError::TenantSuspended, Some(&record)));
         }
         if !record.restrictions.is_empty() {
             let trusted = &self.inner.trusted_proxies;
@@ -284,15 +321,19 @@ impl Verifier {
             }
         }
         let tenant = Tenant::with_entitlements(record, entitlements);
-        if let Some(scope) = required {
-            if !tenant.grants(scope) {
-                return Err(self.refuse(
-                    AuthError::InsufficientScope(scope.clone()),
-                    Some(tenant.key()),
-                ));
-            }
+        if let Some(scope) = required
+            && !tenant.grants(scope)
+        {
+            return Err(self.refuse(
+                AuthError::InsufficientScope(scope.clone()),
+                Some(tenant.key()),
+            ));
         }
-        Ok(tenant)
+        Ok(if presented.is_development() {
+            tenant.development()
+        } else {
+            tenant
+        })
     }
 
     /// What the limiter must check for this tenant, if anything.
@@ -392,7 +433,7 @@ impl Verifier {
             Some(source) => Some(source.entitlements_now(&record.tenant_id)?),
             None => None,
         };
-        let tenant = match self.accept_tenant(head, record, entitlements, required) {
+        let tenant = match self.accept_tenant(head, &presented, record, entitlements, required) {
             Ok(t) => t,
             Err(e) => return Some(Err(e.into())),
         };
@@ -446,7 +487,7 @@ impl Verifier {
             }),
             None => None,
         };
-        let tenant = self.accept_tenant(head, record, entitlements, required)?;
+        let tenant = self.accept_tenant(head, &presented, record, entitlements, required)?;
         let outcome = match self.limit_request(&tenant, limits) {
             Some((limiter, request)) => match limiter.acquire_now(&request) {
                 Some(outcome) => outcome,
@@ -571,9 +612,18 @@ impl VerifierBuilder {
     }
 
     /// Development mode: requests without any key may name their tenant in `header` (the
-    /// seed's `X-Tenant-Id`) and get an `admin` tenant. Never use it in production: it is only
-    /// compiled with the `dev-mode` feature and logs a warning when enabled and on every use.
-    /// A request that carries a key is always verified normally.
+    /// seed's `X-Tenant-Id`) and get an `admin` tenant of the `test` environment. Never use it
+    /// in production: it is only compiled with the `dev-mode` feature and logs a warning when
+    /// enabled and on every use.
+    ///
+    /// - A request that carries a key is always verified normally.
+    /// - The tenant id must be 1 to 64 characters of `A-Z`, `a-z`, `0-9`, `_`, `.` and `-`;
+    ///   anything else, or the header repeated, is refused with 401.
+    /// - It stands in for a test key: with [`accept_test_keys(false)`](Self::accept_test_keys)
+    ///   it is refused like one (401 "Test keys are not accepted here: use a live key").
+    /// - The header is removed before the inner service runs, like the credential headers.
+    /// - The [`Tenant`] says [`is_development`](Tenant::is_development), and the management
+    ///   API refuses it (403): keys issued in development mode would outlive it.
     #[cfg(feature = "dev-mode")]
     pub fn dev_tenant_header(mut self, header: Option<http::HeaderName>) -> Self {
         self.inner.dev_tenant_header = header;
@@ -600,10 +650,32 @@ impl VerifierBuilder {
         self
     }
 
-    /// Proxies whose `Forwarded`/`X-Forwarded-For` headers are believed when deciding the
-    /// client address for IP restrictions. Headers from any other peer are ignored.
-    pub fn trusted_proxies(mut self, proxies: impl IntoIterator<Item = IpNet>) -> Self {
-        self.inner.trusted_proxies = proxies.into_iter().collect();
+    /// The proxies in front of this service, and the one forwarding header they set, for
+    /// deciding the client address of IP-restricted keys.
+    ///
+    /// When the connection's peer is in `proxies`, the client is the right-most address of
+    /// `header` that is not itself in `proxies`; from any other peer, no forwarding header is
+    /// read. Only `header` is read: a proxy that appends to `X-Forwarded-For` passes a
+    /// client-written `Forwarded` through untouched, and the reverse, so the header the proxy
+    /// does not set is ignored entirely. A header that cannot be parsed leaves the client
+    /// unknown, which refuses IP-restricted keys. IPv4-mapped IPv6 addresses and ranges
+    /// (`::ffff:10.0.0.1`, `::ffff:10.0.0.0/104`) count as the IPv4 ones they map.
+    ///
+    /// ```
+    /// use keygate::{Verifier, store::MemoryStore, verify::ForwardedHeader};
+    ///
+    /// // A load balancer at 10.0.0.5 that appends the client to X-Forwarded-For.
+    /// let verifier = Verifier::builder(MemoryStore::new())
+    ///     .trusted_proxies(ForwardedHeader::XForwardedFor, ["10.0.0.5/32".parse().unwrap()])
+    ///     .build();
+    /// # let _ = verifier;
+    /// ```
+    pub fn trusted_proxies(
+        mut self,
+        header: ForwardedHeader,
+        proxies: impl IntoIterator<Item = IpNet>,
+    ) -> Self {
+        self.inner.trusted_proxies = TrustedProxies::new(header, proxies);
         self
     }
 

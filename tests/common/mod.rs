@@ -164,6 +164,30 @@ pub async fn serve(app: axum::Router) -> std::net::SocketAddr {
     addr
 }
 
+/// Serves `app` on a fresh port of a dual-stack `[::]` listener, where IPv4 clients appear as
+/// IPv4-mapped IPv6 addresses (`::ffff:127.0.0.1`); returns the port's IPv4 loopback address,
+/// so that requests come from such a client.
+pub async fn serve_dual_stack(app: axum::Router) -> std::net::SocketAddr {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV6, Type::STREAM, None).unwrap();
+    socket.set_only_v6(false).unwrap();
+    socket.set_nonblocking(true).unwrap();
+    let any: std::net::SocketAddr = "[::]:0".parse().unwrap();
+    socket.bind(&any.into()).unwrap();
+    socket.listen(128).unwrap();
+    let listener = tokio::net::TcpListener::from_std(socket.into()).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .await
+        .unwrap();
+    });
+    std::net::SocketAddr::from(([127, 0, 0, 1], port))
+}
+
 /// A response read whole.
 pub struct Reply {
     pub status: http::StatusCode,
@@ -177,12 +201,23 @@ impl Reply {
     }
 }
 
-/// Sends one request over real TCP with hyper's client.
+/// Sends one request over real TCP with hyper's client, in HTTP/1.1.
 pub async fn send_tcp(addr: std::net::SocketAddr, req: http::Request<String>) -> Reply {
+    send_tcp_as(addr, req, false).await
+}
+
+/// Sends one request over real TCP with hyper's client, in HTTP/2 (prior knowledge).
+pub async fn send_tcp_h2(addr: std::net::SocketAddr, req: http::Request<String>) -> Reply {
+    send_tcp_as(addr, req, true).await
+}
+
+async fn send_tcp_as(addr: std::net::SocketAddr, req: http::Request<String>, h2: bool) -> Reply {
     use http_body_util::BodyExt;
     use hyper_util::client::legacy::Client;
     use hyper_util::rt::TokioExecutor;
-    let client: Client<_, String> = Client::builder(TokioExecutor::new()).build_http();
+    let client: Client<_, String> = Client::builder(TokioExecutor::new())
+        .http2_only(h2)
+        .build_http();
     let (mut parts, body) = req.into_parts();
     let uri = format!(
         "http://{addr}{}",
