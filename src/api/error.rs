@@ -104,7 +104,10 @@ impl IntoResponse for ApiError {
                 // Like every refusal of keygate's: never stored by a cache on the way.
                 (
                     other.status(),
-                    [(CONTENT_TYPE, "application/json"), (CACHE_CONTROL, "no-store")],
+                    [
+                        (CONTENT_TYPE, "application/json"),
+                        (CACHE_CONTROL, "no-store"),
+                    ],
                     body,
                 )
                     .into_response()
