@@ -1,7 +1,7 @@
 //! Rotation rules through the management API over TCP, on the SQLite store: a key is replaced
 //! once, a rotation with grace needs room under the cap, and concurrent rotations or a rotation
 //! racing a revocation leave exactly one outcome.
-#![cfg(feature = "sqlite")]
+#![cfg(all(feature = "sqlite", feature = "axum"))]
 
 mod common;
 

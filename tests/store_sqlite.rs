@@ -5,8 +5,6 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{UNAVAILABLE, envelope, send_tcp, serve};
-use http::StatusCode;
 use keygate::manage::{KeyManager, NewKey};
 use keygate::store::{KeyStore, ManagedKeyStore, SqliteStore, StoreError, conformance};
 use time::{Duration, OffsetDateTime};
@@ -331,9 +329,12 @@ async fn in_memory_and_reopened_stores_are_unaffected() {
     );
 }
 
+#[cfg(feature = "axum")]
 #[tokio::test]
 async fn the_management_api_and_the_request_path_answer_503_when_the_file_is_gone() {
     use axum::{Router, routing::get};
+    use common::{UNAVAILABLE, envelope, send_tcp, serve};
+    use http::StatusCode;
     use keygate::scope::Scope;
     use keygate::store::MemoryStore;
     use keygate::{AuthLayer, Tenant, Verifier, api};
