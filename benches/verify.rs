@@ -15,9 +15,9 @@ use keygate::entitle::{EntitlementSource, MemoryEntitlements};
 use keygate::hash::KeyHasher;
 use keygate::key::KeyFormat;
 use keygate::limit::{Decision, LimitHeaders, LimitRequest, Limiter, MemoryLimiter, apply_headers};
+use keygate::request::RequestHead;
 use keygate::scope::{Scope, Scopes};
 use keygate::store::{KeyRecord, KeyStore};
-use keygate::verify::RequestHead;
 
 mod support;
 use support::{auth_app, hello_app, pipeline_app, plan, record, store_with};

@@ -36,13 +36,16 @@
 #[cfg(feature = "axum")]
 pub mod api;
 pub mod audit;
+pub mod backend;
 pub mod entitle;
 pub mod error;
 pub mod hash;
 pub mod key;
+pub mod last_used;
 pub mod layer;
 pub mod limit;
 pub mod manage;
+pub mod request;
 pub mod restrict;
 pub mod scope;
 pub mod store;

@@ -693,7 +693,7 @@ async fn management_over_tcp_and_no_secret_in_logs() {
 
 #[tokio::test]
 async fn last_used_is_coalesced_and_flushed() {
-    use keygate::manage::LastUsedTracker;
+    use keygate::last_used::LastUsedTracker;
     let store = MemoryStore::new();
     let verifier = Verifier::builder(store.clone()).build();
     let manager = KeyManager::builder(store.clone())
@@ -1424,7 +1424,7 @@ impl keygate::audit::AuditSink for RecordingAudit {
     async fn record(
         &self,
         event: &keygate::audit::AuditEvent,
-    ) -> Result<(), keygate::store::StoreError> {
+    ) -> Result<(), keygate::backend::BackendError> {
         self.events.lock().unwrap().push(event.clone());
         self.recorded.notify_waiters();
         Ok(())

@@ -7,7 +7,7 @@ use common::*;
 use http::{HeaderValue, Request};
 use http_body_util::BodyExt;
 use keygate::key::{Environment, KeyFormat};
-use keygate::verify::RequestHead;
+use keygate::request::RequestHead;
 use keygate::{AuthLayer, Verifier};
 use proptest::prelude::*;
 use tower::ServiceExt;

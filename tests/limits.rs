@@ -9,11 +9,11 @@ use std::time::Duration;
 use axum::{Router, body::Body, routing::get};
 use common::*;
 use http::{Request, StatusCode};
+use keygate::backend::BackendError;
 use keygate::entitle::{MemoryEntitlements, Plan, TenantEntitlements};
 use keygate::key::ApiKey;
 use keygate::limit::{
-    Decision, LimitError, LimitRequest, Limiter, ManualClock, MemoryLimiter, Quota, QuotaPeriod,
-    RateLimit,
+    Decision, LimitRequest, Limiter, ManualClock, MemoryLimiter, Quota, QuotaPeriod, RateLimit,
 };
 use keygate::scope::{Scope, Scopes};
 use keygate::{AuthLayer, Verifier};
@@ -394,10 +394,12 @@ struct RemoteLimiter(MemoryLimiter, bool);
 
 #[async_trait::async_trait]
 impl Limiter for RemoteLimiter {
-    async fn acquire(&self, request: &LimitRequest<'_>) -> Result<Decision, LimitError> {
+    async fn acquire(&self, request: &LimitRequest<'_>) -> Result<Decision, BackendError> {
         tokio::task::yield_now().await;
         if self.1 {
-            return Err(LimitError("connection refused".into()));
+            return Err(BackendError::backend(std::io::Error::other(
+                "connection refused",
+            )));
         }
         self.0.acquire(request).await
     }

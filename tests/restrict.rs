@@ -8,9 +8,9 @@ use axum::{Router, body::Body, routing::get};
 use common::*;
 use http::{Request, StatusCode};
 use keygate::key::{ApiKey, Environment, KeyFormat};
+use keygate::request::{ClientAddr, ForwardedHeader};
 use keygate::restrict::{EndpointRule, Restrictions};
 use keygate::store::{KeyRecord, MemoryStore};
-use keygate::verify::{ClientAddr, ForwardedHeader};
 use keygate::{AuthLayer, Verifier};
 use tower::ServiceExt;
 

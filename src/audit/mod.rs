@@ -26,7 +26,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::store::StoreError;
+use crate::backend::BackendError;
 
 /// What happened to a key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -84,7 +84,7 @@ pub struct AuditEvent {
 #[async_trait]
 pub trait AuditSink: Send + Sync + 'static {
     /// Records one event.
-    async fn record(&self, event: &AuditEvent) -> Result<(), StoreError>;
+    async fn record(&self, event: &AuditEvent) -> Result<(), BackendError>;
 }
 
 /// Emits every event as a `tracing` INFO event on target `keygate::audit`.
@@ -93,7 +93,7 @@ pub struct TracingAudit;
 
 #[async_trait]
 impl AuditSink for TracingAudit {
-    async fn record(&self, event: &AuditEvent) -> Result<(), StoreError> {
+    async fn record(&self, event: &AuditEvent) -> Result<(), BackendError> {
         tracing::info!(
             target: "keygate::audit",
             action = %event.action,

@@ -28,9 +28,9 @@ use std::sync::{Arc, RwLock};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+use crate::backend::BackendError;
 use crate::limit::{Quota, RateLimit};
 use crate::scope::Scopes;
-use crate::store::StoreError;
 
 /// Whether a tenant may use the API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,9 +81,11 @@ impl TenantEntitlements {
 }
 
 /// The answer of an entitlement lookup.
-pub type EntitlementLookup = Result<Option<Arc<TenantEntitlements>>, StoreError>;
+pub type EntitlementLookup = Result<Option<Arc<TenantEntitlements>>, BackendError>;
 
 /// Where tenants' entitlements come from.
+///
+/// A source that fails returns a [`BackendError`]; the request is then refused with 503.
 #[async_trait]
 pub trait EntitlementSource: Send + Sync + 'static {
     /// The tenant's entitlements; `None` for a tenant the source does not know (the request is

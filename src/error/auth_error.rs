@@ -1,9 +1,9 @@
 use std::borrow::Cow;
-use std::fmt;
 
 use http::StatusCode;
 
 use crate::key::{Environment, MalformedKey};
+use crate::restrict::Violation;
 use crate::scope::Scope;
 
 /// Why a request was refused. One variant per outcome; each maps to one status and code.
@@ -56,7 +56,7 @@ pub enum AuthError {
     QuotaExhausted,
     /// A key restriction does not allow this request.
     #[error("key restriction violated: {0}")]
-    RestrictionViolated(Restriction),
+    RestrictionViolated(Violation),
     /// A rate limit is exceeded; retry after the given whole seconds (at least 1).
     #[error("rate limit exceeded")]
     RateLimited {
@@ -66,28 +66,6 @@ pub enum AuthError {
     /// The key store or a limit backend failed or timed out (fail closed).
     #[error("authentication backend unavailable")]
     Unavailable,
-}
-
-/// The kind of key restriction a request violated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Restriction {
-    /// The client address is outside the key's allowed ranges.
-    IpAddress,
-    /// The referrer is not one of the key's allowed referrers.
-    Referrer,
-    /// The endpoint is not one of the key's allowed endpoints.
-    Endpoint,
-}
-
-impl fmt::Display for Restriction {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Restriction::IpAddress => "IP address",
-            Restriction::Referrer => "referrer",
-            Restriction::Endpoint => "endpoint",
-        })
-    }
 }
 
 impl AuthError {

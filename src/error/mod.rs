@@ -15,9 +15,13 @@
 //! The rendering is pluggable through [`RenderError`]; see its docs for an RFC 9457 example.
 
 mod auth_error;
+mod grpc;
 mod render;
 
-pub use auth_error::{AuthError, Restriction};
-pub use render::{InvalidRealm, JsonErrors, RenderError, grpc_response, is_grpc};
-#[allow(unused_imports)] // used by the management API
-pub(crate) use render::{envelope, no_store};
+pub use auth_error::AuthError;
+pub use grpc::{grpc_response, is_grpc};
+// The management API (feature `axum`) answers its own refusals in the same envelope.
+#[cfg(feature = "axum")]
+pub(crate) use render::envelope;
+pub(crate) use render::no_store;
+pub use render::{InvalidRealm, JsonErrors, RenderError};

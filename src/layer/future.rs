@@ -12,7 +12,8 @@ use super::AuthBody;
 use super::layer::Config;
 use super::service::{admit, render};
 use crate::limit::{LimitHeaders, Usage};
-use crate::verify::{Admitted, Rejection, RequestHead};
+use crate::request::RequestHead;
+use crate::verify::{Admitted, Rejection};
 
 type CheckFuture<B> =
     Pin<Box<dyn Future<Output = (Request<B>, Result<Admitted, Rejection>)> + Send>>;

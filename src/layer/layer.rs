@@ -5,10 +5,11 @@ use tower_layer::Layer;
 
 use super::AuthService;
 use crate::error::{JsonErrors, RenderError};
+use crate::last_used::LastUsedTracker;
 use crate::limit::LimitHeaders;
-use crate::manage::LastUsedTracker;
+use crate::request::RequestHead;
 use crate::scope::{Scope, ScopePolicy};
-use crate::verify::{Limits, RequestHead, Verifier};
+use crate::verify::{Limits, Verifier};
 
 type PublicFn = dyn Fn(&RequestHead<'_>) -> bool + Send + Sync;
 

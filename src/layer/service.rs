@@ -9,8 +9,9 @@ use tower_service::Service;
 use super::layer::Config;
 use super::{AuthBody, ResponseFuture};
 use crate::error::{grpc_response, is_grpc, no_store};
+use crate::request::RequestHead;
 use crate::tenant::Tenant;
-use crate::verify::{Rejection, RequestHead};
+use crate::verify::Rejection;
 
 /// The service made by [`AuthLayer`](super::AuthLayer).
 pub struct AuthService<S> {

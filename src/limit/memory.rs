@@ -7,9 +7,10 @@ use foldhash::fast::RandomState;
 use async_trait::async_trait;
 
 use super::{
-    Clock, Decision, LimitError, LimitRequest, Limiter, Quota, QuotaPeriod, QuotaStatus, RateLimit,
-    RateStatus, SystemClock, Usage,
+    Clock, Decision, LimitRequest, Limiter, Quota, QuotaPeriod, QuotaStatus, RateLimit, RateStatus,
+    SystemClock, Usage,
 };
+use crate::backend::BackendError;
 
 const NANOS: u64 = 1_000_000_000;
 
@@ -302,11 +303,11 @@ fn quota_status(state: &mut TenantState, quota: Quota, now: u64, cost: u32) -> (
 
 #[async_trait]
 impl Limiter for MemoryLimiter {
-    async fn acquire(&self, request: &LimitRequest<'_>) -> Result<Decision, LimitError> {
+    async fn acquire(&self, request: &LimitRequest<'_>) -> Result<Decision, BackendError> {
         Ok(self.decide(request))
     }
 
-    fn acquire_now(&self, request: &LimitRequest<'_>) -> Option<Result<Decision, LimitError>> {
+    fn acquire_now(&self, request: &LimitRequest<'_>) -> Option<Result<Decision, BackendError>> {
         Some(Ok(self.decide(request)))
     }
 }

@@ -39,6 +39,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+use crate::backend::BackendError;
+
 /// `limit` requests per `window`, bursts up to `limit`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RateLimit {
@@ -175,20 +177,18 @@ pub enum Decision {
     },
 }
 
-/// A limiter backend failed.
-#[derive(Debug, thiserror::Error)]
-#[error("limit backend error: {0}")]
-pub struct LimitError(#[source] pub Box<dyn std::error::Error + Send + Sync>);
-
 /// Checks and consumes rate limits and quotas, all-or-nothing.
+///
+/// A backend that fails returns a [`BackendError`]; the verifier then refuses the request with
+/// 503, or lets it through when configured to fail open.
 #[async_trait]
 pub trait Limiter: Send + Sync + 'static {
     /// One atomic check-and-consume of everything in `request`.
-    async fn acquire(&self, request: &LimitRequest<'_>) -> Result<Decision, LimitError>;
+    async fn acquire(&self, request: &LimitRequest<'_>) -> Result<Decision, BackendError>;
 
     /// The same, answered at once when the backend can (in-process limiters); `None` means
     /// "ask [`Limiter::acquire`]" and must not have consumed anything.
-    fn acquire_now(&self, request: &LimitRequest<'_>) -> Option<Result<Decision, LimitError>> {
+    fn acquire_now(&self, request: &LimitRequest<'_>) -> Option<Result<Decision, BackendError>> {
         let _ = request;
         None
     }

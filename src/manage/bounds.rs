@@ -197,8 +197,8 @@ fn endpoint_within(outer: &EndpointRule, inner: &EndpointRule) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::request::RequestHead;
     use crate::scope::Scope;
-    use crate::verify::RequestHead;
     use proptest::prelude::*;
     use std::fmt;
     use std::net::IpAddr;

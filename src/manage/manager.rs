@@ -6,6 +6,7 @@ use time::{Duration, OffsetDateTime};
 
 use super::{KeyBounds, ManageError};
 use crate::audit::{AuditAction, AuditEvent, AuditSink, TracingAudit};
+use crate::backend::BackendError;
 use crate::hash::KeyHasher;
 use crate::key::{ApiKey, Environment, KeyFormat};
 use crate::restrict::Restrictions;
@@ -190,7 +191,7 @@ impl KeyManager {
     /// use keygate::key::Environment;
     /// use keygate::manage::{BoundViolation, KeyManager, ManageError, NewKey};
     /// use keygate::store::MemoryStore;
-    /// use keygate::verify::RequestHead;
+    /// use keygate::request::RequestHead;
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
     /// let store = MemoryStore::new();
@@ -521,7 +522,7 @@ impl KeyManager {
         let recorded =
             tokio::time::timeout(self.inner.store_timeout, self.inner.audit.record(&event))
                 .await
-                .unwrap_or(Err(StoreError::Timeout));
+                .unwrap_or(Err(BackendError::Timeout));
         if let Err(error) = recorded {
             tracing::error!(target: "keygate::audit", %error, action = %action, key_id = %key.id, "audit sink failed");
         }

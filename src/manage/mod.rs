@@ -1,4 +1,4 @@
-//! The life of a key: issue, list, get, rename, rotate, revoke; and last-used tracking.
+//! The life of a key: issue, list, get, rename, rotate, revoke.
 //!
 //! [`KeyManager`] works on any [`ManagedKeyStore`](crate::store::ManagedKeyStore) and needs no
 //! HTTP: the management API (`keygate::api`, `axum` feature) is a thin layer over it.
@@ -30,12 +30,10 @@
 
 mod bounds;
 mod error;
-mod last_used;
 mod manager;
 
 pub use bounds::{BoundViolation, KeyBounds};
 pub use error::ManageError;
-pub use last_used::{LastUsedFlusher, LastUsedTracker};
 #[cfg(feature = "axum")]
 pub(crate) use manager::may_manage;
 pub use manager::{

@@ -14,8 +14,13 @@
 //! assert!(!r.is_empty());
 //! ```
 
+use std::fmt;
+use std::net::IpAddr;
+
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
+
+use crate::request::{RequestHead, canonical_net};
 
 /// The restrictions attached to one key.
 ///
@@ -61,10 +66,9 @@ impl Restrictions {
     /// has IP ranges. An unknown client address fails an IP restriction (fail closed).
     pub(crate) fn check(
         &self,
-        head: &crate::verify::RequestHead<'_>,
-        client_ip: impl FnOnce() -> Option<std::net::IpAddr>,
-    ) -> Result<(), crate::error::Restriction> {
-        use crate::error::Restriction;
+        head: &RequestHead<'_>,
+        client_ip: impl FnOnce() -> Option<IpAddr>,
+    ) -> Result<(), Violation> {
         if !self.ip_ranges.is_empty() {
             // Both sides canonical: an IPv4 client seen on a `[::]` listener as
             // `::ffff:a.b.c.d` is the IPv4 client, and a range written that way is IPv4 too.
@@ -72,10 +76,10 @@ impl Restrictions {
                 let ip = ip.to_canonical();
                 self.ip_ranges
                     .iter()
-                    .any(|net| crate::verify::canonical_net(*net).contains(&ip))
+                    .any(|net| canonical_net(*net).contains(&ip))
             });
             if !allowed {
-                return Err(Restriction::IpAddress);
+                return Err(Violation::IpAddress);
             }
         }
         if !self.referrers.is_empty() {
@@ -89,7 +93,7 @@ impl Restrictions {
                     .iter()
                     .any(|pattern| referrer_matches(pattern, r))
             }) {
-                return Err(Restriction::Referrer);
+                return Err(Violation::Referrer);
             }
         }
         if !self.endpoints.is_empty() {
@@ -102,10 +106,39 @@ impl Restrictions {
                     && path_matches(&rule.path, path)
             });
             if !allowed {
-                return Err(Restriction::Endpoint);
+                return Err(Violation::Endpoint);
             }
         }
         Ok(())
+    }
+}
+
+/// The kind of key restriction a request violated, carried by
+/// [`AuthError::RestrictionViolated`](crate::AuthError::RestrictionViolated).
+///
+/// ```
+/// use keygate::restrict::Violation;
+///
+/// assert_eq!(Violation::IpAddress.to_string(), "IP address");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Violation {
+    /// The client address is outside the key's allowed ranges.
+    IpAddress,
+    /// The referrer is not one of the key's allowed referrers.
+    Referrer,
+    /// The endpoint is not one of the key's allowed endpoints.
+    Endpoint,
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Violation::IpAddress => "IP address",
+            Violation::Referrer => "referrer",
+            Violation::Endpoint => "endpoint",
+        })
     }
 }
 

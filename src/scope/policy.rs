@@ -3,7 +3,7 @@ use std::sync::Arc;
 
 use http::Method;
 
-use crate::verify::RequestHead;
+use crate::request::RequestHead;
 
 use super::Scope;
 

@@ -3,6 +3,8 @@ use std::error::Error as StdError;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+use crate::backend::BackendError;
+
 /// A store failed or refused to answer. The request path turns every variant into 503; the
 /// management API maps [`StoreError::ActiveKeyLimit`] and [`StoreError::AlreadyRotated`] to 409
 /// and the rest to 503.
@@ -30,6 +32,17 @@ pub enum StoreError {
     /// range every keygate store accepts. Nothing was written.
     #[error("time {} is outside the range a key store accepts ({} to {})", rfc3339(.0), rfc3339(&super::MIN_TIME), rfc3339(&super::MAX_TIME))]
     TimeOutOfRange(OffsetDateTime),
+}
+
+/// A backend failure is a store failure: [`BackendError::Failed`] becomes
+/// [`StoreError::Backend`], [`BackendError::Timeout`] becomes [`StoreError::Timeout`].
+impl From<BackendError> for StoreError {
+    fn from(e: BackendError) -> Self {
+        match e {
+            BackendError::Failed(e) => StoreError::Backend(e),
+            BackendError::Timeout => StoreError::Timeout,
+        }
+    }
 }
 
 impl StoreError {

@@ -103,3 +103,10 @@ pub trait ManagedKeyStore: KeyStore {
     /// whole.
     async fn touch(&self, used: &[(String, OffsetDateTime)]) -> Result<(), StoreError>;
 }
+
+/// Names the trait object, for the `Debug` of types that hold a store.
+impl std::fmt::Debug for dyn ManagedKeyStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ManagedKeyStore")
+    }
+}

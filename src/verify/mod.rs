@@ -6,7 +6,7 @@
 //! can call it the same way.
 //!
 //! ```
-//! use keygate::{Verifier, key::Environment, store::MemoryStore, verify::RequestHead};
+//! use keygate::{Verifier, request::RequestHead, store::MemoryStore};
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() {
 //! let store = MemoryStore::new();
@@ -18,13 +18,8 @@
 //! # }
 //! ```
 
-mod client_ip;
 mod credential;
-mod head;
 mod verifier;
 
-pub use client_ip::{ClientAddr, ForwardedHeader};
-pub(crate) use client_ip::{TrustedProxies, canonical_net, client_ip};
 pub use credential::CredentialSource;
-pub use head::RequestHead;
 pub use verifier::{Admitted, Limits, Presented, Rejection, Verifier, VerifierBuilder};

@@ -7,12 +7,14 @@ use time::OffsetDateTime;
 
 use ipnet::IpNet;
 
-use super::{CredentialSource, ForwardedHeader, RequestHead, TrustedProxies, client_ip};
+use super::CredentialSource;
+use crate::backend::BackendError;
 use crate::entitle::{EntitlementLookup, EntitlementSource, TenantStatus};
 use crate::error::AuthError;
 use crate::hash::{KeyDigest, KeyHasher};
 use crate::key::{Environment, KeyFormat, MalformedKey};
-use crate::limit::{Decision, LimitError, LimitRequest, Limiter, MemoryLimiter, Usage};
+use crate::limit::{Decision, LimitRequest, Limiter, MemoryLimiter, Usage};
+use crate::request::{ForwardedHeader, RequestHead, TrustedProxies, client_ip};
 use crate::scope::Scope;
 use crate::store::{KeyRecord, KeyStore, Lookup, StoreError};
 use crate::tenant::Tenant;
@@ -364,7 +366,7 @@ impl Verifier {
     fn limit_outcome(
         &self,
         tenant: Tenant,
-        outcome: Result<Decision, LimitError>,
+        outcome: Result<Decision, BackendError>,
     ) -> Result<Admitted, Rejection> {
         match outcome {
             Ok(Decision::Allowed(usage)) => {
@@ -483,7 +485,7 @@ impl Verifier {
                     source.entitlements(&record.tenant_id),
                 )
                 .await
-                .unwrap_or(Err(StoreError::Timeout)),
+                .unwrap_or(Err(BackendError::Timeout)),
             }),
             None => None,
         };
@@ -493,7 +495,7 @@ impl Verifier {
                 Some(outcome) => outcome,
                 None => tokio::time::timeout(self.inner.store_timeout, limiter.acquire(&request))
                     .await
-                    .unwrap_or_else(|_| Err(LimitError("limit backend timed out".into()))),
+                    .unwrap_or(Err(BackendError::Timeout)),
             },
             None => return Ok(self.admit_unlimited(tenant)),
         };
@@ -662,7 +664,7 @@ impl VerifierBuilder {
     /// (`::ffff:10.0.0.1`, `::ffff:10.0.0.0/104`) count as the IPv4 ones they map.
     ///
     /// ```
-    /// use keygate::{Verifier, store::MemoryStore, verify::ForwardedHeader};
+    /// use keygate::{Verifier, request::ForwardedHeader, store::MemoryStore};
     ///
     /// // A load balancer at 10.0.0.5 that appends the client to X-Forwarded-For.
     /// let verifier = Verifier::builder(MemoryStore::new())

@@ -414,33 +414,33 @@ macro_rules! sql_store {
         impl $crate::entitle::EntitlementSource for $store {
             async fn entitlements(&self, tenant_id: &str) -> $crate::entitle::EntitlementLookup {
                 use sqlx::Row;
-                self.file_ok()?;
+                self.file_ok().map_err($crate::backend::BackendError::backend)?;
                 let row = sqlx::query("SELECT status, plan FROM keygate_tenants WHERE id = $1")
                     .bind(tenant_id)
                     .fetch_optional(&self.pool)
                     .await
-                    .map_err($crate::store::StoreError::backend)?;
+                    .map_err($crate::backend::BackendError::backend)?;
                 let Some(row) = row else {
                     return Ok(None);
                 };
-                let status: String = row.try_get("status").map_err($crate::store::StoreError::backend)?;
+                let status: String = row.try_get("status").map_err($crate::backend::BackendError::backend)?;
                 let status = match status.as_str() {
                     "active" => $crate::entitle::TenantStatus::Active,
                     "suspended" => $crate::entitle::TenantStatus::Suspended,
-                    other => return Err($crate::store::StoreError::Conflict(format!("unknown tenant status {other}"))),
+                    other => return Err($crate::backend::BackendError::backend(std::io::Error::other(format!("unknown tenant status {other}")))),
                 };
-                let plan: String = row.try_get("plan").map_err($crate::store::StoreError::backend)?;
-                let plan = $crate::store::sql::from_json(&plan)?;
+                let plan: String = row.try_get("plan").map_err($crate::backend::BackendError::backend)?;
+                let plan = $crate::store::sql::from_json(&plan).map_err($crate::backend::BackendError::backend)?;
                 Ok(Some(std::sync::Arc::new($crate::entitle::TenantEntitlements { status, plan })))
             }
         }
 
         #[async_trait::async_trait]
         impl $crate::audit::AuditSink for $store {
-            async fn record(&self, event: &$crate::audit::AuditEvent) -> Result<(), $crate::store::StoreError> {
-                let at = $crate::store::sql::nanos(event.at)?;
-                self.file_unchanged()?;
-                let mut tx = self.pool.begin().await.map_err($crate::store::StoreError::backend)?;
+            async fn record(&self, event: &$crate::audit::AuditEvent) -> Result<(), $crate::backend::BackendError> {
+                let at = $crate::store::sql::nanos(event.at).map_err($crate::backend::BackendError::backend)?;
+                self.file_unchanged().map_err($crate::backend::BackendError::backend)?;
+                let mut tx = self.pool.begin().await.map_err($crate::backend::BackendError::backend)?;
                 sqlx::query(
                     "INSERT INTO keygate_audit (at, actor, tenant_id, action, key_id, key_prefix) VALUES ($1, $2, $3, $4, $5, $6)",
                 )
@@ -452,8 +452,8 @@ macro_rules! sql_store {
                 .bind(&event.key_prefix)
                 .execute(&mut *tx)
                 .await
-                .map_err($crate::store::StoreError::backend)?;
-                self.commit(tx).await
+                .map_err($crate::backend::BackendError::backend)?;
+                self.commit(tx).await.map_err($crate::backend::BackendError::backend)
             }
         }
     };

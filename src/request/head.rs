@@ -53,11 +53,11 @@ const REDACTED: &str = "<redacted>";
 /// headers `authorization`, `proxy-authorization`, `x-api-key`, `cookie` and every header whose
 /// name contains `key`, `token`, `secret`, `auth`, `cookie`, `credential` or `password`; query
 /// parameters with such names; and the user information of the URI. `Debug` cannot know which
-/// header a [`CredentialSource`](super::CredentialSource) reads, hence the rule by name: a
+/// header a [`CredentialSource`](crate::verify::CredentialSource) reads, hence the rule by name: a
 /// custom key header should have a name it catches (`x-acme-key` does).
 ///
 /// ```
-/// use keygate::verify::RequestHead;
+/// use keygate::request::RequestHead;
 ///
 /// let request = http::Request::get("/v1/things?api_key=sk_live_123&page=2")
 ///     .header("x-api-key", "sk_live_123")

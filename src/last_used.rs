@@ -1,3 +1,11 @@
+//! Last-used times: noted in memory on the request path, written to the store in the
+//! background.
+//!
+//! The layer notes every accepted key in a [`LastUsedTracker`]
+//! ([`AuthLayer::track_last_used`](crate::AuthLayer::track_last_used)); a
+//! [`LastUsedFlusher`] writes the notes with [`ManagedKeyStore::touch`], at most once per key
+//! per interval, and on shutdown.
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -27,7 +35,7 @@ use crate::store::{ManagedKeyStore, StoreError};
 ///
 /// ```
 /// use std::time::Duration;
-/// use keygate::manage::LastUsedTracker;
+/// use keygate::last_used::LastUsedTracker;
 /// use keygate::store::MemoryStore;
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
@@ -180,11 +188,5 @@ impl LastUsedFlusher {
         self.stop.notify_one();
         let _ = self.handle.await;
         self.tracker.flush(&*self.store).await
-    }
-}
-
-impl std::fmt::Debug for dyn ManagedKeyStore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ManagedKeyStore")
     }
 }

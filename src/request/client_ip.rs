@@ -7,7 +7,7 @@ use ipnet::{IpNet, Ipv4Net};
 /// extensions (axum's `ConnectInfo<SocketAddr>` is read as it is).
 ///
 /// ```
-/// use keygate::verify::ClientAddr;
+/// use keygate::request::ClientAddr;
 ///
 /// let mut request = http::Request::new(());
 /// request.extensions_mut().insert(ClientAddr("192.0.2.7:50123".parse().unwrap()));
@@ -16,7 +16,7 @@ use ipnet::{IpNet, Ipv4Net};
 pub struct ClientAddr(pub SocketAddr);
 
 /// The forwarding header that a trusted proxy sets; see
-/// [`VerifierBuilder::trusted_proxies`](super::VerifierBuilder::trusted_proxies).
+/// [`VerifierBuilder::trusted_proxies`](crate::verify::VerifierBuilder::trusted_proxies).
 ///
 /// Only the named header is read. A proxy appends its hop to the header it knows and passes
 /// every other header through untouched, so the other header is whatever the client wrote.
