@@ -13,11 +13,11 @@
 use std::time::Duration;
 
 use axum::{Json, Router, http::StatusCode, routing::get};
-use keygate::entitle::{CachedEntitlements, Plan, TenantEntitlements};
 use keygate::key::Environment;
 use keygate::last_used::LastUsedTracker;
+use keygate::lifecycle::{KeyManager, NewKey};
 use keygate::limit::{Quota, QuotaPeriod, RateLimit};
-use keygate::manage::{KeyManager, NewKey};
+use keygate::plan::{CachedEntitlements, Plan, TenantEntitlements};
 use keygate::scope::Scope;
 use keygate::store::SqliteStore;
 use keygate::{AuthLayer, Tenant, Verifier, api};

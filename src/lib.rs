@@ -36,24 +36,23 @@
 #[cfg(feature = "axum")]
 pub mod api;
 pub mod audit;
+#[cfg(feature = "axum")]
+mod axum;
 pub mod backend;
-pub mod entitle;
 pub mod error;
 pub mod hash;
 pub mod key;
 pub mod last_used;
 pub mod layer;
+pub mod lifecycle;
 pub mod limit;
-pub mod manage;
+pub mod plan;
 pub mod request;
-pub mod restrict;
+pub mod restriction;
 pub mod scope;
 pub mod store;
 mod tenant;
 pub mod verify;
-
-#[cfg(feature = "axum")]
-mod integration;
 
 pub use error::AuthError;
 pub use layer::AuthLayer;

@@ -8,8 +8,8 @@ use std::convert::Infallible;
 
 use common::*;
 use http::{Request, Response};
-use keygate::entitle::{MemoryEntitlements, Plan, TenantEntitlements};
 use keygate::limit::{Quota, QuotaPeriod, RateLimit};
+use keygate::plan::{MemoryEntitlements, Plan, TenantEntitlements};
 use keygate::{AuthLayer, Verifier};
 use tower::{Layer, Service, ServiceExt};
 

@@ -9,7 +9,7 @@ use common::*;
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use keygate::key::Environment;
-use keygate::manage::{KeyManager, NewKey};
+use keygate::lifecycle::{KeyManager, NewKey};
 use keygate::scope::Scope;
 use keygate::store::{ManagedKeyStore, MemoryStore};
 use keygate::{AuthLayer, Tenant, Verifier, api};
@@ -802,7 +802,7 @@ async fn issue(manager: &KeyManager, tenant: &str, new: NewKey) -> (String, Stri
     (issued.key.expose_secret().to_owned(), issued.info.id)
 }
 
-fn restrictions(value: Value) -> keygate::restrict::Restrictions {
+fn restrictions(value: Value) -> keygate::restriction::Restrictions {
     serde_json::from_value(value).unwrap()
 }
 
@@ -1265,7 +1265,7 @@ async fn unknown_fields_at_every_level_are_refused() {
 
 #[tokio::test]
 async fn the_plan_narrows_scopes_in_handlers_and_management_too() {
-    use keygate::entitle::{MemoryEntitlements, Plan, TenantEntitlements};
+    use keygate::plan::{MemoryEntitlements, Plan, TenantEntitlements};
     use keygate::scope::Scopes;
     let store = MemoryStore::new();
     let plans = MemoryEntitlements::new();
@@ -1597,7 +1597,7 @@ async fn a_client_that_disconnects_mid_call_still_leaves_the_change_audited() {
     assert!(
         matches!(
             manager.get("acme", &victim_id).await,
-            Err(keygate::manage::ManageError::NotFound)
+            Err(keygate::lifecycle::ManageError::NotFound)
         ),
         "the key is revoked"
     );
@@ -1654,8 +1654,8 @@ async fn manage_all(addr: std::net::SocketAddr, admin: &str, label: &str) {
 
 #[tokio::test]
 async fn a_leaked_key_cannot_block_its_own_revocation_through_the_tenants_limits() {
-    use keygate::entitle::{MemoryEntitlements, Plan, TenantEntitlements};
     use keygate::limit::{ManualClock, MemoryLimiter, Quota, QuotaPeriod, RateLimit};
+    use keygate::plan::{MemoryEntitlements, Plan, TenantEntitlements};
     let store = MemoryStore::new();
     let clock = ManualClock::at_unix_secs(1_767_225_600); // 2026-01-01T00:00:00Z
     let limiter = MemoryLimiter::with_clock(clock.clone());

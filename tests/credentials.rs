@@ -583,9 +583,9 @@ async fn malformed_keys_never_reach_the_store() {
 #[tokio::test]
 async fn every_refusal_is_no_store() {
     use bytes::Bytes;
-    use keygate::entitle::{MemoryEntitlements, Plan, TenantEntitlements};
     use keygate::error::{AuthError, RenderError};
     use keygate::limit::RateLimit;
+    use keygate::plan::{MemoryEntitlements, Plan, TenantEntitlements};
     use keygate::scope::Scope;
 
     struct PlainText;

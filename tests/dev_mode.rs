@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use axum::{Router, routing::get};
 use common::*;
 use http::{HeaderName, Request, StatusCode};
-use keygate::manage::{KeyManager, NewKey};
+use keygate::lifecycle::{KeyManager, NewKey};
 use keygate::scope::Scope;
 use keygate::store::ManagedKeyStore;
 use keygate::{AuthLayer, Tenant, Verifier};

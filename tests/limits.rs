@@ -10,11 +10,11 @@ use axum::{Router, body::Body, routing::get};
 use common::*;
 use http::{Request, StatusCode};
 use keygate::backend::BackendError;
-use keygate::entitle::{MemoryEntitlements, Plan, TenantEntitlements};
 use keygate::key::ApiKey;
 use keygate::limit::{
     Decision, LimitRequest, Limiter, ManualClock, MemoryLimiter, Quota, QuotaPeriod, RateLimit,
 };
+use keygate::plan::{MemoryEntitlements, Plan, TenantEntitlements};
 use keygate::scope::{Scope, Scopes};
 use keygate::{AuthLayer, Verifier};
 use tower::ServiceExt;
@@ -322,7 +322,7 @@ async fn quota_resets_with_the_calendar_period() {
 
 #[tokio::test]
 async fn usage_belongs_to_the_tenant_across_rotation() {
-    use keygate::manage::{KeyManager, NewKey};
+    use keygate::lifecycle::{KeyManager, NewKey};
     let e = env(plan(None, None, Some(3)));
     let manager = KeyManager::builder(e.fixture.store.clone()).build();
     let issued = manager

@@ -6,10 +6,10 @@ mod common;
 use std::sync::Arc;
 
 use keygate::Tenant;
-use keygate::entitle::{Plan, TenantEntitlements};
 use keygate::key::Environment;
-use keygate::manage::{BoundViolation, KeyManager, ManageError, NewKey};
-use keygate::restrict::Restrictions;
+use keygate::lifecycle::{BoundViolation, KeyManager, ManageError, NewKey};
+use keygate::plan::{Plan, TenantEntitlements};
+use keygate::restriction::Restrictions;
 use keygate::scope::Scopes;
 use keygate::store::{KeyStore, ManagedKeyStore, MemoryStore};
 use serde_json::json;
@@ -80,7 +80,7 @@ async fn caps_apply_to_rust_callers_too() {
                     "ops",
                     "acme",
                     NewKey::new("far", ["read"])
-                        .expires_at(keygate::manage::MAX_EXPIRY + time::Duration::SECOND)
+                        .expires_at(keygate::lifecycle::MAX_EXPIRY + time::Duration::SECOND)
                 )
                 .await
         ),
@@ -211,7 +211,7 @@ async fn operator_code_is_unbound_but_issue_as_is_bound_by_its_caller() {
 }
 
 /// The caller for a key that is in its grace period: still found by the lookup path.
-async fn caller_in_grace(store: &MemoryStore, key: &keygate::manage::IssuedKey) -> Tenant {
+async fn caller_in_grace(store: &MemoryStore, key: &keygate::lifecycle::IssuedKey) -> Tenant {
     let digest = keygate::hash::KeyHasher::default().hash(key.key.expose_secret());
     let found = store.find(&digest).await.unwrap().unwrap();
     assert!(found.revoked_at.is_some() && found.is_active_at(OffsetDateTime::now_utc()));

@@ -9,7 +9,7 @@ use common::*;
 use http::{Request, StatusCode};
 use keygate::key::{ApiKey, Environment, KeyFormat};
 use keygate::request::{ClientAddr, ForwardedHeader};
-use keygate::restrict::{EndpointRule, Restrictions};
+use keygate::restriction::{EndpointRule, Restrictions};
 use keygate::store::{KeyRecord, MemoryStore};
 use keygate::{AuthLayer, Verifier};
 use tower::ServiceExt;
@@ -246,7 +246,7 @@ async fn referrer_and_endpoint_restrictions() {
 
 #[tokio::test]
 async fn restrictions_are_set_at_issue_time_and_shown() {
-    use keygate::manage::KeyManager;
+    use keygate::lifecycle::KeyManager;
     use keygate::scope::Scope;
     let store = MemoryStore::new();
     let verifier = Verifier::builder(store.clone()).build();
@@ -257,7 +257,7 @@ async fn restrictions_are_set_at_issue_time_and_shown() {
         .issue(
             "t",
             "acme",
-            keygate::manage::NewKey::new("admin", ["admin"]),
+            keygate::lifecycle::NewKey::new("admin", ["admin"]),
         )
         .await
         .unwrap();

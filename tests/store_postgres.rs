@@ -2,7 +2,7 @@
 //! KEYGATE_TEST_POSTGRES_URL (`.ci/run` points it at the local one).
 #![cfg(feature = "postgres")]
 
-use keygate::manage::{KeyManager, NewKey};
+use keygate::lifecycle::{KeyManager, NewKey};
 use keygate::store::{KeyStore, PostgresStore, conformance};
 
 fn url() -> String {
@@ -80,10 +80,10 @@ async fn state_survives_a_new_pool() {
 
 #[tokio::test]
 async fn tenants_and_plans_are_stored() {
-    use keygate::entitle::{
+    use keygate::limit::{Quota, QuotaPeriod, RateLimit};
+    use keygate::plan::{
         CachedEntitlements, EntitlementSource, Plan, TenantEntitlements, TenantStatus,
     };
-    use keygate::limit::{Quota, QuotaPeriod, RateLimit};
     let store = connect().await;
     let tenant = conformance::tenant();
     assert!(store.entitlements(&tenant).await.unwrap().is_none());

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use axum::{Router, routing::get};
 use common::{REVOKED, envelope, send_tcp, serve};
 use http::StatusCode;
-use keygate::manage::{KeyManager, NewKey};
+use keygate::lifecycle::{KeyManager, NewKey};
 use keygate::scope::Scope;
 use keygate::store::SqliteStore;
 use keygate::{AuthLayer, Tenant, Verifier, api};

@@ -5,7 +5,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use keygate::manage::{KeyManager, NewKey};
+use keygate::lifecycle::{KeyManager, NewKey};
 use keygate::store::{KeyStore, ManagedKeyStore, SqliteStore, StoreError, conformance};
 use time::{Duration, OffsetDateTime};
 
@@ -136,10 +136,10 @@ async fn state_survives_a_restart() {
 
 #[tokio::test]
 async fn tenants_and_plans_are_stored() {
-    use keygate::entitle::{
+    use keygate::limit::{Quota, QuotaPeriod, RateLimit};
+    use keygate::plan::{
         CachedEntitlements, EntitlementSource, Plan, TenantEntitlements, TenantStatus,
     };
-    use keygate::limit::{Quota, QuotaPeriod, RateLimit};
     let store = SqliteStore::in_memory().await.unwrap();
     let tenant = conformance::tenant();
     assert!(store.entitlements(&tenant).await.unwrap().is_none());

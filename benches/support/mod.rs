@@ -2,10 +2,10 @@
 //! hello-world served bare, behind keygate's authentication, and behind its full pipeline.
 
 use axum::{Router, routing::get};
-use keygate::entitle::{MemoryEntitlements, Plan, TenantEntitlements};
 use keygate::hash::KeyHasher;
 use keygate::key::{ApiKey, Environment, KeyFormat};
 use keygate::limit::{LimitHeaders, Quota, QuotaPeriod, RateLimit};
+use keygate::plan::{MemoryEntitlements, Plan, TenantEntitlements};
 use keygate::scope::{Scope, Scopes};
 use keygate::store::{KeyRecord, MemoryStore};
 use keygate::{AuthLayer, Verifier};

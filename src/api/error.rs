@@ -4,7 +4,7 @@ use http::header::{CACHE_CONTROL, CONTENT_TYPE};
 
 use crate::AuthError;
 use crate::error::envelope;
-use crate::manage::ManageError;
+use crate::lifecycle::ManageError;
 use crate::store::StoreError;
 
 /// A refused management call. Each variant has one status and one code.

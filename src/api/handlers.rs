@@ -9,8 +9,8 @@ use serde::Serialize;
 use zeroize::Zeroizing;
 
 use super::ApiError;
-use super::body::{CreateKey, JsonBody, OptionalJsonBody, Rename, Rotate};
-use crate::manage::{IssuedKey, KeyManager, NewKey, may_manage};
+use super::request_body::{CreateKey, JsonBody, OptionalJsonBody, Rename, Rotate};
+use crate::lifecycle::{IssuedKey, KeyManager, NewKey, may_manage};
 use crate::scope::Scope;
 use crate::store::KeyInfo;
 use crate::{AuthError, Tenant};

@@ -17,7 +17,7 @@
 //! restrictions and the plan's scopes still apply. The handlers check `admin` again, so a
 //! router mounted without any layer refuses everything with 401.
 //!
-//! What a caller issues stays inside its own key's bounds ([`KeyBounds`](crate::manage::KeyBounds)):
+//! What a caller issues stays inside its own key's bounds ([`KeyBounds`](crate::lifecycle::KeyBounds)):
 //! same environment, restrictions at least as tight, expiry no later, scopes its key and plan
 //! grant; this holds for `POST /v1/api-keys` and for the successor made by a rotation. A key in
 //! its rotation grace period still authenticates but may not manage keys.
@@ -48,7 +48,7 @@
 //!
 //! ```
 //! use axum::Router;
-//! use keygate::{AuthLayer, Verifier, api, manage::KeyManager, store::MemoryStore};
+//! use keygate::{AuthLayer, Verifier, api, lifecycle::KeyManager, store::MemoryStore};
 //!
 //! let store = MemoryStore::new();
 //! let verifier = Verifier::builder(store.clone()).build();
@@ -58,9 +58,9 @@
 //! # let _ = app;
 //! ```
 
-mod body;
 mod error;
 mod handlers;
+mod request_body;
 
 pub use error::ApiError;
 
@@ -68,7 +68,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 
-use crate::manage::KeyManager;
+use crate::lifecycle::KeyManager;
 
 /// The largest request body the management API reads: 64 KiB. Larger bodies are refused with
 /// 413 `PAYLOAD_TOO_LARGE` before they are parsed.

@@ -3,7 +3,7 @@ use std::borrow::Cow;
 use http::StatusCode;
 
 use crate::key::{Environment, MalformedKey};
-use crate::restrict::Violation;
+use crate::restriction::Violation;
 use crate::scope::Scope;
 
 /// Why a request was refused. One variant per outcome; each maps to one status and code.

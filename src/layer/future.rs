@@ -8,9 +8,8 @@ use http::{Request, Response};
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
-use super::AuthBody;
-use super::layer::Config;
-use super::service::{admit, render};
+use super::config::{Config, admit, render};
+use super::response_body::AuthBody;
 use crate::limit::{LimitHeaders, Usage};
 use crate::request::RequestHead;
 use crate::verify::{Admitted, Rejection};

@@ -3,7 +3,8 @@ use std::sync::Arc;
 
 use tower_layer::Layer;
 
-use super::AuthService;
+use super::config::Config;
+use super::service::AuthService;
 use crate::error::{JsonErrors, RenderError};
 use crate::last_used::LastUsedTracker;
 use crate::limit::LimitHeaders;
@@ -11,24 +12,10 @@ use crate::request::RequestHead;
 use crate::scope::{Scope, ScopePolicy};
 use crate::verify::{Limits, Verifier};
 
-type PublicFn = dyn Fn(&RequestHead<'_>) -> bool + Send + Sync;
-
 /// Applies API-key authentication to a service. See the [module docs](crate::layer).
 #[derive(Clone)]
 pub struct AuthLayer {
-    pub(crate) config: Arc<Config>,
-}
-
-#[derive(Clone)]
-pub(crate) struct Config {
-    pub(crate) verifier: Verifier,
-    pub(crate) policy: ScopePolicy,
-    pub(crate) public: Option<Arc<PublicFn>>,
-    pub(crate) renderer: Arc<dyn RenderError>,
-    pub(crate) strip_credentials: bool,
-    pub(crate) last_used: Option<LastUsedTracker>,
-    pub(crate) limit_headers: LimitHeaders,
-    pub(crate) limits: Limits,
+    config: Arc<Config>,
 }
 
 impl AuthLayer {
@@ -87,7 +74,7 @@ impl AuthLayer {
     /// ```
     /// # #[cfg(feature = "axum")] {
     /// use axum::Router;
-    /// use keygate::{AuthLayer, Verifier, api, manage::KeyManager, store::MemoryStore};
+    /// use keygate::{AuthLayer, Verifier, api, lifecycle::KeyManager, store::MemoryStore};
     ///
     /// let store = MemoryStore::new();
     /// let verifier = Verifier::builder(store.clone()).build();

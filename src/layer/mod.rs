@@ -24,13 +24,14 @@
 //! # let _ = app;
 //! ```
 
-mod body;
+mod config;
 mod future;
 #[allow(clippy::module_inception)]
 mod layer;
+mod response_body;
 mod service;
 
-pub use body::AuthBody;
 pub use future::ResponseFuture;
 pub use layer::AuthLayer;
+pub use response_body::AuthBody;
 pub use service::AuthService;

@@ -2,16 +2,13 @@ use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use http::header::CACHE_CONTROL;
 use http::{Request, Response};
 use tower_service::Service;
 
-use super::layer::Config;
-use super::{AuthBody, ResponseFuture};
-use crate::error::{grpc_response, is_grpc, no_store};
+use super::config::{Config, admit, render};
+use super::future::ResponseFuture;
+use super::response_body::AuthBody;
 use crate::request::RequestHead;
-use crate::tenant::Tenant;
-use crate::verify::Rejection;
 
 /// The service made by [`AuthLayer`](super::AuthLayer).
 pub struct AuthService<S> {
@@ -20,7 +17,7 @@ pub struct AuthService<S> {
 }
 
 impl<S> AuthService<S> {
-    pub(crate) fn new(inner: S, config: Arc<Config>) -> Self {
+    pub(super) fn new(inner: S, config: Arc<Config>) -> Self {
         AuthService { inner, config }
     }
 }
@@ -91,42 +88,4 @@ where
             }
         }
     }
-}
-
-/// Hands the request on: credentials (and the development-mode tenant header) stripped,
-/// tenant attached, use noted.
-pub(super) fn admit<B>(config: &Config, mut req: Request<B>, tenant: Tenant) -> Request<B> {
-    if config.strip_credentials {
-        config.verifier.credential_source().strip(req.headers_mut());
-    }
-    // Whatever `strip_credentials` says: no service behind keygate may take a tenant from it.
-    #[cfg(feature = "dev-mode")]
-    config.verifier.strip_dev_tenant(req.headers_mut());
-    if let Some(tracker) = &config.last_used {
-        // A development-mode tenant used no key.
-        if !tenant.is_development() {
-            tracker.record(tenant.key_id());
-        }
-    }
-    req.extensions_mut().insert(tenant);
-    req
-}
-
-/// The refusal: gRPC-style for gRPC calls, otherwise the configured renderer's, always with
-/// `Cache-Control: no-store` (set here too, so that custom renderers cannot forget it).
-pub(super) fn render(
-    config: &Config,
-    head: &RequestHead<'_>,
-    rejection: &Rejection,
-) -> Response<bytes::Bytes> {
-    let mut response = if is_grpc(head) {
-        grpc_response(&rejection.error)
-    } else {
-        config.renderer.render(&rejection.error)
-    };
-    response.headers_mut().insert(CACHE_CONTROL, no_store());
-    if let Some(usage) = &rejection.usage {
-        config.limit_headers.apply(response.headers_mut(), usage);
-    }
-    response
 }

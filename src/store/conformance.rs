@@ -22,7 +22,7 @@ use time::{Duration, OffsetDateTime};
 use super::{KeyRecord, MAX_TIME, MIN_TIME, ManagedKeyStore, StoreError};
 use crate::hash::KeyHasher;
 use crate::key::{Environment, KeyFormat};
-use crate::restrict::Restrictions;
+use crate::restriction::Restrictions;
 use crate::scope::Scopes;
 
 /// Runs every check, each on a store from `make`.

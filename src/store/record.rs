@@ -3,7 +3,7 @@ use time::OffsetDateTime;
 
 use crate::hash::KeyDigest;
 use crate::key::Environment;
-use crate::restrict::Restrictions;
+use crate::restriction::Restrictions;
 use crate::scope::Scopes;
 
 /// Everything a store keeps about one key. Never the secret: only its digest, its visible

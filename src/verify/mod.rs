@@ -18,8 +18,12 @@
 //! # }
 //! ```
 
+mod builder;
 mod credential;
+mod outcome;
 mod verifier;
 
+pub use builder::VerifierBuilder;
 pub use credential::CredentialSource;
-pub use verifier::{Admitted, Limits, Presented, Rejection, Verifier, VerifierBuilder};
+pub use outcome::{Admitted, Limits, Rejection};
+pub use verifier::Verifier;

@@ -5,16 +5,15 @@ use std::time::Duration;
 
 use time::OffsetDateTime;
 
-use ipnet::IpNet;
-
-use super::CredentialSource;
+use super::credential::CredentialSource;
+use super::outcome::{Admitted, Limits, Rejection};
 use crate::backend::BackendError;
-use crate::entitle::{EntitlementLookup, EntitlementSource, TenantStatus};
 use crate::error::AuthError;
 use crate::hash::{KeyDigest, KeyHasher};
 use crate::key::{Environment, KeyFormat, MalformedKey};
-use crate::limit::{Decision, LimitRequest, Limiter, MemoryLimiter, Usage};
-use crate::request::{ForwardedHeader, RequestHead, TrustedProxies, client_ip};
+use crate::limit::{Decision, LimitRequest, Limiter};
+use crate::plan::{EntitlementLookup, EntitlementSource, TenantStatus};
+use crate::request::{RequestHead, TrustedProxies, client_ip};
 use crate::scope::Scope;
 use crate::store::{KeyRecord, KeyStore, Lookup, StoreError};
 use crate::tenant::Tenant;
@@ -27,31 +26,27 @@ pub struct Verifier {
     inner: Arc<Inner>,
 }
 
-struct Inner {
-    store: Arc<dyn KeyStore>,
-    format: KeyFormat,
-    hasher: KeyHasher,
-    source: CredentialSource,
-    accept_live: bool,
-    accept_test: bool,
-    store_timeout: Duration,
-    entitlements: Option<Arc<dyn EntitlementSource>>,
-    limiter: Option<Arc<dyn Limiter>>,
-    limits_fail_open: bool,
-    trusted_proxies: TrustedProxies,
+/// What a verifier checks against and how; set by [`VerifierBuilder`](super::VerifierBuilder).
+pub(super) struct Inner {
+    pub(super) store: Arc<dyn KeyStore>,
+    pub(super) format: KeyFormat,
+    pub(super) hasher: KeyHasher,
+    pub(super) source: CredentialSource,
+    pub(super) accept_live: bool,
+    pub(super) accept_test: bool,
+    pub(super) store_timeout: Duration,
+    pub(super) entitlements: Option<Arc<dyn EntitlementSource>>,
+    pub(super) limiter: Option<Arc<dyn Limiter>>,
+    pub(super) limits_fail_open: bool,
+    pub(super) trusted_proxies: TrustedProxies,
     #[cfg(feature = "dev-mode")]
-    dev_tenant_header: Option<http::HeaderName>,
-}
-
-/// Configures a [`Verifier`].
-pub struct VerifierBuilder {
-    inner: Inner,
+    pub(super) dev_tenant_header: Option<http::HeaderName>,
 }
 
 /// A credential that passed every check that needs no store: it is well-formed, of an accepted
 /// environment, and hashed. It holds the digest, never the secret.
 #[derive(Debug, Clone)]
-pub struct Presented {
+struct Presented {
     kind: Kind,
 }
 
@@ -66,17 +61,8 @@ enum Kind {
 }
 
 impl Presented {
-    /// The digest of the presented key (`None` for a development-mode tenant header).
-    pub fn digest(&self) -> Option<&KeyDigest> {
-        match &self.kind {
-            Kind::Key { digest, .. } => Some(digest),
-            #[cfg(feature = "dev-mode")]
-            Kind::Dev(_) => None,
-        }
-    }
-
     /// Whether this is a development-mode tenant header rather than a key.
-    pub fn is_development(&self) -> bool {
+    fn is_development(&self) -> bool {
         match &self.kind {
             Kind::Key { .. } => false,
             #[cfg(feature = "dev-mode")]
@@ -95,27 +81,9 @@ fn is_dev_tenant_id(id: &str) -> bool {
 }
 
 impl Verifier {
-    /// Starts configuring a verifier that looks keys up in `store`.
-    ///
-    /// Defaults: [`KeyFormat::default`] (`sk`, 256 bits, checksum), SHA-256, `x-api-key` and
-    /// `Authorization: Bearer`, both environments accepted, a 2 second store timeout.
-    pub fn builder(store: impl KeyStore) -> VerifierBuilder {
-        VerifierBuilder {
-            inner: Inner {
-                store: Arc::new(store),
-                format: KeyFormat::default(),
-                hasher: KeyHasher::default(),
-                source: CredentialSource::default(),
-                accept_live: true,
-                accept_test: true,
-                store_timeout: Duration::from_secs(2),
-                entitlements: None,
-                limiter: None,
-                limits_fail_open: false,
-                trusted_proxies: TrustedProxies::default(),
-                #[cfg(feature = "dev-mode")]
-                dev_tenant_header: None,
-            },
+    pub(super) fn new(inner: Inner) -> Self {
+        Verifier {
+            inner: Arc::new(inner),
         }
     }
 
@@ -145,7 +113,7 @@ impl Verifier {
 
     /// Every check that needs no store: one credential, key format and checksum, environment
     /// policy; then the hash.
-    pub fn present(&self, head: &RequestHead<'_>) -> Result<Presented, AuthError> {
+    fn present(&self, head: &RequestHead<'_>) -> Result<Presented, AuthError> {
         self.present_inner(head).inspect_err(|e| {
             tracing::debug!(target: "keygate", reason = %e, prefix = self.inner.format.prefix(), "credential refused");
         })
@@ -224,7 +192,7 @@ impl Verifier {
 
     /// The store's answer without waiting, when the store can give one (see
     /// [`KeyStore::find_now`]).
-    pub fn lookup_now(&self, presented: &Presented) -> Option<Lookup> {
+    fn lookup_now(&self, presented: &Presented) -> Option<Lookup> {
         match &presented.kind {
             Kind::Key { digest, .. } => self.inner.store.find_now(digest),
             #[cfg(feature = "dev-mode")]
@@ -233,7 +201,7 @@ impl Verifier {
     }
 
     /// The store's answer, bounded by the store timeout; a timeout is [`StoreError::Timeout`].
-    pub fn lookup(&self, presented: &Presented) -> impl Future<Output = Lookup> + Send + 'static {
+    fn lookup(&self, presented: &Presented) -> impl Future<Output = Lookup> + Send + 'static {
         let store = self.inner.store.clone();
         let limit = self.inner.store_timeout;
         let presented = presented.clone();
@@ -527,42 +495,6 @@ impl Verifier {
     }
 }
 
-/// Whether a check applies the tenant's rate limits and quota.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum Limits {
-    /// Check and consume them (the default).
-    #[default]
-    Apply,
-    /// Neither check nor count them; every other check still applies. For calls that must not
-    /// be blocked by the tenant's own traffic, such as key management (see
-    /// [`AuthLayer::management`](crate::AuthLayer::management)).
-    Skip,
-}
-
-/// A request that passed every check; limits, if any, are consumed.
-#[derive(Debug, Clone)]
-pub struct Admitted {
-    /// The authenticated tenant.
-    pub tenant: Tenant,
-    /// The limits after this request, for the response headers.
-    pub usage: Option<Usage>,
-}
-
-/// A refused request: the error, and the limits' state when a limit refused.
-#[derive(Debug, Clone)]
-pub struct Rejection {
-    /// Why.
-    pub error: AuthError,
-    /// The limits' state, for the response headers.
-    pub usage: Option<Usage>,
-}
-
-impl From<AuthError> for Rejection {
-    fn from(error: AuthError) -> Self {
-        Rejection { error, usage: None }
-    }
-}
-
 impl fmt::Debug for Verifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Verifier")
@@ -573,125 +505,5 @@ impl fmt::Debug for Verifier {
             .field("accept_test", &self.inner.accept_test)
             .field("store_timeout", &self.inner.store_timeout)
             .finish_non_exhaustive()
-    }
-}
-
-impl VerifierBuilder {
-    /// The key format to accept.
-    pub fn format(mut self, format: KeyFormat) -> Self {
-        self.inner.format = format;
-        self
-    }
-
-    /// The hasher; must be the one keys were issued with.
-    pub fn hasher(mut self, hasher: KeyHasher) -> Self {
-        self.inner.hasher = hasher;
-        self
-    }
-
-    /// Where credentials are read from.
-    pub fn credential_source(mut self, source: CredentialSource) -> Self {
-        self.inner.source = source;
-        self
-    }
-
-    /// Whether `test` keys are accepted (default yes); production servers often refuse them.
-    pub fn accept_test_keys(mut self, accept: bool) -> Self {
-        self.inner.accept_test = accept;
-        self
-    }
-
-    /// Whether `live` keys are accepted (default yes); a sandbox server may refuse them.
-    pub fn accept_live_keys(mut self, accept: bool) -> Self {
-        self.inner.accept_live = accept;
-        self
-    }
-
-    /// How long a store lookup may take before the request is refused with 503.
-    pub fn store_timeout(mut self, timeout: Duration) -> Self {
-        self.inner.store_timeout = timeout;
-        self
-    }
-
-    /// Development mode: requests without any key may name their tenant in `header` (the
-    /// seed's `X-Tenant-Id`) and get an `admin` tenant of the `test` environment. Never use it
-    /// in production: it is only compiled with the `dev-mode` feature and logs a warning when
-    /// enabled and on every use.
-    ///
-    /// - A request that carries a key is always verified normally.
-    /// - The tenant id must be 1 to 64 characters of `A-Z`, `a-z`, `0-9`, `_`, `.` and `-`;
-    ///   anything else, or the header repeated, is refused with 401.
-    /// - It stands in for a test key: with [`accept_test_keys(false)`](Self::accept_test_keys)
-    ///   it is refused like one (401 "Test keys are not accepted here: use a live key").
-    /// - The header is removed before the inner service runs, like the credential headers.
-    /// - The [`Tenant`] says [`is_development`](Tenant::is_development), and the management
-    ///   API refuses it (403): keys issued in development mode would outlive it.
-    #[cfg(feature = "dev-mode")]
-    pub fn dev_tenant_header(mut self, header: Option<http::HeaderName>) -> Self {
-        self.inner.dev_tenant_header = header;
-        self
-    }
-
-    /// Where tenants' status and plans come from. Without one, no tenant checks and no limits
-    /// apply. With one and no [`limiter`](Self::limiter), a [`MemoryLimiter`] enforces the plans.
-    pub fn entitlements(mut self, source: impl EntitlementSource) -> Self {
-        self.inner.entitlements = Some(Arc::new(source));
-        self
-    }
-
-    /// The limiter that enforces the plans' rate limits and quotas.
-    pub fn limiter(mut self, limiter: impl Limiter) -> Self {
-        self.inner.limiter = Some(Arc::new(limiter));
-        self
-    }
-
-    /// When the limiter fails: refuse with 503 (`false`, the default) or let the request
-    /// through without limits (`true`), with a warning event each time.
-    pub fn limits_fail_open(mut self, fail_open: bool) -> Self {
-        self.inner.limits_fail_open = fail_open;
-        self
-    }
-
-    /// The proxies in front of this service, and the one forwarding header they set, for
-    /// deciding the client address of IP-restricted keys.
-    ///
-    /// When the connection's peer is in `proxies`, the client is the right-most address of
-    /// `header` that is not itself in `proxies`; from any other peer, no forwarding header is
-    /// read. Only `header` is read: a proxy that appends to `X-Forwarded-For` passes a
-    /// client-written `Forwarded` through untouched, and the reverse, so the header the proxy
-    /// does not set is ignored entirely. A header that cannot be parsed leaves the client
-    /// unknown, which refuses IP-restricted keys. IPv4-mapped IPv6 addresses and ranges
-    /// (`::ffff:10.0.0.1`, `::ffff:10.0.0.0/104`) count as the IPv4 ones they map.
-    ///
-    /// ```
-    /// use keygate::{Verifier, request::ForwardedHeader, store::MemoryStore};
-    ///
-    /// // A load balancer at 10.0.0.5 that appends the client to X-Forwarded-For.
-    /// let verifier = Verifier::builder(MemoryStore::new())
-    ///     .trusted_proxies(ForwardedHeader::XForwardedFor, ["10.0.0.5/32".parse().unwrap()])
-    ///     .build();
-    /// # let _ = verifier;
-    /// ```
-    pub fn trusted_proxies(
-        mut self,
-        header: ForwardedHeader,
-        proxies: impl IntoIterator<Item = IpNet>,
-    ) -> Self {
-        self.inner.trusted_proxies = TrustedProxies::new(header, proxies);
-        self
-    }
-
-    /// Finishes the configuration.
-    pub fn build(mut self) -> Verifier {
-        if self.inner.entitlements.is_some() && self.inner.limiter.is_none() {
-            self.inner.limiter = Some(Arc::new(MemoryLimiter::new()));
-        }
-        #[cfg(feature = "dev-mode")]
-        if let Some(header) = &self.inner.dev_tenant_header {
-            tracing::warn!(target: "keygate", header = %header, "DEVELOPMENT MODE: requests without a key are trusted by tenant header; never enable this in production");
-        }
-        Verifier {
-            inner: Arc::new(self.inner),
-        }
     }
 }

@@ -388,11 +388,11 @@ macro_rules! sql_store {
             pub async fn set_tenant(
                 &self,
                 tenant_id: &str,
-                entitlements: &$crate::entitle::TenantEntitlements,
+                entitlements: &$crate::plan::TenantEntitlements,
             ) -> Result<(), $crate::store::StoreError> {
                 let status = match entitlements.status {
-                    $crate::entitle::TenantStatus::Active => "active",
-                    $crate::entitle::TenantStatus::Suspended => "suspended",
+                    $crate::plan::TenantStatus::Active => "active",
+                    $crate::plan::TenantStatus::Suspended => "suspended",
                 };
                 self.file_unchanged()?;
                 let mut tx = self.pool.begin().await.map_err($crate::store::StoreError::backend)?;
@@ -411,8 +411,8 @@ macro_rules! sql_store {
         }
 
         #[async_trait::async_trait]
-        impl $crate::entitle::EntitlementSource for $store {
-            async fn entitlements(&self, tenant_id: &str) -> $crate::entitle::EntitlementLookup {
+        impl $crate::plan::EntitlementSource for $store {
+            async fn entitlements(&self, tenant_id: &str) -> $crate::plan::EntitlementLookup {
                 use sqlx::Row;
                 self.file_ok().map_err($crate::backend::BackendError::backend)?;
                 let row = sqlx::query("SELECT status, plan FROM keygate_tenants WHERE id = $1")
@@ -425,13 +425,13 @@ macro_rules! sql_store {
                 };
                 let status: String = row.try_get("status").map_err($crate::backend::BackendError::backend)?;
                 let status = match status.as_str() {
-                    "active" => $crate::entitle::TenantStatus::Active,
-                    "suspended" => $crate::entitle::TenantStatus::Suspended,
+                    "active" => $crate::plan::TenantStatus::Active,
+                    "suspended" => $crate::plan::TenantStatus::Suspended,
                     other => return Err($crate::backend::BackendError::backend(std::io::Error::other(format!("unknown tenant status {other}")))),
                 };
                 let plan: String = row.try_get("plan").map_err($crate::backend::BackendError::backend)?;
                 let plan = $crate::store::sql::from_json(&plan).map_err($crate::backend::BackendError::backend)?;
-                Ok(Some(std::sync::Arc::new($crate::entitle::TenantEntitlements { status, plan })))
+                Ok(Some(std::sync::Arc::new($crate::plan::TenantEntitlements { status, plan })))
             }
         }
 

@@ -3,9 +3,9 @@
 use std::fmt;
 use std::sync::Arc;
 
-use crate::entitle::TenantEntitlements;
 use crate::error::AuthError;
 use crate::key::Environment;
+use crate::plan::TenantEntitlements;
 use crate::scope::{Scope, Scopes};
 use crate::store::KeyRecord;
 
@@ -119,7 +119,7 @@ impl Tenant {
     /// ```
     /// use std::sync::Arc;
     /// use keygate::Tenant;
-    /// use keygate::entitle::{Plan, TenantEntitlements};
+    /// use keygate::plan::{Plan, TenantEntitlements};
     /// use keygate::scope::{Scope, Scopes};
     /// # fn record() -> keygate::store::KeyRecord {
     /// #     keygate::store::KeyRecord {

@@ -12,7 +12,7 @@
 //!   task of its own, which a caller that goes away cannot cancel halfway.
 //!
 //! ```
-//! use keygate::manage::{KeyManager, NewKey};
+//! use keygate::lifecycle::{KeyManager, NewKey};
 //! use keygate::key::Environment;
 //! use keygate::store::MemoryStore;
 //! # #[tokio::main(flavor = "current_thread")]
@@ -31,12 +31,14 @@
 mod bounds;
 mod error;
 mod manager;
+mod new_key;
 
 pub use bounds::{BoundViolation, KeyBounds};
 pub use error::ManageError;
 #[cfg(feature = "axum")]
 pub(crate) use manager::may_manage;
-pub use manager::{
-    IssuedKey, KeyManager, KeyManagerBuilder, MAX_EXPIRY, MAX_METADATA_BYTES, MAX_NAME_CHARS,
-    MAX_RESTRICTION_ENTRIES, MAX_SCOPES, NewKey,
+pub use manager::{KeyManager, KeyManagerBuilder};
+pub use new_key::{
+    IssuedKey, MAX_EXPIRY, MAX_METADATA_BYTES, MAX_NAME_CHARS, MAX_RESTRICTION_ENTRIES, MAX_SCOPES,
+    NewKey,
 };

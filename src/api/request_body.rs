@@ -9,7 +9,7 @@ use serde::de::DeserializeOwned;
 
 use super::ApiError;
 use crate::key::Environment;
-use crate::restrict::Restrictions;
+use crate::restriction::Restrictions;
 
 /// A JSON body.
 pub(super) struct JsonBody<T>(pub(super) T);

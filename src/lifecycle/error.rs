@@ -1,4 +1,4 @@
-use super::BoundViolation;
+use super::bounds::BoundViolation;
 use crate::store::StoreError;
 
 /// Why a lifecycle operation was refused. Nothing is written when one is returned, except

@@ -4,7 +4,7 @@
 //! means "no restriction of that kind".
 //!
 //! ```
-//! use keygate::restrict::{EndpointRule, Restrictions};
+//! use keygate::restriction::{EndpointRule, Restrictions};
 //!
 //! let r = Restrictions {
 //!     ip_ranges: vec!["10.0.0.0/8".parse().unwrap(), "2001:db8::/32".parse().unwrap()],
@@ -117,7 +117,7 @@ impl Restrictions {
 /// [`AuthError::RestrictionViolated`](crate::AuthError::RestrictionViolated).
 ///
 /// ```
-/// use keygate::restrict::Violation;
+/// use keygate::restriction::Violation;
 ///
 /// assert_eq!(Violation::IpAddress.to_string(), "IP address");
 /// ```

@@ -2,9 +2,9 @@
 
 use time::OffsetDateTime;
 
-use crate::entitle::Plan;
 use crate::key::Environment;
-use crate::restrict::{EndpointRule, Restrictions};
+use crate::plan::Plan;
+use crate::restriction::{EndpointRule, Restrictions};
 use crate::scope::Scopes;
 use crate::store::KeyRecord;
 use crate::tenant::{Tenant, granted};
@@ -24,8 +24,8 @@ use crate::tenant::{Tenant, granted};
 ///
 /// ```
 /// use keygate::key::Environment;
-/// use keygate::manage::{BoundViolation, KeyBounds};
-/// use keygate::restrict::Restrictions;
+/// use keygate::lifecycle::{BoundViolation, KeyBounds};
+/// use keygate::restriction::Restrictions;
 /// use keygate::scope::Scopes;
 ///
 /// let admin_scopes = Scopes::from_static(&["admin"]);

@@ -1,3 +1,0 @@
-//! Framework glue.
-
-mod axum;

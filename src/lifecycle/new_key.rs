@@ -1,0 +1,171 @@
+//! What a new key is made of ([`NewKey`]), what issuing one answers ([`IssuedKey`]), and the
+//! caps every new key must keep, whoever asks for it.
+
+use time::OffsetDateTime;
+
+use super::error::ManageError;
+use crate::key::{ApiKey, Environment};
+use crate::restriction::Restrictions;
+use crate::store::KeyInfo;
+
+/// The most scopes one key may hold.
+pub const MAX_SCOPES: usize = 64;
+
+/// The longest key name, in characters (after trimming surrounding whitespace).
+pub const MAX_NAME_CHARS: usize = 128;
+
+/// The most bytes a key's metadata may take, serialized as JSON. Metadata travels with the key
+/// on every lookup, so it is kept small.
+pub const MAX_METADATA_BYTES: usize = 4096;
+
+/// The most entries in each of a key's restriction lists (`ip_ranges`, `referrers`,
+/// `endpoints`).
+pub const MAX_RESTRICTION_ENTRIES: usize = 64;
+
+/// The latest expiry a key may have: 2262-01-01T00:00:00Z (inclusive), the latest instant the
+/// stores keep ([`MAX_TIME`](crate::store::MAX_TIME): times are stored as signed 64-bit
+/// nanoseconds since 1970, which end in April 2262).
+pub const MAX_EXPIRY: OffsetDateTime = crate::store::MAX_TIME;
+
+/// What to issue: name, scopes and options. Built with [`NewKey::new`] and its setters.
+#[derive(Debug, Clone)]
+pub struct NewKey {
+    /// Human-readable name: 1 to [`MAX_NAME_CHARS`] characters, without control or
+    /// bidirectional-formatting characters.
+    pub name: String,
+    /// Scope names, at most [`MAX_SCOPES`]; validated against the manager's known scopes.
+    pub scopes: Vec<String>,
+    /// `live` (default) or `test`.
+    pub environment: Environment,
+    /// Optional expiry, which must be in the future and no later than [`MAX_EXPIRY`].
+    pub expires_at: Option<OffsetDateTime>,
+    /// Free-form data handed to the service with the tenant; at most [`MAX_METADATA_BYTES`]
+    /// as JSON.
+    pub metadata: serde_json::Map<String, serde_json::Value>,
+    /// Where and for what the key may be used; at most [`MAX_RESTRICTION_ENTRIES`] entries in
+    /// each list.
+    pub restrictions: Restrictions,
+}
+
+impl NewKey {
+    /// A live key with these scopes and no expiry.
+    pub fn new<S: Into<String>>(
+        name: impl Into<String>,
+        scopes: impl IntoIterator<Item = S>,
+    ) -> Self {
+        NewKey {
+            name: name.into(),
+            scopes: scopes.into_iter().map(Into::into).collect(),
+            environment: Environment::Live,
+            expires_at: None,
+            metadata: Default::default(),
+            restrictions: Default::default(),
+        }
+    }
+
+    /// Sets the environment.
+    pub fn environment(mut self, environment: Environment) -> Self {
+        self.environment = environment;
+        self
+    }
+
+    /// Sets the expiry.
+    pub fn expires_at(mut self, at: OffsetDateTime) -> Self {
+        self.expires_at = Some(at);
+        self
+    }
+
+    /// Sets the metadata.
+    pub fn metadata(mut self, metadata: serde_json::Map<String, serde_json::Value>) -> Self {
+        self.metadata = metadata;
+        self
+    }
+
+    /// Sets the restrictions.
+    pub fn restrictions(mut self, restrictions: Restrictions) -> Self {
+        self.restrictions = restrictions;
+        self
+    }
+}
+
+/// A freshly issued (or rotated) key: the secret, shown once, and what was stored.
+#[derive(Debug)]
+pub struct IssuedKey {
+    /// The secret. Hand it to the user once; it cannot be retrieved again.
+    pub key: ApiKey,
+    /// The stored metadata.
+    pub info: KeyInfo,
+}
+
+pub(super) fn validate_name(name: &str) -> Result<String, ManageError> {
+    let name = name.trim();
+    // The byte length bounds the character count: no per-character work on a huge name.
+    let valid = !name.is_empty()
+        && name.len() <= MAX_NAME_CHARS * 4
+        && name.chars().count() <= MAX_NAME_CHARS
+        && !name.chars().any(|c| c.is_control() || is_bidi_format(c));
+    if !valid {
+        return Err(ManageError::InvalidName);
+    }
+    Ok(name.to_owned())
+}
+
+/// Characters that reorder how text is displayed: in a key's name they could make a listing
+/// show something other than what is stored.
+fn is_bidi_format(c: char) -> bool {
+    matches!(
+        c,
+        '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}' | '\u{061C}'
+    )
+}
+
+pub(super) fn validate_expiry(
+    at: Option<OffsetDateTime>,
+    now: OffsetDateTime,
+) -> Result<(), ManageError> {
+    match at {
+        Some(at) if at <= now => Err(ManageError::ExpiryInPast),
+        Some(at) if at > MAX_EXPIRY => Err(ManageError::ExpiryTooLate),
+        _ => Ok(()),
+    }
+}
+
+pub(super) fn validate_restrictions(r: &Restrictions) -> Result<(), ManageError> {
+    for (field, len) in [
+        ("ip_ranges", r.ip_ranges.len()),
+        ("referrers", r.referrers.len()),
+        ("endpoints", r.endpoints.len()),
+    ] {
+        if len > MAX_RESTRICTION_ENTRIES {
+            return Err(ManageError::TooManyRestrictions {
+                field,
+                max: MAX_RESTRICTION_ENTRIES,
+            });
+        }
+    }
+    Ok(())
+}
+
+pub(super) fn validate_metadata(
+    metadata: &serde_json::Map<String, serde_json::Value>,
+) -> Result<(), ManageError> {
+    /// Counts bytes and gives up past the cap, so a huge map is never serialized whole.
+    struct Budget(usize);
+    impl std::io::Write for Budget {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 = self
+                .0
+                .checked_sub(buf.len())
+                .ok_or_else(|| std::io::Error::other("over the metadata cap"))?;
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    serde_json::to_writer(Budget(MAX_METADATA_BYTES), metadata).map_err(|_| {
+        ManageError::MetadataTooLarge {
+            max: MAX_METADATA_BYTES,
+        }
+    })
+}
