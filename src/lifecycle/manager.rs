@@ -24,8 +24,10 @@ const MAX_GRACE_SECONDS: u64 = 30 * 24 * 3600;
 
 /// Issues and manages keys on a [`ManagedKeyStore`]. Cheap to clone.
 ///
-/// Every call validates its input against the caps ([`MAX_SCOPES`], [`MAX_NAME_CHARS`],
-/// [`MAX_METADATA_BYTES`], [`MAX_RESTRICTION_ENTRIES`], [`MAX_EXPIRY`]) before any store call,
+/// Every call validates its input against the caps ([`MAX_SCOPES`],
+/// [`MAX_NAME_CHARS`](super::MAX_NAME_CHARS), [`MAX_METADATA_BYTES`](super::MAX_METADATA_BYTES),
+/// [`MAX_RESTRICTION_ENTRIES`](super::MAX_RESTRICTION_ENTRIES),
+/// [`MAX_EXPIRY`](super::MAX_EXPIRY)) before any store call,
 /// and bounds each store call by the store timeout (2 s by default), after which it fails
 /// with [`StoreError::Timeout`].
 ///

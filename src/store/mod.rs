@@ -22,7 +22,8 @@ mod managed;
 mod memory;
 mod record;
 #[cfg(feature = "sql")]
-pub(crate) mod sql;
+#[cfg_attr(docsrs, doc(cfg(any(feature = "sqlite", feature = "postgres"))))]
+pub mod sql;
 
 pub use error::StoreError;
 pub use managed::ManagedKeyStore;

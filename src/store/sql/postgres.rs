@@ -1,8 +1,9 @@
-use std::sync::Arc;
-
 use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::{Pool, Transaction};
 
-use super::{Statements, sql_store};
+use super::SqlStore;
+use super::dialect::{Dialect, sealed};
+use crate::backend::BackendError;
 use crate::store::StoreError;
 
 /// Keys in PostgreSQL, for services with several instances.
@@ -18,67 +19,63 @@ use crate::store::StoreError;
 /// # let _ = store;
 /// # }
 /// ```
-#[derive(Clone)]
-pub struct PostgresStore {
-    pool: PgPool,
-    sql: Arc<Statements>,
-}
+pub type PostgresStore = SqlStore<Postgres>;
 
-impl std::fmt::Debug for PostgresStore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PostgresStore").finish_non_exhaustive()
+/// The PostgreSQL [`Dialect`]: writes to a tenant's keys take a transaction-scoped advisory
+/// lock on the tenant. A server has no file to lose; a failing connection is an error of its
+/// own, so there is nothing to check before a call.
+#[derive(Clone, Copy, Debug)]
+pub struct Postgres;
+
+impl sealed::Sealed for Postgres {}
+
+impl Dialect for Postgres {
+    type Db = sqlx::Postgres;
+
+    fn store_name(&self) -> &'static str {
+        "PostgresStore"
+    }
+
+    async fn begin_write(
+        &self,
+        pool: &Pool<sqlx::Postgres>,
+        tenant_id: &str,
+    ) -> Result<Transaction<'static, sqlx::Postgres>, BackendError> {
+        let mut tx = pool.begin().await.map_err(BackendError::backend)?;
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
+            .bind(tenant_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(BackendError::backend)?;
+        Ok(tx)
+    }
+
+    fn check_read(&self) -> Result<(), BackendError> {
+        Ok(())
+    }
+
+    fn check_write(&self) -> Result<(), BackendError> {
+        Ok(())
     }
 }
 
-impl PostgresStore {
+impl SqlStore<Postgres> {
     /// Connects to `url` and migrates.
-    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+    pub async fn connect(url: &str) -> Result<PostgresStore, StoreError> {
         let pool = PgPoolOptions::new()
             .max_connections(10)
             .connect(url)
             .await
             .map_err(StoreError::backend)?;
-        Self::from_pool(pool).await
+        PostgresStore::from_pool(pool).await
     }
 
     /// Uses an existing pool; runs the embedded migrations.
-    pub async fn from_pool(pool: PgPool) -> Result<Self, StoreError> {
+    pub async fn from_pool(pool: PgPool) -> Result<PostgresStore, StoreError> {
         sqlx::migrate!("migrations/postgres")
             .run(&pool)
             .await
             .map_err(StoreError::backend)?;
-        Ok(PostgresStore {
-            pool,
-            sql: Arc::new(Statements::new()),
-        })
-    }
-
-    /// The connection pool.
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
-    }
-
-    async fn begin_write(
-        &self,
-        tenant_id: &str,
-    ) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(StoreError::backend)?;
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
-            .bind(tenant_id)
-            .execute(&mut *tx)
-            .await
-            .map_err(StoreError::backend)?;
-        Ok(tx)
-    }
-
-    // A server has no file to lose; a failing connection is an error of its own.
-    fn file_ok(&self) -> Result<(), StoreError> {
-        Ok(())
-    }
-
-    fn file_unchanged(&self) -> Result<(), StoreError> {
-        Ok(())
+        Ok(SqlStore::new(pool, Postgres))
     }
 }
-
-sql_store!(PostgresStore, sqlx::Postgres);

@@ -8,9 +8,11 @@ use std::time::{Duration, Instant};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
 };
-use sqlx::{ConnectOptions, Connection};
+use sqlx::{ConnectOptions, Connection, Pool, Transaction};
 
-use super::{Statements, sql_store};
+use super::SqlStore;
+use super::dialect::{Dialect, sealed};
+use crate::backend::BackendError;
 use crate::store::StoreError;
 
 /// Keys in SQLite: embedded, durable, no server. The quickstart's store.
@@ -24,8 +26,9 @@ use crate::store::StoreError;
 /// serves from never create it. If the file is deleted or replaced while the store runs, the
 /// store fails closed: every call answers an error (the request path 503), nothing is written to
 /// the deleted file and no empty database appears at its path. Writes check the file when they
-/// start and again before they commit; lookups check it at most once per second, so one may still be answered from the
-/// deleted file's last state within that second. Reopen the store to serve again.
+/// start and again before they commit; lookups check it at most once per second, so one may
+/// still be answered from the deleted file's last state within that second. Reopen the store to
+/// serve again.
 ///
 /// ```
 /// use keygate::store::SqliteStore;
@@ -35,43 +38,70 @@ use crate::store::StoreError;
 /// # let _ = store;
 /// # }
 /// ```
-#[derive(Clone)]
-pub struct SqliteStore {
-    pool: SqlitePool,
-    sql: Arc<Statements>,
+pub type SqliteStore = SqlStore<Sqlite>;
+
+/// The SQLite [`Dialect`]: writes take the database's write lock when they begin
+/// (`BEGIN IMMEDIATE`), and every call first checks that the database file is still the one
+/// the store opened.
+#[derive(Clone, Debug)]
+pub struct Sqlite {
     /// The database file, when there is one (not for in-memory databases).
     file: Option<Arc<FileGuard>>,
 }
 
-impl std::fmt::Debug for SqliteStore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SqliteStore").finish_non_exhaustive()
+impl sealed::Sealed for Sqlite {}
+
+impl Dialect for Sqlite {
+    type Db = sqlx::Sqlite;
+
+    fn store_name(&self) -> &'static str {
+        "SqliteStore"
+    }
+
+    async fn begin_write(
+        &self,
+        pool: &Pool<sqlx::Sqlite>,
+        _tenant_id: &str,
+    ) -> Result<Transaction<'static, sqlx::Sqlite>, BackendError> {
+        pool.begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(BackendError::backend)
+    }
+
+    /// Cheap enough for every call: see [`FileGuard::check_lookup`].
+    fn check_read(&self) -> Result<(), BackendError> {
+        self.file.as_deref().map_or(Ok(()), FileGuard::check_lookup)
+    }
+
+    /// See [`FileGuard::check`].
+    fn check_write(&self) -> Result<(), BackendError> {
+        self.file.as_deref().map_or(Ok(()), FileGuard::check)
     }
 }
 
-impl SqliteStore {
+impl SqlStore<Sqlite> {
     /// Opens (creating if missing) the database file at `path`, in WAL mode, and migrates it.
-    pub async fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+    pub async fn open(path: impl AsRef<Path>) -> Result<SqliteStore, StoreError> {
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .busy_timeout(Duration::from_secs(5));
-        Self::open_with(options, SqlitePoolOptions::new().max_connections(4)).await
+        SqliteStore::open_with(options, SqlitePoolOptions::new().max_connections(4)).await
     }
 
     /// Connects with an sqlx SQLite URL, e.g. `sqlite://keys.db?mode=rwc`, and migrates.
     ///
     /// As with [`open`](SqliteStore::open), only the first connection may create the file.
-    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+    pub async fn connect(url: &str) -> Result<SqliteStore, StoreError> {
         let options = SqliteConnectOptions::from_str(url)
             .map_err(StoreError::backend)?
             .busy_timeout(Duration::from_secs(5));
-        Self::open_with(options, SqlitePoolOptions::new()).await
+        SqliteStore::open_with(options, SqlitePoolOptions::new()).await
     }
 
     /// A private in-memory database, for tests: one connection that lives as long as the store.
-    pub async fn in_memory() -> Result<Self, StoreError> {
+    pub async fn in_memory() -> Result<SqliteStore, StoreError> {
         let options =
             SqliteConnectOptions::from_str("sqlite::memory:").map_err(StoreError::backend)?;
         let pool = SqlitePoolOptions::new()
@@ -82,7 +112,7 @@ impl SqliteStore {
             .connect_with(options)
             .await
             .map_err(StoreError::backend)?;
-        Self::from_pool(pool).await
+        SqliteStore::from_pool(pool).await
     }
 
     /// Uses an existing pool; runs the embedded migrations.
@@ -90,27 +120,18 @@ impl SqliteStore {
     /// The store watches the database file the pool has open as [`open`](SqliteStore::open)
     /// does, but whether the pool's new connections may create a missing file is up to its
     /// options.
-    pub async fn from_pool(pool: SqlitePool) -> Result<Self, StoreError> {
+    pub async fn from_pool(pool: SqlitePool) -> Result<SqliteStore, StoreError> {
         migrate(&pool).await?;
         let mut conn = pool.acquire().await.map_err(StoreError::backend)?;
         let file = FileGuard::of(&mut conn).await?;
         drop(conn);
-        Ok(SqliteStore {
-            pool,
-            sql: Arc::new(Statements::new()),
-            file,
-        })
-    }
-
-    /// The connection pool.
-    pub fn pool(&self) -> &SqlitePool {
-        &self.pool
+        Ok(SqlStore::new(pool, Sqlite { file }))
     }
 
     async fn open_with(
         options: SqliteConnectOptions,
         pool: SqlitePoolOptions,
-    ) -> Result<Self, StoreError> {
+    ) -> Result<SqliteStore, StoreError> {
         // The one connection that may create the file: it creates and migrates it.
         let mut first = options.connect().await.map_err(StoreError::backend)?;
         migrate(&mut first).await?;
@@ -123,31 +144,7 @@ impl SqliteStore {
             .map_err(StoreError::backend)?;
         // Closed only now, so that a shared in-memory database lives on in the pool.
         first.close().await.map_err(StoreError::backend)?;
-        Ok(SqliteStore {
-            pool,
-            sql: Arc::new(Statements::new()),
-            file,
-        })
-    }
-
-    async fn begin_write(
-        &self,
-        _tenant_id: &str,
-    ) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StoreError> {
-        self.pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(StoreError::backend)
-    }
-
-    /// Cheap enough for every call: see [`FileGuard::check_lookup`].
-    fn file_ok(&self) -> Result<(), StoreError> {
-        self.file.as_deref().map_or(Ok(()), FileGuard::check_lookup)
-    }
-
-    /// Run when a write starts and before it commits: see [`FileGuard::check`].
-    fn file_unchanged(&self) -> Result<(), StoreError> {
-        self.file.as_deref().map_or(Ok(()), FileGuard::check)
+        Ok(SqlStore::new(pool, Sqlite { file }))
     }
 }
 
@@ -207,7 +204,7 @@ impl FileGuard {
     }
 
     /// Checks the file unless it was checked less than [`LOOKUP_CHECK_INTERVAL`] ago.
-    fn check_lookup(&self) -> Result<(), StoreError> {
+    fn check_lookup(&self) -> Result<(), BackendError> {
         if self.gone.load(Ordering::Relaxed) {
             return Err(gone());
         }
@@ -227,7 +224,7 @@ impl FileGuard {
     }
 
     /// Checks now that the file at the path is the one opened.
-    fn check(&self) -> Result<(), StoreError> {
+    fn check(&self) -> Result<(), BackendError> {
         if self.gone.load(Ordering::Relaxed) {
             return Err(gone());
         }
@@ -239,11 +236,11 @@ impl FileGuard {
             Ok(_) => self.mark_gone("replaced"),
             Err(e) if e.kind() == io::ErrorKind::NotFound => self.mark_gone("deleted"),
             // Not proof that the file is gone: refuse this call only.
-            Err(e) => Err(StoreError::backend(e)),
+            Err(e) => Err(BackendError::backend(e)),
         }
     }
 
-    fn mark_gone(&self, what: &str) -> Result<(), StoreError> {
+    fn mark_gone(&self, what: &str) -> Result<(), BackendError> {
         if !self.gone.swap(true, Ordering::Relaxed) {
             tracing::error!(
                 target: "keygate",
@@ -260,8 +257,8 @@ impl FileGuard {
     }
 }
 
-fn gone() -> StoreError {
-    StoreError::backend(io::Error::new(
+fn gone() -> BackendError {
+    BackendError::backend(io::Error::new(
         io::ErrorKind::NotFound,
         "the SQLite database file was deleted or replaced while open",
     ))
@@ -286,5 +283,3 @@ type FileId = ();
 fn file_id(path: &Path) -> io::Result<FileId> {
     std::fs::metadata(path).map(|_| ())
 }
-
-sql_store!(SqliteStore, sqlx::Sqlite);
