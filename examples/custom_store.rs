@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use axum::{Router, routing::get};
 use keygate::hash::{KeyDigest, KeyHasher};
-use keygate::key::{Environment, KeyFormat};
+use keygate::key::{Environment, KeyFormat, KeyScheme};
 use keygate::scope::{Scope, Scopes};
 use keygate::store::{KeyRecord, KeyStore, Lookup, StoreError};
 use keygate::{AuthLayer, Tenant, Verifier};
@@ -54,22 +54,13 @@ impl ImportedKeys {
             } else {
                 Environment::Live
             };
-            let record = KeyRecord {
-                id: key.id,
-                tenant_id: key.tenant,
-                name: key.name,
-                digest,
-                prefix: key.prefix,
-                last4: key.last4,
-                scopes,
-                environment,
-                created_at: time::OffsetDateTime::now_utc(),
-                expires_at: None,
-                revoked_at: None,
-                last_used_at: None,
-                metadata: Default::default(),
-                restrictions: Default::default(),
-            };
+            let record = KeyRecord::builder(key.id, key.tenant, digest)
+                .name(key.name)
+                .prefix(key.prefix)
+                .last4(key.last4)
+                .scopes(scopes)
+                .environment(environment)
+                .build();
             by_digest.insert(digest, Arc::new(record));
         }
         Ok(ImportedKeys { by_digest })
@@ -117,7 +108,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             get(|t: Tenant| async move { format!("tenant {}", t.tenant_id()) }),
         )
         .layer(AuthLayer::new(
-            Verifier::builder(store).format(format.clone()).build(),
+            Verifier::builder(store)
+                .scheme(KeyScheme::new(format.clone(), KeyHasher::sha256()))
+                .build(),
         ));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;

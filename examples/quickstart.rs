@@ -13,7 +13,7 @@
 use std::time::Duration;
 
 use axum::{Json, Router, http::StatusCode, routing::get};
-use keygate::key::Environment;
+use keygate::key::{Environment, KeyScheme};
 use keygate::last_used::LastUsedTracker;
 use keygate::lifecycle::{KeyManager, NewKey};
 use keygate::limit::{Quota, QuotaPeriod, RateLimit};
@@ -50,7 +50,11 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     store
         .set_tenant("demo", &TenantEntitlements::active(plan))
         .await?;
+    // One key scheme (format and hasher) for the verifier that checks keys and the manager that
+    // issues them.
+    let scheme = KeyScheme::default();
     let verifier = Verifier::builder(store.clone())
+        .scheme(scheme.clone())
         // Plans are read from SQLite and cached briefly: the request path makes one query.
         .entitlements(CachedEntitlements::new(
             store.clone(),
@@ -58,7 +62,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         ))
         .build();
     let manager = KeyManager::builder(store.clone())
-        .for_verifier(&verifier)
+        .scheme(scheme)
         .known_scopes([Scope::ADMIN, Scope::READ, Scope::WRITE])
         .audit(store.clone())
         .build();

@@ -19,22 +19,11 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
 
 fn record(key: &keygate::key::ApiKey, id: &str, scopes: &[&'static str]) -> KeyRecord {
-    KeyRecord {
-        id: id.into(),
-        tenant_id: "acme".into(),
-        name: id.into(),
-        digest: KeyHasher::sha256().hash(key.expose_secret()),
-        prefix: key.prefix().into(),
-        last4: key.last4().into(),
-        scopes: Scopes::from_static(scopes),
-        environment: key.environment(),
-        created_at: time::OffsetDateTime::now_utc(),
-        expires_at: None,
-        revoked_at: None,
-        last_used_at: None,
-        metadata: Default::default(),
-        restrictions: Default::default(),
-    }
+    KeyRecord::builder(id, "acme", KeyHasher::sha256().hash(key.expose_secret()))
+        .key(key)
+        .name(id)
+        .scopes(Scopes::from_static(scopes))
+        .build()
 }
 
 #[tokio::main]

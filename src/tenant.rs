@@ -122,14 +122,10 @@ impl Tenant {
     /// use keygate::plan::{Plan, TenantEntitlements};
     /// use keygate::scope::{Scope, Scopes};
     /// # fn record() -> keygate::store::KeyRecord {
-    /// #     keygate::store::KeyRecord {
-    /// #         id: "key_1".into(), tenant_id: "acme".into(), name: "n".into(),
-    /// #         digest: keygate::hash::KeyDigest::from_bytes([0; 32]), prefix: "sk_live_".into(),
-    /// #         last4: "abcd".into(), scopes: Scopes::from_static(&["write"]),
-    /// #         environment: keygate::key::Environment::Live,
-    /// #         created_at: time::OffsetDateTime::UNIX_EPOCH, expires_at: None, revoked_at: None,
-    /// #         last_used_at: None, metadata: Default::default(), restrictions: Default::default(),
-    /// #     }
+    /// #     let digest = keygate::hash::KeyDigest::from_bytes([0; 32]);
+    /// #     keygate::store::KeyRecord::builder("key_1", "acme", digest)
+    /// #         .scopes(Scopes::from_static(&["write"]))
+    /// #         .build()
     /// # }
     /// let read_only = Plan { allowed_scopes: Some(Scopes::from_static(&["read"])), ..Plan::default() };
     /// // A key holding `write`, on a plan that allows only `read`:

@@ -30,12 +30,12 @@ struct Setup {
 async fn setup_with(manager_store: impl ManagedKeyStore + Clone, auth_store: MemoryStore) -> Setup {
     let verifier = Verifier::builder(auth_store.clone()).build();
     let manager = KeyManager::builder(manager_store)
-        .for_verifier(&verifier)
+        .scheme(verifier.scheme().clone())
         .known_scopes([Scope::ADMIN, Scope::READ, Scope::WRITE])
         .max_active_keys(Some(6))
         .build();
     let seed = KeyManager::builder(auth_store)
-        .for_verifier(&verifier)
+        .scheme(verifier.scheme().clone())
         .build();
     let acme_admin = seed
         .issue("seed", "acme", NewKey::new("acme admin", ["admin"]))
@@ -697,7 +697,7 @@ async fn last_used_is_coalesced_and_flushed() {
     let store = MemoryStore::new();
     let verifier = Verifier::builder(store.clone()).build();
     let manager = KeyManager::builder(store.clone())
-        .for_verifier(&verifier)
+        .scheme(verifier.scheme().clone())
         .build();
     let a = manager
         .issue("t", "acme", NewKey::new("a", ["read"]))
@@ -812,7 +812,7 @@ async fn a_key_cannot_issue_or_rotate_keys_beyond_its_own() {
     let verifier = Verifier::builder(store.clone()).build();
     // The operator's own manager, called from Rust, is bound by no caller.
     let operator = KeyManager::builder(store.clone())
-        .for_verifier(&verifier)
+        .scheme(verifier.scheme().clone())
         .build();
     let auth = AuthLayer::new(verifier);
     let addr =
@@ -1048,7 +1048,7 @@ async fn oversized_input_is_refused_with_a_clear_answer() {
     let store = MemoryStore::new();
     let verifier = Verifier::builder(store.clone()).build();
     let manager = KeyManager::builder(store.clone())
-        .for_verifier(&verifier)
+        .scheme(verifier.scheme().clone())
         .build();
     let auth = AuthLayer::new(verifier);
     let addr =
@@ -1207,7 +1207,7 @@ async fn unknown_fields_at_every_level_are_refused() {
     let store = MemoryStore::new();
     let verifier = Verifier::builder(store.clone()).build();
     let manager = KeyManager::builder(store.clone())
-        .for_verifier(&verifier)
+        .scheme(verifier.scheme().clone())
         .build();
     let auth = AuthLayer::new(verifier);
     let addr =
@@ -1279,7 +1279,7 @@ async fn the_plan_narrows_scopes_in_handlers_and_management_too() {
     );
     let verifier = Verifier::builder(store.clone()).entitlements(plans).build();
     let manager = KeyManager::builder(store.clone())
-        .for_verifier(&verifier)
+        .scheme(verifier.scheme().clone())
         .build();
     let auth = AuthLayer::new(verifier);
     // Routes behind the any-key layer: the handlers decide.
@@ -1334,7 +1334,7 @@ async fn a_key_in_its_rotation_grace_period_cannot_manage_keys() {
     let store = MemoryStore::new();
     let verifier = Verifier::builder(store.clone()).build();
     let manager = KeyManager::builder(store.clone())
-        .for_verifier(&verifier)
+        .scheme(verifier.scheme().clone())
         .build();
     let auth = AuthLayer::new(verifier);
     let app = api::router(manager.clone())
@@ -1537,7 +1537,7 @@ async fn a_client_that_disconnects_mid_call_still_leaves_the_change_audited() {
     let audit = RecordingAudit::default();
     let verifier = Verifier::builder(memory.clone()).build();
     let manager = KeyManager::builder(store.clone())
-        .for_verifier(&verifier)
+        .scheme(verifier.scheme().clone())
         .audit(audit.clone())
         .build();
     let (admin, _) = issue(&manager, "acme", NewKey::new("admin", ["admin"])).await;
@@ -1677,7 +1677,7 @@ async fn a_leaked_key_cannot_block_its_own_revocation_through_the_tenants_limits
         .limiter(limiter.clone())
         .build();
     let manager = KeyManager::builder(store.clone())
-        .for_verifier(&verifier)
+        .scheme(verifier.scheme().clone())
         .build();
     let auth = AuthLayer::new(verifier);
     let app = Router::new()
@@ -1855,11 +1855,11 @@ async fn a_stalled_store_answers_503_after_the_store_timeout() {
     let auth_store = MemoryStore::new();
     let verifier = Verifier::builder(auth_store.clone()).build();
     let seed = KeyManager::builder(auth_store)
-        .for_verifier(&verifier)
+        .scheme(verifier.scheme().clone())
         .build();
     let (admin, admin_id) = issue(&seed, "acme", NewKey::new("admin", ["admin"])).await;
     let manager = KeyManager::builder(StalledStore)
-        .for_verifier(&verifier)
+        .scheme(verifier.scheme().clone())
         .store_timeout(std::time::Duration::from_millis(100))
         .build();
     let addr = serve(api::router(manager).route_layer(AuthLayer::new(verifier).management())).await;

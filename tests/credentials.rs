@@ -374,7 +374,7 @@ async fn revocation_takes_effect_on_the_next_request() {
 #[tokio::test]
 async fn keys_imported_by_hash_and_custom_formats_work() {
     use keygate::hash::{KeyDigest, KeyHasher};
-    use keygate::key::{Environment, KeyFormat};
+    use keygate::key::{Environment, KeyFormat, KeyScheme};
     // A key from another system in the plain `ak_live_<64 hex>` format, known only by its
     // SHA-256 hex digest.
     let format = KeyFormat::new("ak").unwrap().with_checksum(false);
@@ -384,7 +384,9 @@ async fn keys_imported_by_hash_and_custom_formats_work() {
     let mut imported = record(&legacy, "key_legacy", "globex", &["read"]);
     imported.digest = KeyDigest::from_hex(&exported_hash).unwrap();
     store.put(imported);
-    let verifier = Verifier::builder(store).format(format).build();
+    let verifier = Verifier::builder(store)
+        .scheme(KeyScheme::new(format, KeyHasher::sha256()))
+        .build();
     let app = Router::new()
         .route(
             "/",
@@ -413,7 +415,7 @@ async fn keys_imported_by_hash_and_custom_formats_work() {
 #[tokio::test]
 async fn peppered_keys_need_the_same_pepper() {
     use keygate::hash::KeyHasher;
-    use keygate::key::{Environment, KeyFormat};
+    use keygate::key::{Environment, KeyFormat, KeyScheme};
     let key = KeyFormat::default().generate(Environment::Live);
     let pepper = KeyHasher::hmac_sha256(b"server-side pepper");
     let store = keygate::store::MemoryStore::new();
@@ -429,7 +431,9 @@ async fn peppered_keys_need_the_same_pepper() {
     let with = Router::new()
         .route("/", get(|| async { "ok" }))
         .layer(AuthLayer::new(
-            Verifier::builder(store.clone()).hasher(pepper).build(),
+            Verifier::builder(store.clone())
+                .scheme(KeyScheme::new(KeyFormat::default(), pepper))
+                .build(),
         ));
     assert_eq!(with.oneshot(req()).await.unwrap().status(), 200);
     let without = Router::new()

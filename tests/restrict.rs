@@ -251,7 +251,7 @@ async fn restrictions_are_set_at_issue_time_and_shown() {
     let store = MemoryStore::new();
     let verifier = Verifier::builder(store.clone()).build();
     let manager = KeyManager::builder(store.clone())
-        .for_verifier(&verifier)
+        .scheme(verifier.scheme().clone())
         .build();
     let admin = manager
         .issue(

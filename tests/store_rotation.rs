@@ -32,7 +32,7 @@ async fn server(max_active: Option<usize>) -> Server {
     let store = SqliteStore::open(dir.path().join("keys.db")).await.unwrap();
     let verifier = Verifier::builder(store.clone()).build();
     let manager = KeyManager::builder(store)
-        .for_verifier(&verifier)
+        .scheme(verifier.scheme().clone())
         .max_active_keys(max_active)
         .build();
     let admin = manager

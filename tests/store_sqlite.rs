@@ -352,7 +352,7 @@ async fn the_management_api_and_the_request_path_answer_503_when_the_file_is_gon
         .unwrap();
     let verifier = Verifier::builder(sqlite.clone()).build();
     let manager = KeyManager::builder(sqlite.clone())
-        .for_verifier(&verifier)
+        .scheme(verifier.scheme().clone())
         .build();
     let app = Router::new()
         .merge(api::router(manager).route_layer(admin_auth.require_scope(Scope::ADMIN)))

@@ -11,22 +11,15 @@ use keygate::store::{KeyRecord, MemoryStore};
 use keygate::{AuthLayer, Verifier};
 
 pub(crate) fn record(key: &ApiKey, i: usize) -> KeyRecord {
-    KeyRecord {
-        id: format!("key_{i}"),
-        tenant_id: format!("tenant_{}", i % 1000),
-        name: "bench".into(),
-        digest: KeyHasher::sha256().hash(key.expose_secret()),
-        prefix: key.prefix().into(),
-        last4: key.last4().into(),
-        scopes: Scopes::from_static(&["read", "write"]),
-        environment: key.environment(),
-        created_at: time::OffsetDateTime::now_utc(),
-        expires_at: None,
-        revoked_at: None,
-        last_used_at: None,
-        metadata: Default::default(),
-        restrictions: Default::default(),
-    }
+    KeyRecord::builder(
+        format!("key_{i}"),
+        format!("tenant_{}", i % 1000),
+        KeyHasher::sha256().hash(key.expose_secret()),
+    )
+    .key(key)
+    .name("bench")
+    .scopes(Scopes::from_static(&["read", "write"]))
+    .build()
 }
 
 /// A store with `n` keys; returns it and one of its keys.

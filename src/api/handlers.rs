@@ -8,7 +8,7 @@ use http::{HeaderValue, StatusCode};
 use serde::Serialize;
 use zeroize::Zeroizing;
 
-use super::ApiError;
+use super::error::ApiError;
 use super::request_body::{CreateKey, JsonBody, OptionalJsonBody, Rename, Rotate};
 use crate::lifecycle::{IssuedKey, KeyManager, NewKey, may_manage};
 use crate::scope::Scope;

@@ -48,11 +48,13 @@
 //!
 //! ```
 //! use axum::Router;
-//! use keygate::{AuthLayer, Verifier, api, lifecycle::KeyManager, store::MemoryStore};
+//! use keygate::{AuthLayer, Verifier, api, key::KeyScheme, lifecycle::KeyManager, store::MemoryStore};
 //!
 //! let store = MemoryStore::new();
-//! let verifier = Verifier::builder(store.clone()).build();
-//! let manager = KeyManager::builder(store).for_verifier(&verifier).build();
+//! // One key scheme (format and hasher) for the verifier and the manager.
+//! let scheme = KeyScheme::default();
+//! let verifier = Verifier::builder(store.clone()).scheme(scheme.clone()).build();
+//! let manager = KeyManager::builder(store).scheme(scheme).build();
 //! let auth = AuthLayer::new(verifier);
 //! let app: Router = api::router(manager).route_layer(auth.management());
 //! # let _ = app;

@@ -7,7 +7,7 @@ use http::header::CONTENT_TYPE;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
-use super::ApiError;
+use super::error::ApiError;
 use crate::key::Environment;
 use crate::restriction::Restrictions;
 

@@ -3,7 +3,7 @@ use std::fmt;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::{Digest, Sha256};
 
-use super::KeyDigest;
+use super::digest::KeyDigest;
 
 /// Turns a presented key into its [`KeyDigest`].
 ///

@@ -2,7 +2,8 @@ use std::fmt;
 
 use zeroize::Zeroizing;
 
-use super::{ApiKey, Environment};
+use super::environment::Environment;
+use super::secret::ApiKey;
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 const CHECKSUM_LEN: usize = 8;

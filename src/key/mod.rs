@@ -1,4 +1,5 @@
-//! Key format, generation and parsing.
+//! Key format, generation and parsing, and the scheme (format and hasher) that issuing and
+//! verifying share.
 //!
 //! A keygate key reads `<prefix>_<env>_<body>[checksum]`, for example
 //! `sk_live_` followed by 64 lowercase hex characters of CSPRNG output and an 8-character
@@ -23,8 +24,10 @@
 
 mod environment;
 mod format;
+mod scheme;
 mod secret;
 
 pub use environment::{Environment, ParseEnvironmentError};
 pub use format::{KeyFormat, KeyFormatError, MalformedKey, ParsedKey};
+pub use scheme::KeyScheme;
 pub use secret::ApiKey;

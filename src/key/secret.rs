@@ -2,7 +2,7 @@ use std::fmt;
 
 use zeroize::Zeroizing;
 
-use super::Environment;
+use super::environment::Environment;
 
 /// A full API key: the secret a client sends.
 ///

@@ -12,12 +12,10 @@ use super::new_key::{
 };
 use crate::audit::{AuditAction, AuditEvent, AuditSink, TracingAudit};
 use crate::backend::BackendError;
-use crate::hash::KeyHasher;
-use crate::key::{ApiKey, KeyFormat};
+use crate::key::{ApiKey, KeyScheme};
 use crate::scope::{Scope, Scopes};
 use crate::store::{KeyInfo, KeyRecord, ManagedKeyStore, StoreError};
 use crate::tenant::Tenant;
-use crate::verify::Verifier;
 
 /// The longest rotation grace period: 30 days.
 const MAX_GRACE_SECONDS: u64 = 30 * 24 * 3600;
@@ -46,8 +44,7 @@ pub struct KeyManager {
 
 struct Inner {
     store: Arc<dyn ManagedKeyStore>,
-    format: KeyFormat,
-    hasher: KeyHasher,
+    scheme: KeyScheme,
     known_scopes: Option<Vec<Scope>>,
     max_active: Option<usize>,
     audit: Arc<dyn AuditSink>,
@@ -62,14 +59,13 @@ pub struct KeyManagerBuilder {
 impl KeyManager {
     /// Starts configuring a manager over `store`.
     ///
-    /// Defaults: [`KeyFormat::default`], SHA-256, any well-formed scope, at most 100 active keys
+    /// Defaults: [`KeyScheme::default`] (`sk`, 256 bits, checksum; SHA-256), any well-formed scope, at most 100 active keys
     /// per tenant, audit events to [`TracingAudit`], a 2 second store timeout.
     pub fn builder(store: impl ManagedKeyStore) -> KeyManagerBuilder {
         KeyManagerBuilder {
             inner: Inner {
                 store: Arc::new(store),
-                format: KeyFormat::default(),
-                hasher: KeyHasher::default(),
+                scheme: KeyScheme::default(),
                 known_scopes: None,
                 max_active: Some(100),
                 audit: Arc::new(TracingAudit),
@@ -78,9 +74,9 @@ impl KeyManager {
         }
     }
 
-    /// The key format of issued keys.
-    pub fn format(&self) -> &KeyFormat {
-        &self.inner.format
+    /// The key scheme (format and hasher) of issued keys.
+    pub fn scheme(&self) -> &KeyScheme {
+        &self.inner.scheme
     }
 
     /// Issues a key for `tenant_id`. `actor` names who asked, for the audit trail.
@@ -105,15 +101,16 @@ impl KeyManager {
     ///
     /// ```
     /// use keygate::Verifier;
-    /// use keygate::key::Environment;
+    /// use keygate::key::{Environment, KeyScheme};
     /// use keygate::lifecycle::{BoundViolation, KeyManager, ManageError, NewKey};
     /// use keygate::store::MemoryStore;
     /// use keygate::request::RequestHead;
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
     /// let store = MemoryStore::new();
-    /// let verifier = Verifier::builder(store.clone()).build();
-    /// let manager = KeyManager::builder(store).for_verifier(&verifier).build();
+    /// let scheme = KeyScheme::default();
+    /// let verifier = Verifier::builder(store.clone()).scheme(scheme.clone()).build();
+    /// let manager = KeyManager::builder(store).scheme(scheme).build();
     /// let admin = manager
     ///     .issue("setup", "acme", NewKey::new("sandbox admin", ["admin"]).environment(Environment::Test))
     ///     .await
@@ -148,23 +145,16 @@ impl KeyManager {
         validate_expiry(new.expires_at, now)?;
         validate_restrictions(&new.restrictions)?;
         validate_metadata(&new.metadata)?;
-        let key = self.inner.format.generate(new.environment);
-        let record = KeyRecord {
-            id: new_key_id(),
-            tenant_id: tenant_id.to_owned(),
-            name,
-            digest: self.inner.hasher.hash(key.expose_secret()),
-            prefix: key.prefix().to_owned(),
-            last4: key.last4().to_owned(),
-            scopes,
-            environment: new.environment,
-            created_at: now,
-            expires_at: new.expires_at,
-            revoked_at: None,
-            last_used_at: None,
-            metadata: new.metadata,
-            restrictions: new.restrictions,
-        };
+        let (key, digest) = self.inner.scheme.generate(new.environment);
+        let record = KeyRecord::builder(new_key_id(), tenant_id, digest)
+            .key(&key)
+            .name(name)
+            .scopes(scopes)
+            .created_at(now)
+            .expires_at(new.expires_at)
+            .metadata(new.metadata)
+            .restrictions(new.restrictions)
+            .build();
         Ok((key, record))
     }
 
@@ -307,10 +297,10 @@ impl KeyManager {
             .bounded(self.inner.store.get(tenant_id, key_id, now))
             .await?
             .ok_or(ManageError::NotFound)?;
-        let key = self.inner.format.generate(old.environment);
+        let (key, digest) = self.inner.scheme.generate(old.environment);
         let replacement = KeyRecord {
             id: new_key_id(),
-            digest: self.inner.hasher.hash(key.expose_secret()),
+            digest,
             prefix: key.prefix().to_owned(),
             last4: key.last4().to_owned(),
             created_at: now,
@@ -471,7 +461,7 @@ fn new_key_id() -> String {
 impl fmt::Debug for KeyManager {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KeyManager")
-            .field("format", &self.inner.format)
+            .field("scheme", &self.inner.scheme)
             .field("known_scopes", &self.inner.known_scopes)
             .field("max_active", &self.inner.max_active)
             .field("store_timeout", &self.inner.store_timeout)
@@ -480,22 +470,10 @@ impl fmt::Debug for KeyManager {
 }
 
 impl KeyManagerBuilder {
-    /// Takes the key format and hasher from the verifier that will check the keys.
-    pub fn for_verifier(mut self, verifier: &Verifier) -> Self {
-        self.inner.format = verifier.format().clone();
-        self.inner.hasher = verifier.hasher().clone();
-        self
-    }
-
-    /// The format of issued keys.
-    pub fn format(mut self, format: KeyFormat) -> Self {
-        self.inner.format = format;
-        self
-    }
-
-    /// The hasher; must be the verifier's.
-    pub fn hasher(mut self, hasher: KeyHasher) -> Self {
-        self.inner.hasher = hasher;
+    /// The key scheme (format and hasher) of issued keys: give the
+    /// [`Verifier`](crate::Verifier) that checks them the same one.
+    pub fn scheme(mut self, scheme: KeyScheme) -> Self {
+        self.inner.scheme = scheme;
         self
     }
 

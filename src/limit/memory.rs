@@ -6,9 +6,9 @@ use foldhash::fast::RandomState;
 
 use async_trait::async_trait;
 
+use super::clock::{Clock, SystemClock};
 use super::{
-    Clock, Decision, LimitRequest, Limiter, Quota, QuotaPeriod, QuotaStatus, RateLimit, RateStatus,
-    SystemClock, Usage,
+    Decision, LimitRequest, Limiter, Quota, QuotaPeriod, QuotaStatus, RateLimit, RateStatus, Usage,
 };
 use crate::backend::BackendError;
 

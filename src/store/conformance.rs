@@ -19,9 +19,11 @@ use std::future::Future;
 
 use time::{Duration, OffsetDateTime};
 
-use super::{KeyRecord, MAX_TIME, MIN_TIME, ManagedKeyStore, StoreError};
-use crate::hash::KeyHasher;
-use crate::key::{Environment, KeyFormat};
+use super::error::StoreError;
+use super::managed::ManagedKeyStore;
+use super::record::KeyRecord;
+use super::{MAX_TIME, MIN_TIME};
+use crate::key::{Environment, KeyScheme};
 use crate::restriction::Restrictions;
 use crate::scope::Scopes;
 
@@ -66,29 +68,24 @@ fn random_hex() -> String {
 /// A record as an issuing service would store it (no secret), created at `created_at`
 /// truncated to the microsecond.
 pub fn record(tenant_id: &str, created_at: OffsetDateTime) -> KeyRecord {
-    let key = KeyFormat::default().generate(Environment::Live);
+    let (key, digest) = KeyScheme::default().generate(Environment::Live);
     let created_at = created_at
         .replace_nanosecond(created_at.microsecond() * 1000)
         .expect("valid");
-    KeyRecord {
-        id: format!("key_{}", random_hex()),
-        tenant_id: tenant_id.to_owned(),
-        name: "conformance".into(),
-        digest: KeyHasher::sha256().hash(key.expose_secret()),
-        prefix: key.prefix().to_owned(),
-        last4: key.last4().to_owned(),
-        scopes: Scopes::from_static(&["read", "write"]),
-        environment: Environment::Live,
-        created_at,
-        expires_at: None,
-        revoked_at: None,
-        last_used_at: None,
-        metadata: serde_json::Map::from_iter([("plan".to_owned(), serde_json::json!({"tier": 2}))]),
-        restrictions: Restrictions {
+    KeyRecord::builder(format!("key_{}", random_hex()), tenant_id, digest)
+        .key(&key)
+        .name("conformance")
+        .scopes(Scopes::from_static(&["read", "write"]))
+        .created_at(created_at)
+        .metadata(serde_json::Map::from_iter([(
+            "plan".to_owned(),
+            serde_json::json!({"tier": 2}),
+        )]))
+        .restrictions(Restrictions {
             ip_ranges: vec!["10.0.0.0/8".parse().expect("cidr")],
             ..Restrictions::default()
-        },
-    }
+        })
+        .build()
 }
 
 fn now() -> OffsetDateTime {

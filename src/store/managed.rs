@@ -1,7 +1,9 @@
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
-use super::{KeyRecord, KeyStore, StoreError};
+use super::KeyStore;
+use super::error::StoreError;
+use super::record::KeyRecord;
 
 /// A store that can also manage keys: what the lifecycle API and the management HTTP API use.
 ///

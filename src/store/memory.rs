@@ -5,10 +5,10 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
-use super::{
-    KeyRecord, KeyStore, Lookup, ManagedKeyStore, StoreError, check_record_times, check_time,
-    judged_at,
-};
+use super::error::StoreError;
+use super::managed::ManagedKeyStore;
+use super::record::KeyRecord;
+use super::{KeyStore, Lookup, check_record_times, check_time, judged_at};
 use crate::hash::KeyDigest;
 
 /// Keys in process memory: for tests, small services, and as a model for other stores.

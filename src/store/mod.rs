@@ -28,7 +28,7 @@ pub mod sql;
 pub use error::StoreError;
 pub use managed::ManagedKeyStore;
 pub use memory::MemoryStore;
-pub use record::{KeyInfo, KeyRecord};
+pub use record::{KeyInfo, KeyRecord, KeyRecordBuilder};
 #[cfg(feature = "postgres")]
 pub use sql::PostgresStore;
 #[cfg(feature = "sqlite")]

@@ -2,7 +2,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::hash::KeyDigest;
-use crate::key::Environment;
+use crate::key::{ApiKey, Environment};
 use crate::restriction::Restrictions;
 use crate::scope::Scopes;
 
@@ -41,6 +41,50 @@ pub struct KeyRecord {
 }
 
 impl KeyRecord {
+    /// Starts the record of key `id` of `tenant_id`, whose secret hashes to `digest`.
+    ///
+    /// Until set otherwise: an empty name, prefix and last four characters, no scopes, `live`,
+    /// created now, no expiry, never revoked or used, no metadata, no restrictions.
+    ///
+    /// ```
+    /// use keygate::key::{Environment, KeyScheme};
+    /// use keygate::scope::Scopes;
+    /// use keygate::store::KeyRecord;
+    ///
+    /// let (key, digest) = KeyScheme::default().generate(Environment::Test);
+    /// let record = KeyRecord::builder("key_1", "acme", digest)
+    ///     .key(&key) // its visible prefix, last four characters and environment
+    ///     .name("CI")
+    ///     .scopes(Scopes::from_static(&["read"]))
+    ///     .build();
+    /// assert_eq!(record.prefix, "sk_test_");
+    /// assert_eq!(record.environment, Environment::Test);
+    /// ```
+    pub fn builder(
+        id: impl Into<String>,
+        tenant_id: impl Into<String>,
+        digest: KeyDigest,
+    ) -> KeyRecordBuilder {
+        KeyRecordBuilder {
+            record: KeyRecord {
+                id: id.into(),
+                tenant_id: tenant_id.into(),
+                name: String::new(),
+                digest,
+                prefix: String::new(),
+                last4: String::new(),
+                scopes: Scopes::default(),
+                environment: Environment::Live,
+                created_at: OffsetDateTime::now_utc(),
+                expires_at: None,
+                revoked_at: None,
+                last_used_at: None,
+                metadata: serde_json::Map::new(),
+                restrictions: Restrictions::default(),
+            },
+        }
+    }
+
     /// Whether the key is revoked at `now`.
     pub fn is_revoked_at(&self, now: OffsetDateTime) -> bool {
         self.revoked_at.is_some_and(|at| at <= now)
@@ -54,6 +98,95 @@ impl KeyRecord {
     /// Neither revoked nor expired at `now`.
     pub fn is_active_at(&self, now: OffsetDateTime) -> bool {
         !self.is_revoked_at(now) && !self.is_expired_at(now)
+    }
+}
+
+/// Builds a [`KeyRecord`]; see [`KeyRecord::builder`]. Each setter sets the field of its name.
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct KeyRecordBuilder {
+    record: KeyRecord,
+}
+
+impl KeyRecordBuilder {
+    /// The visible prefix, the last four characters and the environment of `key`: what a
+    /// record keeps of the key it was issued for (never the secret).
+    pub fn key(mut self, key: &ApiKey) -> Self {
+        self.record.prefix = key.prefix().to_owned();
+        self.record.last4 = key.last4().to_owned();
+        self.record.environment = key.environment();
+        self
+    }
+
+    /// See [`KeyRecord::name`].
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.record.name = name.into();
+        self
+    }
+
+    /// See [`KeyRecord::prefix`]; for keys imported by their digest.
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.record.prefix = prefix.into();
+        self
+    }
+
+    /// See [`KeyRecord::last4`]; for keys imported by their digest.
+    pub fn last4(mut self, last4: impl Into<String>) -> Self {
+        self.record.last4 = last4.into();
+        self
+    }
+
+    /// See [`KeyRecord::scopes`].
+    pub fn scopes(mut self, scopes: Scopes) -> Self {
+        self.record.scopes = scopes;
+        self
+    }
+
+    /// See [`KeyRecord::environment`].
+    pub fn environment(mut self, environment: Environment) -> Self {
+        self.record.environment = environment;
+        self
+    }
+
+    /// See [`KeyRecord::created_at`].
+    pub fn created_at(mut self, at: OffsetDateTime) -> Self {
+        self.record.created_at = at;
+        self
+    }
+
+    /// See [`KeyRecord::expires_at`].
+    pub fn expires_at(mut self, at: impl Into<Option<OffsetDateTime>>) -> Self {
+        self.record.expires_at = at.into();
+        self
+    }
+
+    /// See [`KeyRecord::revoked_at`].
+    pub fn revoked_at(mut self, at: impl Into<Option<OffsetDateTime>>) -> Self {
+        self.record.revoked_at = at.into();
+        self
+    }
+
+    /// See [`KeyRecord::last_used_at`].
+    pub fn last_used_at(mut self, at: impl Into<Option<OffsetDateTime>>) -> Self {
+        self.record.last_used_at = at.into();
+        self
+    }
+
+    /// See [`KeyRecord::metadata`].
+    pub fn metadata(mut self, metadata: serde_json::Map<String, serde_json::Value>) -> Self {
+        self.record.metadata = metadata;
+        self
+    }
+
+    /// See [`KeyRecord::restrictions`].
+    pub fn restrictions(mut self, restrictions: Restrictions) -> Self {
+        self.record.restrictions = restrictions;
+        self
+    }
+
+    /// The record.
+    pub fn build(self) -> KeyRecord {
+        self.record
     }
 }
 

@@ -5,8 +5,7 @@ use ipnet::IpNet;
 
 use super::credential::CredentialSource;
 use super::verifier::{Inner, Verifier};
-use crate::hash::KeyHasher;
-use crate::key::KeyFormat;
+use crate::key::KeyScheme;
 use crate::limit::{Limiter, MemoryLimiter};
 use crate::plan::EntitlementSource;
 use crate::request::{ForwardedHeader, TrustedProxies};
@@ -20,14 +19,13 @@ pub struct VerifierBuilder {
 impl Verifier {
     /// Starts configuring a verifier that looks keys up in `store`.
     ///
-    /// Defaults: [`KeyFormat::default`] (`sk`, 256 bits, checksum), SHA-256, `x-api-key` and
+    /// Defaults: [`KeyScheme::default`] (`sk`, 256 bits, checksum; SHA-256), `x-api-key` and
     /// `Authorization: Bearer`, both environments accepted, a 2 second store timeout.
     pub fn builder(store: impl KeyStore) -> VerifierBuilder {
         VerifierBuilder {
             inner: Inner {
                 store: Arc::new(store),
-                format: KeyFormat::default(),
-                hasher: KeyHasher::default(),
+                scheme: KeyScheme::default(),
                 source: CredentialSource::default(),
                 accept_live: true,
                 accept_test: true,
@@ -44,15 +42,10 @@ impl Verifier {
 }
 
 impl VerifierBuilder {
-    /// The key format to accept.
-    pub fn format(mut self, format: KeyFormat) -> Self {
-        self.inner.format = format;
-        self
-    }
-
-    /// The hasher; must be the one keys were issued with.
-    pub fn hasher(mut self, hasher: KeyHasher) -> Self {
-        self.inner.hasher = hasher;
+    /// The key scheme (format and hasher) keys were issued under: give the
+    /// [`KeyManager`](crate::lifecycle::KeyManager) that issues them the same one.
+    pub fn scheme(mut self, scheme: KeyScheme) -> Self {
+        self.inner.scheme = scheme;
         self
     }
 

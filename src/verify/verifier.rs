@@ -9,8 +9,8 @@ use super::credential::CredentialSource;
 use super::outcome::{Admitted, Limits, Rejection};
 use crate::backend::BackendError;
 use crate::error::AuthError;
-use crate::hash::{KeyDigest, KeyHasher};
-use crate::key::{Environment, KeyFormat, MalformedKey};
+use crate::hash::KeyDigest;
+use crate::key::{Environment, KeyScheme, MalformedKey};
 use crate::limit::{Decision, LimitRequest, Limiter};
 use crate::plan::{EntitlementLookup, EntitlementSource, TenantStatus};
 use crate::request::{RequestHead, TrustedProxies, client_ip};
@@ -29,8 +29,7 @@ pub struct Verifier {
 /// What a verifier checks against and how; set by [`VerifierBuilder`](super::VerifierBuilder).
 pub(super) struct Inner {
     pub(super) store: Arc<dyn KeyStore>,
-    pub(super) format: KeyFormat,
-    pub(super) hasher: KeyHasher,
+    pub(super) scheme: KeyScheme,
     pub(super) source: CredentialSource,
     pub(super) accept_live: bool,
     pub(super) accept_test: bool,
@@ -87,14 +86,9 @@ impl Verifier {
         }
     }
 
-    /// The key format this verifier accepts.
-    pub fn format(&self) -> &KeyFormat {
-        &self.inner.format
-    }
-
-    /// The hasher this verifier uses.
-    pub fn hasher(&self) -> &KeyHasher {
-        &self.inner.hasher
+    /// The key scheme (format and hasher) this verifier accepts keys of.
+    pub fn scheme(&self) -> &KeyScheme {
+        &self.inner.scheme
     }
 
     /// Where credentials are read from.
@@ -115,13 +109,16 @@ impl Verifier {
     /// policy; then the hash.
     fn present(&self, head: &RequestHead<'_>) -> Result<Presented, AuthError> {
         self.present_inner(head).inspect_err(|e| {
-            tracing::debug!(target: "keygate", reason = %e, prefix = self.inner.format.prefix(), "credential refused");
+            tracing::debug!(target: "keygate", reason = %e, prefix = self.inner.scheme.format().prefix(), "credential refused");
         })
     }
 
     fn present_inner(&self, head: &RequestHead<'_>) -> Result<Presented, AuthError> {
         let inner = &*self.inner;
-        let raw = match inner.source.extract(head.headers, inner.format.key_len()) {
+        let raw = match inner
+            .source
+            .extract(head.headers, inner.scheme.format().key_len())
+        {
             Ok(raw) => raw,
             #[cfg(feature = "dev-mode")]
             Err(AuthError::MissingCredential) if inner.dev_tenant_header.is_some() => {
@@ -131,7 +128,11 @@ impl Verifier {
         };
         let key =
             std::str::from_utf8(raw).map_err(|_| AuthError::Malformed(MalformedKey::Alphabet))?;
-        let parsed = inner.format.parse(key).map_err(AuthError::Malformed)?;
+        let parsed = inner
+            .scheme
+            .format()
+            .parse(key)
+            .map_err(AuthError::Malformed)?;
         let environment = parsed.environment();
         let accepted = match environment {
             Environment::Live => inner.accept_live,
@@ -142,7 +143,7 @@ impl Verifier {
         }
         Ok(Presented {
             kind: Kind::Key {
-                digest: inner.hasher.hash(parsed.expose_secret()),
+                digest: inner.scheme.digest(&parsed),
                 environment,
             },
         })
@@ -169,22 +170,12 @@ impl Verifier {
             return Err(AuthError::EnvironmentNotAccepted(Environment::Test));
         }
         tracing::warn!(target: "keygate", tenant_id = tenant, "development mode: tenant taken from header, no key checked");
-        let record = KeyRecord {
-            id: "dev".into(),
-            tenant_id: tenant.into(),
-            name: "development mode".into(),
-            digest: KeyDigest::from_bytes([0; 32]),
-            prefix: String::new(),
-            last4: String::new(),
-            scopes: crate::scope::Scopes::from_static(&["admin"]),
-            environment: Environment::Test,
-            created_at: OffsetDateTime::UNIX_EPOCH,
-            expires_at: None,
-            revoked_at: None,
-            last_used_at: None,
-            metadata: Default::default(),
-            restrictions: Default::default(),
-        };
+        let record = KeyRecord::builder("dev", tenant, KeyDigest::from_bytes([0; 32]))
+            .name("development mode")
+            .scopes(crate::scope::Scopes::from_static(&["admin"]))
+            .environment(Environment::Test)
+            .created_at(OffsetDateTime::UNIX_EPOCH)
+            .build();
         Ok(Presented {
             kind: Kind::Dev(Arc::new(record)),
         })
@@ -476,7 +467,7 @@ impl Verifier {
                 tracing::debug!(target: "keygate", reason = %error, key_id = %r.id, prefix = %r.prefix, tenant_id = %r.tenant_id, "key refused")
             }
             None => {
-                tracing::debug!(target: "keygate", reason = %error, prefix = self.inner.format.prefix(), "key refused")
+                tracing::debug!(target: "keygate", reason = %error, prefix = self.inner.scheme.format().prefix(), "key refused")
             }
         }
         error
@@ -498,8 +489,7 @@ impl Verifier {
 impl fmt::Debug for Verifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Verifier")
-            .field("format", &self.inner.format)
-            .field("hasher", &self.inner.hasher)
+            .field("scheme", &self.inner.scheme)
             .field("source", &self.inner.source)
             .field("accept_live", &self.inner.accept_live)
             .field("accept_test", &self.inner.accept_test)

@@ -6,31 +6,21 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use keygate::hash::KeyHasher;
 use keygate::key::{ApiKey, Environment, KeyFormat};
-use keygate::scope::{Scope, Scopes};
+use keygate::scope::Scope;
 use keygate::store::{KeyRecord, MemoryStore};
 use time::{Duration, OffsetDateTime};
 
 /// A record for `key`, as an issuing service would store it.
 pub fn record(key: &ApiKey, id: &str, tenant: &str, scopes: &[&'static str]) -> KeyRecord {
-    KeyRecord {
-        id: id.into(),
-        tenant_id: tenant.into(),
-        name: format!("{id} name"),
-        digest: KeyHasher::sha256().hash(key.expose_secret()),
-        prefix: key.prefix().into(),
-        last4: key.last4().into(),
-        scopes: scopes
-            .iter()
-            .map(|s| Scope::from_static(s))
-            .collect::<Scopes>(),
-        environment: key.environment(),
-        created_at: OffsetDateTime::now_utc(),
-        expires_at: None,
-        revoked_at: None,
-        last_used_at: None,
-        metadata: serde_json::Map::from_iter([("team".to_owned(), serde_json::json!("core"))]),
-        restrictions: Default::default(),
-    }
+    KeyRecord::builder(id, tenant, KeyHasher::sha256().hash(key.expose_secret()))
+        .key(key)
+        .name(format!("{id} name"))
+        .scopes(scopes.iter().map(|s| Scope::from_static(s)).collect())
+        .metadata(serde_json::Map::from_iter([(
+            "team".to_owned(),
+            serde_json::json!("core"),
+        )]))
+        .build()
 }
 
 /// A memory store seeded with one key of each interesting kind.

@@ -3,9 +3,9 @@
 use async_trait::async_trait;
 
 use super::SqlStore;
-use super::codec::nanos;
+use super::codec::{Arg, nanos};
 use super::dialect::Dialect;
-use super::driver::{Arg, Driver, On};
+use super::driver::{Driver, On};
 use crate::audit::{AuditEvent, AuditSink};
 use crate::backend::BackendError;
 

@@ -1,15 +1,23 @@
-//! Rows and records: how a [`KeyRecord`] and a tenant's entitlements are stored, and read back.
+//! Rows and records: how a [`KeyRecord`] and a tenant's entitlements are stored, and read back;
+//! the values a statement binds.
 //!
 //! Times are signed 64-bit nanoseconds since the Unix epoch (UTC); scopes, metadata,
 //! restrictions and plans are JSON text; a digest is its 32 raw bytes.
 
 use time::OffsetDateTime;
 
-use super::driver::Arg;
 use crate::backend::BackendError;
 use crate::hash::KeyDigest;
 use crate::plan::{TenantEntitlements, TenantStatus};
 use crate::store::{KeyRecord, StoreError, check_time};
+
+/// One bound parameter, in the order of the statement's `$n` placeholders.
+pub(crate) enum Arg {
+    Text(String),
+    Bytes(Vec<u8>),
+    Int(i64),
+    OptInt(Option<i64>),
+}
 
 /// A row of `keygate_keys` as the database holds it.
 #[derive(sqlx::FromRow)]

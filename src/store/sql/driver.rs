@@ -13,15 +13,7 @@ use sqlx::{
     Arguments, ColumnIndex, Decode, Encode, Executor, IntoArguments, Pool, Transaction, Type,
 };
 
-use super::codec::{KeyRow, TenantRow};
-
-/// One bound parameter, in the order of the statement's `$n` placeholders.
-pub(crate) enum Arg {
-    Text(String),
-    Bytes(Vec<u8>),
-    Int(i64),
-    OptInt(Option<i64>),
-}
+use super::codec::{Arg, KeyRow, TenantRow};
 
 /// Where a statement runs: on a pooled connection, or inside a transaction.
 pub(crate) enum On<'a, DB: Database> {

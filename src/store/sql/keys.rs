@@ -7,9 +7,9 @@ use sqlx::Transaction;
 use time::OffsetDateTime;
 
 use super::SqlStore;
-use super::codec::{KeyRow, nanos, write_error};
+use super::codec::{Arg, KeyRow, nanos, write_error};
 use super::dialect::Dialect;
-use super::driver::{Arg, Driver, On};
+use super::driver::{Driver, On};
 use crate::hash::KeyDigest;
 use crate::store::{
     KeyRecord, KeyStore, Lookup, ManagedKeyStore, StoreError, check_record_times, judged_at,

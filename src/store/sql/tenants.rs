@@ -6,9 +6,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::SqlStore;
-use super::codec::TenantRow;
+use super::codec::{Arg, TenantRow};
 use super::dialect::Dialect;
-use super::driver::{Arg, Driver, On};
+use super::driver::{Driver, On};
 use crate::backend::BackendError;
 use crate::plan::{EntitlementLookup, EntitlementSource, TenantEntitlements};
 use crate::store::StoreError;
