@@ -16,20 +16,28 @@ use tower::{Service, ServiceExt};
 mod support;
 use support::{auth_app, hello_app, pipeline_app, store_with};
 
+const USAGE: &str = "instructions: counts instructions per request under callgrind; run \
+     scripts/instructions.sh (usage: instructions <no_auth|auth|pipeline> <requests>)";
+
 fn main() {
-    let mut args = std::env::args().skip(1).filter(|a| a != "--bench");
-    let (Some(side), Some(requests)) = (args.next(), args.next()) else {
-        // `cargo bench` runs every bench target: without arguments there is nothing to count.
-        println!("instructions: run by scripts/instructions.sh");
-        return;
+    // `cargo bench` runs every bench target, with `--bench` and any filter it was given: only
+    // a side and a request count, as the script passes them, count anything.
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let (side, requests) = match args.as_slice() {
+        [side, requests] => match (side.as_str(), requests.parse::<usize>()) {
+            (side @ ("no_auth" | "auth" | "pipeline"), Ok(requests)) => (side, requests),
+            _ => return println!("{USAGE}"),
+        },
+        _ => return println!("{USAGE}"),
     };
-    let requests: usize = requests.parse().expect("a request count");
     let (store, key) = store_with(1_000);
-    let mut app = match side.as_str() {
+    let mut app = match side {
         "no_auth" => hello_app(),
         "auth" => auth_app(store),
-        "pipeline" => pipeline_app(store, LimitHeaders::All),
-        other => panic!("side must be no_auth, auth or pipeline, not {other:?}"),
+        _ => pipeline_app(store, LimitHeaders::All),
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()

@@ -3,7 +3,8 @@
 //! second process over loopback, in alternating A/B rounds.
 //!
 //! Run it with `scripts/load.sh` (installs wrk, pins the server and the load generator to
-//! different cores). Each side's run prints requests/s and the server's CPU time per request
+//! different cores, and sets `LOAD_BENCH=1`). Without `LOAD_BENCH=1`, as in a plain
+//! `cargo bench`, it only says how to run it and exits. Each side's run prints requests/s and the server's CPU time per request
 //! (this process's user + system time over wrk's request count). Many short rounds in rotating
 //! order keep a shared machine's drift out of the ratios.
 //!
@@ -162,7 +163,24 @@ fn load_core() -> String {
     std::env::var("LOAD_CLIENT_CORE").unwrap_or_else(|_| "1".into())
 }
 
+/// Whether `program` can be started.
+fn installed(program: &str) -> bool {
+    Command::new(program).arg("--version").output().is_ok()
+}
+
 fn main() {
+    // `cargo bench` runs every bench target: this one takes minutes and needs wrk, so it runs
+    // only when the script asks for it.
+    if std::env::var_os("LOAD_BENCH").is_none() {
+        println!("load: skipped; run scripts/load.sh for the end-to-end benchmark (needs wrk)");
+        return;
+    }
+    for program in ["wrk", "taskset"] {
+        if !installed(program) {
+            eprintln!("load: {program} is not installed (scripts/load.sh installs wrk)");
+            std::process::exit(1);
+        }
+    }
     // `cargo bench` passes `--bench`; this harness has no other flags.
     let rounds = env_or("LOAD_ROUNDS", 20);
     let seconds = env_or("LOAD_SECONDS", 2);

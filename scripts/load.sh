@@ -9,5 +9,5 @@ if ! command -v wrk >/dev/null; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk
 fi
 cargo bench --bench load --no-run
-export LOAD_CLIENT_CORE=1
+export LOAD_CLIENT_CORE=1 LOAD_BENCH=1
 exec taskset -c 0 cargo bench --bench load

@@ -2,6 +2,8 @@
 //! in-memory store holds per key, counted with dhat's allocator. Counts, not times.
 #![allow(clippy::unwrap_used)]
 
+// The integration tests' fixtures (`tests/it` is their binary).
+#[path = "it/common.rs"]
 mod common;
 
 use std::convert::Infallible;

@@ -21,6 +21,8 @@
 mod builder;
 mod credential;
 mod outcome;
+#[cfg(test)]
+mod tests;
 mod verifier;
 
 pub use builder::VerifierBuilder;

@@ -1,8 +1,6 @@
 //! `KeyManager` called from Rust: the caps apply to every caller, operator code is bound by no
 //! caller, and `issue_as` / `rotate_as` keep what they issue within the caller's bounds.
 
-mod common;
-
 use std::sync::Arc;
 
 use keygate::Tenant;

@@ -1,14 +1,11 @@
 //! Rotation rules through the management API over TCP, on the SQLite store: a key is replaced
 //! once, a rotation with grace needs room under the cap, and concurrent rotations or a rotation
 //! racing a revocation leave exactly one outcome.
-#![cfg(all(feature = "sqlite", feature = "axum"))]
-
-mod common;
 
 use std::net::SocketAddr;
 
+use crate::common::{REVOKED, envelope, send_tcp, serve};
 use axum::{Router, routing::get};
-use common::{REVOKED, envelope, send_tcp, serve};
 use http::StatusCode;
 use keygate::lifecycle::{KeyManager, NewKey};
 use keygate::scope::Scope;

@@ -1,14 +1,11 @@
 //! The development-mode tenant header, over TCP: only with the feature and the runtime switch;
 //! a `test` tenant that names itself, validated, stripped before the service runs, refused by
 //! servers that refuse test keys and by the management API.
-#![cfg(all(feature = "dev-mode", feature = "axum"))]
-
-mod common;
 
 use std::net::SocketAddr;
 
+use crate::common::*;
 use axum::{Router, routing::get};
-use common::*;
 use http::{HeaderName, Request, StatusCode};
 use keygate::lifecycle::{KeyManager, NewKey};
 use keygate::scope::Scope;

@@ -1,11 +1,9 @@
 //! The layer around a tonic server (tonic-health) over TCP, with a real tonic client.
 
-mod common;
-
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use keygate::scope::Scope;
 use keygate::store::KeyStore;
 use keygate::{AuthLayer, Tenant, Verifier};

@@ -1,7 +1,4 @@
 //! The conformance suite and durability on the SQLite store.
-#![cfg(feature = "sqlite")]
-
-mod common;
 
 use std::path::{Path, PathBuf};
 
@@ -332,8 +329,8 @@ async fn in_memory_and_reopened_stores_are_unaffected() {
 #[cfg(feature = "axum")]
 #[tokio::test]
 async fn the_management_api_and_the_request_path_answer_503_when_the_file_is_gone() {
+    use crate::common::{UNAVAILABLE, envelope, send_tcp, serve};
     use axum::{Router, routing::get};
-    use common::{UNAVAILABLE, envelope, send_tcp, serve};
     use http::StatusCode;
     use keygate::scope::Scope;
     use keygate::store::MemoryStore;

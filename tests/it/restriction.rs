@@ -1,11 +1,8 @@
 //! Key restrictions: client IP (over real TCP, with and without a trusted proxy), referrer and
 //! endpoint; set at issue time and shown by the management API.
-#![cfg(feature = "axum")]
 
-mod common;
-
+use crate::common::*;
 use axum::{Router, body::Body, routing::get};
-use common::*;
 use http::{Request, StatusCode};
 use keygate::key::{ApiKey, Environment, KeyFormat};
 use keygate::request::{ClientAddr, ForwardedHeader};

@@ -1,8 +1,5 @@
 //! The quickstart as a new user runs it: start, copy the admin key, call the API with curl-like
 //! requests, stop with SIGTERM, start again.
-#![cfg(all(feature = "sqlite", feature = "axum", unix))]
-
-mod common;
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
@@ -10,7 +7,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use http::{Request, StatusCode};
 
 /// The example binary next to this test's binary, built by `cargo test`; built here if absent.

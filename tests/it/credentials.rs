@@ -1,10 +1,7 @@
 //! Every credential case through the public layer, with exact statuses, bodies and headers.
-#![cfg(feature = "axum")]
 
-mod common;
-
+use crate::common::*;
 use axum::{Router, body::Body, routing::get};
-use common::*;
 use http::{HeaderValue, Request, StatusCode};
 use http_body_util::BodyExt;
 use keygate::scope::ScopePolicy;

@@ -1,12 +1,9 @@
 //! The layer in a real axum server over TCP, with a real HTTP client.
-#![cfg(feature = "axum")]
-
-mod common;
 
 use std::time::Duration;
 
+use crate::common::*;
 use axum::{Router, routing::get};
-use common::*;
 use http::Request;
 use keygate::scope::Scope;
 use keygate::store::KeyStore;

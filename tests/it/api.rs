@@ -1,11 +1,8 @@
 //! The management API through the real layer: every call, every bad body, tenant isolation,
 //! and no secret in any answer but the one that issues it.
-#![cfg(feature = "axum")]
 
-mod common;
-
+use crate::common::*;
 use axum::{Router, body::Body, routing::get};
-use common::*;
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use keygate::key::Environment;

@@ -1,9 +1,7 @@
 //! Property tests: hostile input never panics and never authenticates; custom rendering.
 
-mod common;
-
+use crate::common::*;
 use axum::{Router, body::Body, routing::get};
-use common::*;
 use http::{HeaderValue, Request};
 use http_body_util::BodyExt;
 use keygate::key::{Environment, KeyFormat};

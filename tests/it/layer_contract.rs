@@ -1,13 +1,11 @@
 //! The tower contract: readiness is passed through, and the instance driven to readiness is the
 //! one that handles the request.
 
-mod common;
-
 use std::convert::Infallible;
 use std::future::Ready;
 use std::task::{Context, Poll};
 
-use common::*;
+use crate::common::*;
 use http::{Request, Response};
 use keygate::{AuthLayer, Verifier};
 use tower::{Layer, Service, ServiceExt};

@@ -1,6 +1,5 @@
 //! The conformance suite and durability on the PostgreSQL store. Needs a server: set
 //! KEYGATE_TEST_POSTGRES_URL (`.ci/run` points it at the local one).
-#![cfg(feature = "postgres")]
 
 use keygate::lifecycle::{KeyManager, NewKey};
 use keygate::store::{KeyStore, PostgresStore, conformance};

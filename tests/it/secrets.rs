@@ -1,10 +1,7 @@
 //! No secret leaves: not in logs at TRACE, not in Debug output, not in error bodies.
-#![cfg(feature = "axum")]
 
-mod common;
-
+use crate::common::*;
 use axum::{Router, body::Body, routing::get};
-use common::*;
 use http::Request;
 use http_body_util::BodyExt;
 use keygate::scope::ScopePolicy;

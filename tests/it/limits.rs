@@ -1,13 +1,11 @@
 //! Entitlements, quotas and rate limits through the layer: exact under concurrency,
 //! all-or-nothing, with consistent headers.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::common::*;
 use axum::{Router, body::Body, routing::get};
-use common::*;
 use http::{Request, StatusCode};
 use keygate::backend::BackendError;
 use keygate::key::ApiKey;

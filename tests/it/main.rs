@@ -1,0 +1,33 @@
+//! keygate's integration tests: one binary, one module per area, linked once.
+//!
+//! `tests/allocations.rs` stays a binary of its own: it installs a counting global allocator,
+//! which would count every other test's allocations too.
+
+mod common;
+
+#[cfg(feature = "axum")]
+mod api;
+#[cfg(feature = "axum")]
+mod axum_tcp;
+#[cfg(feature = "axum")]
+mod credentials;
+#[cfg(all(feature = "dev-mode", feature = "axum"))]
+mod dev_mode;
+mod fuzzish;
+mod grpc;
+mod layer_contract;
+mod lifecycle;
+mod limits;
+#[cfg(all(feature = "sqlite", feature = "axum", unix))]
+mod quickstart;
+#[cfg(feature = "axum")]
+mod restriction;
+#[cfg(feature = "axum")]
+mod secrets;
+mod store_memory;
+#[cfg(feature = "postgres")]
+mod store_postgres;
+#[cfg(all(feature = "sqlite", feature = "axum"))]
+mod store_rotation;
+#[cfg(feature = "sqlite")]
+mod store_sqlite;
