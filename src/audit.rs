@@ -35,8 +35,8 @@ use crate::backend::BackendError;
 pub enum AuditAction {
     /// A key was issued.
     Issue,
-    /// A key was rotated; the event names the new key, `key_id` of the old one is in a second
-    /// event with the same action.
+    /// A key was rotated: the event names the key that was replaced. Its successor gets an
+    /// [`Issue`](AuditAction::Issue) event of its own, recorded right after.
     Rotate,
     /// A key was renamed.
     Rename,

@@ -61,8 +61,21 @@ impl LimitHeaders {
         matches!(self, LimitHeaders::All | LimitHeaders::Draft)
     }
 
-    /// Writes the chosen fields for `usage` into `headers` (see [`apply_headers`] for their
-    /// contents).
+    /// Writes the chosen fields for `usage` into `headers`: `X-RateLimit-Limit`,
+    /// `X-RateLimit-Remaining` and `X-RateLimit-Reset` (unix seconds) for the most constraining
+    /// rate limit, and the IETF draft's `RateLimit-Policy` and `RateLimit` for the rate limit
+    /// and the quota. Nothing when `usage` holds neither.
+    ///
+    /// ```
+    /// use keygate::limit::{LimitHeaders, RateStatus, Usage};
+    ///
+    /// let mut headers = http::HeaderMap::new();
+    /// let rate = RateStatus { name: "tenant", limit: 60, remaining: 59, window_secs: 60, reset_after_secs: 1, reset_at: 1_700_000_001 };
+    /// LimitHeaders::All.apply(&mut headers, &Usage { rate: Some(rate), quota: None });
+    /// assert_eq!(headers["x-ratelimit-remaining"], "59");
+    /// assert_eq!(headers["ratelimit-policy"], "\"tenant\";q=60;w=60");
+    /// assert_eq!(headers["ratelimit"], "\"tenant\";r=59;t=1");
+    /// ```
     pub fn apply(self, headers: &mut HeaderMap, usage: &Usage) {
         if usage.rate.is_none() && usage.quota.is_none() {
             return;
@@ -122,25 +135,6 @@ impl LimitHeaders {
             headers.insert(RATELIMIT, s);
         }
     }
-}
-
-/// Writes all the rate-limit headers for `usage` ([`LimitHeaders::All`]):
-/// `X-RateLimit-Limit`, `X-RateLimit-Remaining`, `X-RateLimit-Reset` (unix seconds) for the most
-/// constraining rate limit, and the IETF draft's `RateLimit-Policy` and `RateLimit` fields for
-/// the rate limit and the quota.
-///
-/// ```
-/// use keygate::limit::{RateStatus, Usage, apply_headers};
-///
-/// let mut headers = http::HeaderMap::new();
-/// let rate = RateStatus { name: "tenant", limit: 60, remaining: 59, window_secs: 60, reset_after_secs: 1, reset_at: 1_700_000_001 };
-/// apply_headers(&mut headers, &Usage { rate: Some(rate), quota: None });
-/// assert_eq!(headers["x-ratelimit-remaining"], "59");
-/// assert_eq!(headers["ratelimit-policy"], "\"tenant\";q=60;w=60");
-/// assert_eq!(headers["ratelimit"], "\"tenant\";r=59;t=1");
-/// ```
-pub fn apply_headers(headers: &mut HeaderMap, usage: &Usage) {
-    LimitHeaders::All.apply(headers, usage);
 }
 
 /// A fixed-size text buffer on the stack.
@@ -243,7 +237,7 @@ mod tests {
                 reset_after_secs: 86_400,
             }),
         };
-        apply_headers(&mut headers, &usage);
+        LimitHeaders::All.apply(&mut headers, &usage);
         assert_eq!(headers["x-ratelimit-limit"], "10");
         assert_eq!(headers["x-ratelimit-remaining"], "7");
         assert_eq!(headers["x-ratelimit-reset"], "1700000001");

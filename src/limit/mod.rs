@@ -31,7 +31,7 @@ mod headers;
 mod memory;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use headers::{LimitHeaders, apply_headers};
+pub use headers::LimitHeaders;
 pub use memory::MemoryLimiter;
 
 use std::time::Duration;

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use keygate::Tenant;
+use keygate::audit::{AuditAction, AuditEvent, AuditSink};
 use keygate::key::Environment;
 use keygate::lifecycle::{BoundViolation, KeyManager, ManageError, NewKey};
 use keygate::plan::{Plan, TenantEntitlements};
@@ -214,4 +215,47 @@ async fn caller_in_grace(store: &MemoryStore, key: &keygate::lifecycle::IssuedKe
     let found = store.find(&digest).await.unwrap().unwrap();
     assert!(found.revoked_at.is_some() && found.is_active_at(OffsetDateTime::now_utc()));
     Tenant::new(found)
+}
+
+/// Keeps every audit event.
+#[derive(Clone, Default)]
+struct Trail(Arc<std::sync::Mutex<Vec<AuditEvent>>>);
+
+#[async_trait::async_trait]
+impl AuditSink for Trail {
+    async fn record(&self, event: &AuditEvent) -> Result<(), keygate::backend::BackendError> {
+        self.0.lock().unwrap().push(event.clone());
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_rotation_is_audited_on_the_old_key_and_its_successor_is_issued() {
+    let trail = Trail::default();
+    let manager = KeyManager::builder(MemoryStore::new())
+        .audit(trail.clone())
+        .build();
+    let old = manager
+        .issue("ops", "acme", NewKey::new("ci", ["read"]))
+        .await
+        .unwrap();
+    let new = manager
+        .rotate("ops", "acme", &old.info.id, None)
+        .await
+        .unwrap();
+    let events: Vec<(AuditAction, String, String)> = trail
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|e| (e.action, e.key_id.clone(), e.actor.clone()))
+        .collect();
+    assert_eq!(
+        events,
+        [
+            (AuditAction::Issue, old.info.id.clone(), "ops".to_owned()),
+            (AuditAction::Rotate, old.info.id.clone(), "ops".to_owned()),
+            (AuditAction::Issue, new.info.id.clone(), "ops".to_owned()),
+        ]
+    );
 }
