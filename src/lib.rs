@@ -24,14 +24,89 @@
 //! # }
 //! ```
 //!
+//! ## Architecture
+//!
+//! Modules are rooms on floors: each imports only modules on lower floors, none imports back
+//! up, and no two import each other. Read it bottom up, or open the room a task names.
+//!
+//! ```text
+//!      request path                                  management path
+//!  7   layer ──► verify last_used tenant error       api ──► lifecycle tenant store error
+//!                limit scope request                         scope restriction key
+//!      axum ──► tenant error
+//!  6   verify ──► tenant store plan limit error      lifecycle ──► tenant store audit plan
+//!                 scope restriction request key                    scope restriction key
+//!                 hash backend                                     backend
+//!  5   tenant ──► store plan error scope key         last_used ──► store
+//!  4   store ──► plan audit restriction scope key hash backend
+//!  3   error ──► restriction scope key request       plan ──► limit scope backend
+//!  2   key ──► hash   scope ──► request   restriction ──► request   limit ──► backend
+//!      audit ──► backend
+//!  1   hash   request   backend
+//! ```
+//!
+//! Each arrow lists every module the one on its left imports (`verify` also calls the check of
+//! the key record's restrictions). `axum` is a private module of glue (feature `axum`): the
+//! [`Tenant`] as an extractor and the [`AuthError`] as a response.
+//!
+//! **The request path**, top down: [`layer`]'s `AuthService` reads the request through
+//! [`request::RequestHead`] and asks the layer's [`scope::ScopePolicy`] which scope the route
+//! needs. The [`Verifier`] ([`verify`]) then takes the one credential
+//! ([`verify::CredentialSource`]), checks its format and checksum and hashes it
+//! ([`key::KeyScheme`], [`hash`]), looks the digest up in the [`store::KeyStore`], checks
+//! revocation, expiry and environment, asks the [`plan::EntitlementSource`] for the tenant's
+//! status and plan, checks the key's [`restriction`]s (with the client address from
+//! [`request`]) and the scope (the [`Tenant`]'s rule), and checks and consumes the rate limits
+//! and quota ([`limit`]). Admitted, the layer strips the credential, notes the use
+//! ([`last_used`]), hands the [`Tenant`] to the service and writes the limit headers. Refused,
+//! it answers the one [`AuthError`] ([`error`]): a JSON envelope, or a gRPC status for gRPC
+//! calls. Backends that fail answer a [`backend::BackendError`] or a [`store::StoreError`],
+//! and the request is refused with 503.
+//!
+//! **The management path**: [`api`] (axum) checks the caller and parses strict bodies; the
+//! [`lifecycle::KeyManager`] validates the caps, keeps what a caller issues within its
+//! [`lifecycle::KeyBounds`], makes keys with the same [`key::KeyScheme`] as the verifier, and
+//! writes each change to a [`store::ManagedKeyStore`] with its event to an
+//! [`audit::AuditSink`].
+//!
+//! | backend trait | shipped implementations |
+//! |---|---|
+//! | [`store::KeyStore`] | [`store::MemoryStore`], [`store::SqliteStore`], [`store::PostgresStore`] (both [`store::sql::SqlStore`]), and `Arc` of any store |
+//! | [`store::ManagedKeyStore`] | [`store::MemoryStore`], [`store::SqliteStore`], [`store::PostgresStore`] |
+//! | [`plan::EntitlementSource`] | [`plan::MemoryEntitlements`], [`plan::CachedEntitlements`] (over any source), [`store::SqliteStore`], [`store::PostgresStore`] |
+//! | [`limit::Limiter`] | [`limit::MemoryLimiter`] |
+//! | [`limit::Clock`] | [`limit::SystemClock`], [`limit::ManualClock`] |
+//! | [`audit::AuditSink`] | [`audit::TracingAudit`], [`store::SqliteStore`], [`store::PostgresStore`] |
+//! | [`error::RenderError`] | [`error::JsonErrors`] |
+//!
+//! [`store::conformance`] is the suite every [`store::ManagedKeyStore`] runs, yours included.
+//!
 //! ## Modules
-//! - [`key`]: key format, generation, parsing; [`hash`]: digests.
-//! - [`store`]: the [`KeyStore`](store::KeyStore) trait and the in-memory store.
-//! - [`verify`]: the framework-free pipeline; [`layer`]: the tower middleware.
-//! - [`scope`]: scopes and scope policies; [`error`]: refusals and their rendering.
+//!
+//! | floor | module | what it holds |
+//! |---|---|---|
+//! | 1 | [`backend`] | [`BackendError`](backend::BackendError): what entitlement sources, limiters and audit sinks return when they fail |
+//! | 1 | [`hash`] | the digest stores keep ([`KeyDigest`](hash::KeyDigest)) and the hasher that makes it |
+//! | 1 | [`request`] | the request as keygate reads it: [`RequestHead`](request::RequestHead), the client address, trusted proxies |
+//! | 2 | [`key`] | key format, generation, parsing; the [`KeyScheme`](key::KeyScheme) the verifier and the manager share |
+//! | 2 | [`scope`] | scopes, their grants, and scope policies |
+//! | 2 | [`restriction`] | where and for what a key may be used, and the check |
+//! | 2 | [`limit`] | rate limits and quotas, the [`Limiter`](limit::Limiter), the limit headers |
+//! | 2 | [`audit`] | lifecycle events and where they go |
+//! | 3 | [`error`] | [`AuthError`], its rendering as JSON or a gRPC status |
+//! | 3 | [`plan`] | tenants' status and plans, and where they come from |
+//! | 4 | [`store`] | key records and the stores that keep them; [`store::sql`] for SQLite and PostgreSQL; the conformance suite |
+//! | 5 | [`last_used`] | last-used times, noted in memory and written in the background |
+//! | 6 | [`verify`] | the framework-free pipeline: [`Verifier`], its builder and its outcomes |
+//! | 6 | [`lifecycle`] | issuing, rotating and revoking keys: [`KeyManager`](lifecycle::KeyManager) |
+//! | 7 | [`layer`] | the tower middleware: [`AuthLayer`] |
+//! | 7 | [`api`] | the management HTTP API, an axum router (feature `axum`) |
+//!
+//! [`Tenant`] (private module `tenant`, floor 5) is re-exported at the root with [`AuthError`],
+//! [`AuthLayer`] and [`Verifier`].
 #![forbid(unsafe_code)]
 #![warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-#![cfg_attr(docsrs, feature(doc_auto_cfg))]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 #[cfg(feature = "axum")]
 pub mod api;

@@ -5,7 +5,10 @@
 //! revoking) needs more, and that is [`ManagedKeyStore`]. A read-only store, for example one fed
 //! from a config file, implements only the first.
 //!
-//! keygate ships [`MemoryStore`]; `examples/custom_store.rs` shows a complete custom store.
+//! keygate ships [`MemoryStore`], and `SqliteStore` and `PostgresStore` (features `sqlite` and
+//! `postgres`, in the `sql` module). A record is built with [`KeyRecord::builder`];
+//! `examples/custom_store.rs` shows a complete custom store, and [`conformance`] is the suite
+//! every store runs.
 //!
 //! # Writing a store
 //! - Index records by [`KeyDigest`] and compare digests with `==`, which is constant-time.
