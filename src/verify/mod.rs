@@ -5,6 +5,10 @@
 //! lookup, and the checks. The tower layer is a thin shell around it, and any other framework
 //! can call it the same way.
 //!
+//! `verifier.rs` is the pipeline, in the order it runs; `builder.rs` its settings and their
+//! defaults; `credential.rs` where the key is read from; `outcome.rs` what a check answers;
+//! `tests.rs` the decision table, one row per key state, tenant state and request.
+//!
 //! ```
 //! use keygate::{Verifier, request::RequestHead, store::MemoryStore};
 //! # #[tokio::main(flavor = "current_thread")]
