@@ -28,10 +28,15 @@
 
 mod clock;
 mod headers;
+mod leased;
 mod memory;
+mod period;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use headers::LimitHeaders;
+pub use leased::{
+    LeasedQuotaLimiter, LeasedQuotaLimiterBuilder, QuotaAccount, QuotaLease, QuotaLedger,
+};
 pub use memory::MemoryLimiter;
 
 use std::time::Duration;

@@ -20,6 +20,8 @@ mod lifecycle;
 mod limits;
 #[cfg(all(feature = "sqlite", feature = "axum", unix))]
 mod quickstart;
+#[cfg(all(feature = "sqlite", feature = "axum"))]
+mod quota_leased;
 #[cfg(feature = "axum")]
 mod restriction;
 #[cfg(feature = "axum")]
