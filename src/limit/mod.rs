@@ -31,7 +31,11 @@ mod headers;
 mod leased;
 mod memory;
 mod period;
+#[cfg(feature = "redis")]
+mod redis;
 
+#[cfg(feature = "redis")]
+pub use self::redis::{RedisLimiter, RedisLimiterBuilder};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use headers::LimitHeaders;
 pub use leased::{

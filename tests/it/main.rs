@@ -22,6 +22,8 @@ mod limits;
 mod quickstart;
 #[cfg(all(feature = "sqlite", feature = "axum"))]
 mod quota_leased;
+#[cfg(all(feature = "redis", feature = "axum"))]
+mod redis_limiter;
 #[cfg(feature = "axum")]
 mod restriction;
 #[cfg(feature = "axum")]
