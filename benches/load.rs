@@ -13,6 +13,9 @@
 //! `x-headers`: load one side once, for profiling), `LOAD_BREAKDOWN=1` (three more sides: no
 //! auth but the handler returns the same five limit headers, keygate with authentication and
 //! scope only, and keygate's full pipeline sending only the `X-RateLimit-*` headers).
+//! The shared limiters' sides (`support/limits.rs`) run in every round: the quota leased from
+//! SQLite, from PostgreSQL with `KEYGATE_BENCH_POSTGRES_URL` (feature `postgres`), and
+//! `RedisLimiter` with `KEYGATE_BENCH_REDIS_URL` (feature `redis`).
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 use std::process::Command;
@@ -24,6 +27,8 @@ use keygate::limit::LimitHeaders;
 
 mod support;
 use support::{auth_app, hello_app, pipeline_app, store_with};
+#[path = "support/limits.rs"]
+mod limits;
 
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -220,6 +225,16 @@ fn main() {
     }
 
     let mut sides = vec![("no-auth", plain), ("keygate", guarded)];
+    // The shared limiters: the same pipeline with the quota leased from SQL, and on Redis.
+    let ledger_dir = tempfile::tempdir().unwrap();
+    for (name, app) in limits::sides(&rt, store.clone(), ledger_dir.path()) {
+        let addr = serve(&rt, app);
+        check_headers(addr, key);
+        sides.push((name, addr));
+    }
+    if let Some(trips) = limits::redis_round_trips(&sides, key, 1000) {
+        println!("keygate-redis: {trips:.3} Redis round trips per request");
+    }
     if std::env::var("LOAD_BREAKDOWN").is_ok_and(|v| v == "1") {
         sides.push(("no-auth+headers", serve(&rt, plain_with_headers_app())));
         sides.push(("keygate-auth-only", serve(&rt, auth_app(store.clone()))));

@@ -38,7 +38,7 @@
 //!                 scope restriction request key                    scope restriction key
 //!                 hash backend                                     backend
 //!  5   tenant ──► store plan error scope key         last_used ──► store
-//!  4   store ──► plan audit restriction scope key hash backend
+//!  4   store ──► plan audit restriction scope key hash limit backend
 //!  3   error ──► restriction scope key request       plan ──► limit scope backend
 //!  2   key ──► hash   scope ──► request   restriction ──► request   limit ──► backend
 //!      audit ──► backend
@@ -74,7 +74,8 @@
 //! | [`store::KeyStore`] | [`store::MemoryStore`], [`store::SqliteStore`], [`store::PostgresStore`] (both [`store::sql::SqlStore`]), and `Arc` of any store |
 //! | [`store::ManagedKeyStore`] | [`store::MemoryStore`], [`store::SqliteStore`], [`store::PostgresStore`] |
 //! | [`plan::EntitlementSource`] | [`plan::MemoryEntitlements`], [`plan::CachedEntitlements`] (over any source), [`store::SqliteStore`], [`store::PostgresStore`] |
-//! | [`limit::Limiter`] | [`limit::MemoryLimiter`] |
+//! | [`limit::Limiter`] | [`limit::MemoryLimiter`], [`limit::LeasedQuotaLimiter`] (quotas leased from a [`limit::QuotaLedger`]), `limit::RedisLimiter` (feature `redis`) |
+//! | [`limit::QuotaLedger`] | [`store::SqliteStore`], [`store::PostgresStore`] |
 //! | [`limit::Clock`] | [`limit::SystemClock`], [`limit::ManualClock`] |
 //! | [`audit::AuditSink`] | [`audit::TracingAudit`], [`store::SqliteStore`], [`store::PostgresStore`] |
 //! | [`error::RenderError`] | [`error::JsonErrors`] |
@@ -91,7 +92,7 @@
 //! | 2 | [`key`] | key format, generation, parsing; the [`KeyScheme`](key::KeyScheme) the verifier and the manager share |
 //! | 2 | [`scope`] | scopes, their grants, and scope policies |
 //! | 2 | [`restriction`] | where and for what a key may be used, and the check |
-//! | 2 | [`limit`] | rate limits and quotas, the [`Limiter`](limit::Limiter), the limit headers |
+//! | 2 | [`limit`] | rate limits and quotas, the [`Limiter`](limit::Limiter)s (in memory, quotas leased from a [`QuotaLedger`](limit::QuotaLedger), on Redis), the limit headers |
 //! | 2 | [`audit`] | lifecycle events and where they go |
 //! | 3 | [`error`] | [`AuthError`], its rendering as JSON or a gRPC status |
 //! | 3 | [`plan`] | tenants' status and plans, and where they come from |

@@ -3,7 +3,17 @@
 //! A [`Limiter`] receives everything a request must pass at once (the tenant's rate limit, the
 //! key's rate limit, the tenant's quota) and either consumes all of it or none: a request
 //! refused by one limit never uses up another. The trait is shaped for shared backends (one
-//! atomic check-and-consume with a cost); [`MemoryLimiter`] is the in-process one.
+//! atomic check-and-consume with a cost).
+//!
+//! | limiter | rate limits | quota | after a restart | per request |
+//! |---|---|---|---|---|
+//! | [`MemoryLimiter`] | exact, per process | exact, per process | lost | no I/O |
+//! | [`LeasedQuotaLimiter`] on a [`QuotaLedger`] ([`SqliteStore`](crate::store::SqliteStore), [`PostgresStore`](crate::store::PostgresStore)) | exact, per process ([`MemoryLimiter`]) | never exceeded across the instances sharing the ledger; durable | clean stop ([`shutdown`](LeasedQuotaLimiter::shutdown)): nothing lost; crash: less than 1.5 blocks per tenant (1 unit near the end) | no I/O; a ledger call per block, in the background, and per request near the end |
+//! | `RedisLimiter` (feature `redis`) | exact across instances | exact across instances | as durable as Redis is configured | one Redis round trip (one Lua script) |
+//!
+//! Pick [`MemoryLimiter`] for one instance; [`LeasedQuotaLimiter`] when quotas are billing data
+//! or several instances share a database (the bounds on early refusals near the end of a quota
+//! are on its page); `RedisLimiter` when several instances must share one rate limit too.
 //!
 //! Rate limits use GCRA: a smooth limit of `limit` requests per `window` that allows bursts of
 //! up to `limit`. Quotas count requests per tenant per calendar day or month (UTC).
@@ -28,10 +38,19 @@
 
 mod clock;
 mod headers;
+mod leased;
 mod memory;
+mod period;
+#[cfg(feature = "redis")]
+mod redis;
 
+#[cfg(feature = "redis")]
+pub use self::redis::{RedisLimiter, RedisLimiterBuilder};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use headers::LimitHeaders;
+pub use leased::{
+    LeasedQuotaLimiter, LeasedQuotaLimiterBuilder, QuotaAccount, QuotaLease, QuotaLedger,
+};
 pub use memory::MemoryLimiter;
 
 use std::time::Duration;

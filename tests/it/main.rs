@@ -20,6 +20,10 @@ mod lifecycle;
 mod limits;
 #[cfg(all(feature = "sqlite", feature = "axum", unix))]
 mod quickstart;
+#[cfg(all(feature = "sqlite", feature = "axum"))]
+mod quota_leased;
+#[cfg(all(feature = "redis", feature = "axum"))]
+mod redis_limiter;
 #[cfg(feature = "axum")]
 mod restriction;
 #[cfg(feature = "axum")]

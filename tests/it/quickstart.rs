@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use crate::common::*;
 use http::{Request, StatusCode};
+use keygate::store::SqliteStore;
 
 /// The example binary next to this test's binary, built by `cargo test`; built here if absent.
 fn quickstart_binary() -> PathBuf {
@@ -69,6 +70,27 @@ impl Quickstart {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         panic!("the quickstart did not start listening on {}", self.addr);
+    }
+
+    /// The admin key the first start prints.
+    fn admin_key(&mut self) -> String {
+        let mut first = String::new();
+        self.stdout.read_line(&mut first).unwrap();
+        first
+            .trim_end()
+            .strip_prefix("admin key: ")
+            .expect("first line is `admin key: <key>`")
+            .to_owned()
+    }
+
+    /// `kill -9`: no shutdown of any kind.
+    fn kill_9(mut self) {
+        let status = Command::new("kill")
+            .args(["-KILL", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        self.child.wait().unwrap();
     }
 
     /// SIGTERM, then the exit status, the rest of stdout and all of stderr.
@@ -416,4 +438,203 @@ async fn quickstart_admin_can_revoke_a_key_that_used_up_the_limits() {
         let (exit, _, _) = qs.stop();
         assert!(exit.success());
     }
+}
+
+/// Tenant `demo`'s quota account this month, as the quickstart's ledger keeps it.
+fn demo_month() -> keygate::limit::QuotaAccount<'static> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    keygate::limit::QuotaAccount {
+        tenant_id: "demo",
+        period: keygate::limit::QuotaPeriod::Month,
+        period_start: keygate::limit::QuotaPeriod::Month.bounds(now).0,
+    }
+}
+
+async fn whoami_status(addr: SocketAddr, key: &str) -> u16 {
+    send_tcp(addr, req("GET", "/v1/whoami", key, None))
+        .await
+        .status
+        .as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quickstart_quota_survives_a_clean_restart_and_a_kill_9_within_its_bound() {
+    use keygate::limit::QuotaLedger;
+    let dir = tempfile::tempdir().unwrap();
+
+    // Quota 3, three requests, a clean stop: after the restart the fourth is refused.
+    let db = dir.path().join("clean.db");
+    let quota = [("KEYGATE_MONTHLY_QUOTA", "3")];
+    let mut qs = Quickstart::start_with(&db, &quota);
+    let admin = qs.admin_key();
+    qs.wait_ready().await;
+    for _ in 0..3 {
+        assert_eq!(whoami_status(qs.addr, &admin).await, 200);
+    }
+    let (exit, _, logs) = qs.stop();
+    assert!(exit.success());
+    assert!(logs.contains("quota_given_back"), "{logs}");
+    let qs = Quickstart::start_with(&db, &quota);
+    qs.wait_ready().await;
+    let refused = send_tcp(qs.addr, req("GET", "/v1/whoami", &admin, None)).await;
+    assert_eq!(
+        (refused.status, refused.json()),
+        (
+            StatusCode::FORBIDDEN,
+            envelope("FORBIDDEN", "Quota exhausted for the current period")
+        )
+    );
+    let (exit, _, _) = qs.stop();
+    assert!(exit.success());
+
+    // Quota 10, three requests, kill -9. The documented bound: the blocks the instance held
+    // stay counted, and with fewer than 32 left a block is 1 unit, so at most 1 is lost.
+    let db = dir.path().join("killed.db");
+    let quota = [("KEYGATE_MONTHLY_QUOTA", "10")];
+    let mut qs = Quickstart::start_with(&db, &quota);
+    let admin = qs.admin_key();
+    qs.wait_ready().await;
+    for _ in 0..3 {
+        assert_eq!(whoami_status(qs.addr, &admin).await, 200);
+    }
+    qs.kill_9();
+    let store = SqliteStore::open(&db).await.unwrap();
+    let used = store.used(&demo_month()).await.unwrap();
+    assert!((3..=4).contains(&used), "{used} counted after 3 requests");
+    store.pool().close().await;
+    // After the restart exactly what was not counted is admitted.
+    let qs = Quickstart::start_with(&db, &quota);
+    qs.wait_ready().await;
+    let mut admitted = 0;
+    while whoami_status(qs.addr, &admin).await == 200 {
+        admitted += 1;
+    }
+    assert_eq!(admitted, 10 - used);
+    let (exit, _, _) = qs.stop();
+    assert!(exit.success());
+}
+
+/// Two quickstarts on one PostgreSQL database and one Redis: one rate limit and one quota
+/// between them, and the quota still used up after both restart.
+#[cfg(all(feature = "postgres", feature = "redis"))]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_quickstarts_share_one_rate_limit_and_one_quota() {
+    let server = std::env::var("KEYGATE_TEST_POSTGRES_URL").unwrap_or_else(|_| {
+        panic!("KEYGATE_TEST_POSTGRES_URL is not set: point it at a PostgreSQL server, e.g. postgres://postgres@127.0.0.1:5432/test")
+    });
+    let redis = std::env::var("KEYGATE_TEST_REDIS_URL").unwrap_or_else(|_| {
+        panic!("KEYGATE_TEST_REDIS_URL is not set: point it at a Redis server, e.g. redis://127.0.0.1:6379")
+    });
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let run = format!("{}_{nanos}", std::process::id());
+    // A database of its own, so that the first start finds no keys and prints the admin key.
+    let name = format!("keygate_quickstart_{run}");
+    let admin_pool = sqlx::PgPool::connect(&server)
+        .await
+        .unwrap_or_else(|e| panic!("cannot reach PostgreSQL at {server}: {e}"));
+    let create = format!("CREATE DATABASE {name}");
+    sqlx::query(&create).execute(&admin_pool).await.unwrap();
+    let base = server.split('?').next().unwrap();
+    let database = format!("{}/{name}", base.rsplit_once('/').unwrap().0);
+    let dir = tempfile::tempdir().unwrap();
+    let unused_file = dir.path().join("unused.db");
+
+    let env = |prefix: &str, rate: &'static str, quota: &'static str| {
+        vec![
+            ("KEYGATE_DATABASE_URL", database.clone()),
+            ("KEYGATE_REDIS_URL", redis.clone()),
+            (
+                "KEYGATE_REDIS_PREFIX",
+                format!("keygate-test:{run}:{prefix}:"),
+            ),
+            ("KEYGATE_RATE_LIMIT_PER_MINUTE", rate.to_owned()),
+            ("KEYGATE_MONTHLY_QUOTA", quota.to_owned()),
+        ]
+    };
+    let start = |env: &[(&'static str, String)]| {
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        Quickstart::start_with(&unused_file, &env)
+    };
+
+    // One rate limit of 3 a minute between the two.
+    let rate = env("rate", "3", "unlimited");
+    let mut a = start(&rate);
+    let admin = a.admin_key();
+    a.wait_ready().await;
+    let b = start(&rate);
+    b.wait_ready().await;
+    assert_eq!(whoami_status(a.addr, &admin).await, 200);
+    assert_eq!(whoami_status(b.addr, &admin).await, 200);
+    assert_eq!(whoami_status(a.addr, &admin).await, 200);
+    let limited = send_tcp(b.addr, req("GET", "/v1/whoami", &admin, None)).await;
+    assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(limited.headers["retry-after"], "20");
+    assert_eq!(
+        limited.json(),
+        envelope("RATE_LIMITED", "Rate limit exceeded: retry later")
+    );
+    for qs in [a, b] {
+        let (exit, out, _) = qs.stop();
+        assert!(exit.success());
+        assert_eq!(out, "");
+    }
+
+    // One quota of 5 between them, still used up after both restart.
+    let quota = env("quota", "100", "5");
+    let (a, b) = (start(&quota), start(&quota));
+    a.wait_ready().await;
+    b.wait_ready().await;
+    let mut statuses = Vec::new();
+    for i in 0..7 {
+        let addr = if i % 2 == 0 { a.addr } else { b.addr };
+        statuses.push(whoami_status(addr, &admin).await);
+    }
+    assert_eq!(statuses, [200, 200, 200, 200, 200, 403, 403]);
+    for qs in [a, b] {
+        assert!(qs.stop().0.success());
+    }
+    let (a, b) = (start(&quota), start(&quota));
+    a.wait_ready().await;
+    b.wait_ready().await;
+    assert_eq!(whoami_status(a.addr, &admin).await, 403);
+    assert_eq!(whoami_status(b.addr, &admin).await, 403);
+    for qs in [a, b] {
+        assert!(qs.stop().0.success());
+    }
+
+    let drop = format!("DROP DATABASE {name} WITH (FORCE)");
+    sqlx::query(&drop).execute(&admin_pool).await.unwrap();
+}
+
+/// A shared backend named without the feature that brings it is refused at start, clearly.
+#[cfg(not(all(feature = "postgres", feature = "redis")))]
+#[test]
+fn quickstart_refuses_a_backend_it_was_built_without() {
+    let dir = tempfile::tempdir().unwrap();
+    let (name, value, feature) = if cfg!(feature = "redis") {
+        ("KEYGATE_DATABASE_URL", "postgres://127.0.0.1/x", "postgres")
+    } else {
+        ("KEYGATE_REDIS_URL", "redis://127.0.0.1:6379", "redis")
+    };
+    let output = Command::new(quickstart_binary())
+        .env("KEYGATE_ADDR", free_addr().to_string())
+        .env("KEYGATE_DB", dir.path().join("unused.db"))
+        .env(name, value)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(output.stdout.is_empty());
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        err.contains(&format!(
+            "error: {name} needs the `{feature}` feature: cargo run --example quickstart --features {feature}"
+        )),
+        "{err}"
+    );
 }

@@ -58,6 +58,13 @@ pub(crate) trait Driver: Database {
         args: Vec<Arg>,
     ) -> impl Future<Output = Result<Option<String>, sqlx::Error>> + Send + 'a;
 
+    /// The first two columns of at most one row, integers.
+    fn fetch_int_pair<'a>(
+        on: On<'a, Self>,
+        sql: &'static str,
+        args: Vec<Arg>,
+    ) -> impl Future<Output = Result<Option<(i64, i64)>, sqlx::Error>> + Send + 'a;
+
     /// Runs a statement that returns no rows.
     fn execute<'a>(
         on: On<'a, Self>,
@@ -133,6 +140,18 @@ where
         args: Vec<Arg>,
     ) -> Result<Option<String>, sqlx::Error> {
         let query = sqlx::query_scalar_with::<DB, String, _>(sql, arguments::<DB>(args)?);
+        match on {
+            On::Pool(pool) => query.fetch_optional(pool).await,
+            On::Tx(tx) => query.fetch_optional(&mut **tx).await,
+        }
+    }
+
+    async fn fetch_int_pair(
+        on: On<'_, Self>,
+        sql: &'static str,
+        args: Vec<Arg>,
+    ) -> Result<Option<(i64, i64)>, sqlx::Error> {
+        let query = sqlx::query_as_with::<DB, (i64, i64), _>(sql, arguments::<DB>(args)?);
         match on {
             On::Pool(pool) => query.fetch_optional(pool).await,
             On::Tx(tx) => query.fetch_optional(&mut **tx).await,

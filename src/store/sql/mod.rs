@@ -10,6 +10,7 @@
 //! | `keys.rs` | the keys table: [`KeyStore`](crate::store::KeyStore) and [`ManagedKeyStore`](crate::store::ManagedKeyStore) |
 //! | `tenants.rs` | the tenants table: `set_tenant` and [`EntitlementSource`](crate::plan::EntitlementSource) |
 //! | `audit.rs` | the audit table: [`AuditSink`](crate::audit::AuditSink) |
+//! | `quota.rs` | the quota usage table: [`QuotaLedger`](crate::limit::QuotaLedger), for [`LeasedQuotaLimiter`](crate::limit::LeasedQuotaLimiter) |
 //! | `codec.rs` | rows and records: times, JSON, digests |
 //! | `dialect.rs`, `sqlite.rs`, `postgres.rs` | what differs, and each engine's constructors |
 //! | `driver.rs` | running a statement on any sqlx database |
@@ -21,6 +22,7 @@ mod driver;
 mod keys;
 #[cfg(feature = "postgres")]
 mod postgres;
+mod quota;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 mod tenants;
@@ -37,8 +39,8 @@ use sqlx::{Pool, Transaction};
 
 use crate::backend::BackendError;
 
-/// A key store, entitlement source and audit sink on an SQL database; see [`SqliteStore`] and
-/// [`PostgresStore`].
+/// A key store, entitlement source, audit sink and quota ledger on an SQL database; see
+/// [`SqliteStore`] and [`PostgresStore`].
 ///
 /// Cheap to clone: clones share the connection pool.
 pub struct SqlStore<D: Dialect> {

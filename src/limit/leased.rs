@@ -1,0 +1,708 @@
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use foldhash::fast::RandomState;
+use tokio::sync::watch;
+
+use super::clock::{Clock, SystemClock};
+use super::{
+    Decision, LimitRequest, Limiter, MemoryLimiter, Quota, QuotaPeriod, QuotaStatus, Usage,
+};
+use crate::backend::BackendError;
+
+const NANOS: u64 = 1_000_000_000;
+
+/// One tenant's quota in one calendar period: what a [`QuotaLedger`] counts against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuotaAccount<'a> {
+    /// The tenant.
+    pub tenant_id: &'a str,
+    /// Day or month.
+    pub period: QuotaPeriod,
+    /// The period's start, Unix seconds (see [`QuotaPeriod::bounds`]).
+    pub period_start: u64,
+}
+
+/// What a [`QuotaLedger`] granted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuotaLease {
+    /// Units granted by this lease (0: the quota is used up, or leased out elsewhere).
+    pub granted: u64,
+    /// Units counted in the account after this lease, the grant included; at least the limit
+    /// when nothing was granted.
+    pub used: u64,
+}
+
+/// Durable quota usage shared by every instance: the ledger behind [`LeasedQuotaLimiter`].
+///
+/// A lease is one atomic step: it grants `min(want, limit - used)` and counts it as used, so
+/// that the ledger never grants more than the limit, whatever the number of instances asking.
+/// [`SqliteStore`](crate::store::SqliteStore) and [`PostgresStore`](crate::store::PostgresStore)
+/// implement it (table `keygate_quota_usage`, one statement per lease).
+///
+/// ```
+/// use std::sync::Mutex;
+/// use keygate::backend::BackendError;
+/// use keygate::limit::{QuotaAccount, QuotaLease, QuotaLedger};
+///
+/// /// One process's ledger: only an example (a real one is shared and durable).
+/// #[derive(Default)]
+/// struct Counter(Mutex<u64>);
+///
+/// #[async_trait::async_trait]
+/// impl QuotaLedger for Counter {
+///     async fn lease(&self, _: &QuotaAccount<'_>, limit: u64, want: u64) -> Result<QuotaLease, BackendError> {
+///         let mut used = self.0.lock().unwrap();
+///         let granted = want.min(limit.saturating_sub(*used));
+///         *used += granted;
+///         Ok(QuotaLease { granted, used: (*used).max(if granted == 0 { limit } else { 0 }) })
+///     }
+///     async fn give_back(&self, _: &QuotaAccount<'_>, unused: u64) -> Result<(), BackendError> {
+///         let mut used = self.0.lock().unwrap();
+///         *used = used.saturating_sub(unused);
+///         Ok(())
+///     }
+///     async fn used(&self, _: &QuotaAccount<'_>) -> Result<u64, BackendError> {
+///         Ok(*self.0.lock().unwrap())
+///     }
+/// }
+/// ```
+#[async_trait]
+pub trait QuotaLedger: Send + Sync + 'static {
+    /// Grants up to `want` units of `account`'s quota of `limit`, never past the limit, and
+    /// counts them as used, in one atomic step.
+    async fn lease(
+        &self,
+        account: &QuotaAccount<'_>,
+        limit: u64,
+        want: u64,
+    ) -> Result<QuotaLease, BackendError>;
+
+    /// Returns `unused` units of an earlier lease.
+    async fn give_back(&self, account: &QuotaAccount<'_>, unused: u64) -> Result<(), BackendError>;
+
+    /// Units counted in `account`: used, or leased and not given back (0 if none).
+    async fn used(&self, account: &QuotaAccount<'_>) -> Result<u64, BackendError>;
+}
+
+#[async_trait]
+impl<L: QuotaLedger + ?Sized> QuotaLedger for Arc<L> {
+    async fn lease(
+        &self,
+        account: &QuotaAccount<'_>,
+        limit: u64,
+        want: u64,
+    ) -> Result<QuotaLease, BackendError> {
+        (**self).lease(account, limit, want).await
+    }
+
+    async fn give_back(&self, account: &QuotaAccount<'_>, unused: u64) -> Result<(), BackendError> {
+        (**self).give_back(account, unused).await
+    }
+
+    async fn used(&self, account: &QuotaAccount<'_>) -> Result<u64, BackendError> {
+        (**self).used(account).await
+    }
+}
+
+/// Quotas served from blocks leased from a durable, shared [`QuotaLedger`]; rate limits in
+/// process memory ([`MemoryLimiter`]).
+///
+/// Each instance leases a block of a tenant's remaining quota in one ledger call and serves
+/// requests from it locally, with no I/O: the global quota is never exceeded, however many
+/// instances share the ledger, and it survives restarts. The rules, with the defaults:
+///
+/// - **Block size**: `clamp(remaining / 16, 1, max_block)` (`max_block` 1000), where
+///   `remaining` is what the ledger reported after this instance's last lease (the limit before
+///   the first). Blocks shrink as the quota nears its end; from 31 units left they are 1 unit,
+///   and a request may then wait for one ledger round trip.
+/// - **Prefetch**: when a block is down to less than half of what was asked, the next one is
+///   leased in the background (one lease in flight per tenant), so steady traffic does not wait
+///   for the database. A request that finds the block empty waits for the lease in flight
+///   (bounded by the verifier's store timeout).
+/// - **Lease lifetime** (2 s): a block unused for that long is given back, so a quiet instance
+///   does not hold quota others need. An instance told "nothing left" refuses (403) for that
+///   long before it asks the ledger again.
+/// - **Shutdown**: [`shutdown`](Self::shutdown) gives back every unused block: after a clean
+///   stop nothing is lost.
+///
+/// The bounds this gives:
+///
+/// | event | bound |
+/// |---|---|
+/// | instances together | never admit more than the quota |
+/// | clean stop (`shutdown`) | nothing lost |
+/// | crash (`kill -9`) | the instance's unused blocks stay counted: less than 1.5 blocks per tenant (a block and the prefetched next), so at most 1 unit once a tenant has fewer than 32 left, and never more than 1.5 × `max_block` |
+/// | refused early | a request can be refused while other instances still hold units of the tenant's quota; they hold at most a block each (1 unit near the end) and give it back after one lease lifetime idle; this instance asks again one lease lifetime after its last refusal: at most 2 lease lifetimes (4 s) after the last use elsewhere |
+/// | ledger failing | blocks already held are still served; a request that needs a lease is refused (503, or let through with `limits_fail_open`) |
+///
+/// Periods are the calendar day or month in UTC, as with [`MemoryLimiter`]; a new period
+/// starts from 0. The `remaining` in a response's quota header is what this instance knows:
+/// the ledger's remainder at its last lease plus its own unused block.
+///
+/// ```no_run
+/// use keygate::limit::LeasedQuotaLimiter;
+/// use keygate::store::SqliteStore;
+/// use keygate::Verifier;
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let store = SqliteStore::open("keys.db").await?;
+/// let limiter = LeasedQuotaLimiter::new(store.clone());
+/// let verifier = Verifier::builder(store.clone())
+///     .entitlements(store)
+///     .limiter(limiter.clone())
+///     .build();
+/// // ... serve; then, on the way out:
+/// limiter.shutdown().await?;
+/// # let _ = verifier;
+/// # Ok(())
+/// # }
+/// ```
+pub struct LeasedQuotaLimiter<L> {
+    inner: Arc<Inner<L>>,
+}
+
+impl<L> Clone for LeasedQuotaLimiter<L> {
+    fn clone(&self) -> Self {
+        LeasedQuotaLimiter {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<L> std::fmt::Debug for LeasedQuotaLimiter<L> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LeasedQuotaLimiter")
+            .field("max_block", &self.inner.max_block)
+            .field("lease_lifetime", &Duration::from_nanos(self.inner.lifetime))
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`LeasedQuotaLimiter`]; from [`LeasedQuotaLimiter::builder`].
+pub struct LeasedQuotaLimiterBuilder<L> {
+    ledger: L,
+    clock: Option<Arc<dyn Clock>>,
+    max_block: u64,
+    lifetime: Duration,
+}
+
+impl<L> std::fmt::Debug for LeasedQuotaLimiterBuilder<L> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LeasedQuotaLimiterBuilder")
+            .field("max_block", &self.max_block)
+            .field("lease_lifetime", &self.lifetime)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<L: QuotaLedger> LeasedQuotaLimiterBuilder<L> {
+    /// The clock for periods, rate limits and lease lifetimes (default: the system clock; a
+    /// [`ManualClock`](super::ManualClock) in tests).
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Some(Arc::new(clock));
+        self
+    }
+
+    /// The largest block leased at once (default 1000; at least 1). Larger blocks mean fewer
+    /// ledger calls and more quota lost to a crash.
+    pub fn max_block(mut self, max_block: u64) -> Self {
+        self.max_block = max_block.max(1);
+        self
+    }
+
+    /// How long an unused block is held before it is given back, and how long a "nothing
+    /// left" answer is trusted (default 2 s; at least 1 ms).
+    pub fn lease_lifetime(mut self, lifetime: Duration) -> Self {
+        self.lifetime = lifetime.max(Duration::from_millis(1));
+        self
+    }
+
+    /// The limiter.
+    pub fn build(self) -> LeasedQuotaLimiter<L> {
+        let clock: Arc<dyn Clock> = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
+        let rates = MemoryLimiter::with_clock(SharedClock(clock.clone()));
+        LeasedQuotaLimiter {
+            inner: Arc::new(Inner {
+                ledger: self.ledger,
+                rates,
+                clock,
+                max_block: self.max_block,
+                lifetime: u64::try_from(self.lifetime.as_nanos()).unwrap_or(u64::MAX),
+                hasher: RandomState::default(),
+                shards: std::array::from_fn(|_| Mutex::new(SlotMap::default())),
+                closed: AtomicBool::new(false),
+                sweeper: Mutex::new(None),
+            }),
+        }
+    }
+}
+
+/// The limiter's clock, shared with its rate limiter.
+struct SharedClock(Arc<dyn Clock>);
+
+impl Clock for SharedClock {
+    fn now_nanos(&self) -> u64 {
+        self.0.now_nanos()
+    }
+}
+
+const SHARDS: usize = 16;
+
+type SlotMap = HashMap<String, Slot, RandomState>;
+
+/// What a lease in flight will say: nothing yet, done, or the ledger's error.
+type LeaseState = Option<Result<(), Arc<str>>>;
+
+struct Inner<L> {
+    ledger: L,
+    rates: MemoryLimiter,
+    clock: Arc<dyn Clock>,
+    max_block: u64,
+    /// Lease lifetime, nanoseconds.
+    lifetime: u64,
+    hasher: RandomState,
+    shards: [Mutex<SlotMap>; SHARDS],
+    closed: AtomicBool,
+    sweeper: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+/// One tenant's quota on this instance, for one period.
+struct Slot {
+    period: QuotaPeriod,
+    start: u64,
+    end: u64,
+    limit: u64,
+    /// Units leased and not yet used.
+    held: u64,
+    /// `limit - used` as the ledger reported after the last lease (the limit before one).
+    remaining: u64,
+    /// What the last lease asked for: the prefetch threshold is half of it.
+    asked: u64,
+    /// When the ledger last granted nothing (clock nanoseconds).
+    exhausted_at: Option<u64>,
+    /// The lease in flight, if any.
+    lease: Option<watch::Receiver<LeaseState>>,
+    /// Last request served from the block, or last lease landed (clock nanoseconds).
+    last_use: u64,
+}
+
+impl Slot {
+    fn new(quota: Quota, start: u64, end: u64, now: u64) -> Slot {
+        Slot {
+            period: quota.period,
+            start,
+            end,
+            limit: quota.limit,
+            held: 0,
+            remaining: quota.limit,
+            asked: 0,
+            exhausted_at: None,
+            lease: None,
+            last_use: now,
+        }
+    }
+
+    fn status(&self, now_secs: u64) -> QuotaStatus {
+        QuotaStatus {
+            limit: self.limit,
+            remaining: self.remaining.saturating_add(self.held).min(self.limit),
+            period_secs: self.end - self.start,
+            reset_after_secs: self.end.saturating_sub(now_secs),
+        }
+    }
+}
+
+/// What the local state says about a request.
+enum Local {
+    Decided(Decision),
+    /// A lease is in flight: wait for it, then look again.
+    Wait(watch::Receiver<LeaseState>),
+    /// A lease is needed and the caller cannot wait (`acquire_now`).
+    Later,
+    Closed,
+}
+
+impl<L: QuotaLedger> LeasedQuotaLimiter<L> {
+    /// A limiter on `ledger` with the defaults (system clock, blocks of at most 1000, a lease
+    /// lifetime of 2 s).
+    pub fn new(ledger: L) -> Self {
+        LeasedQuotaLimiter::builder(ledger).build()
+    }
+
+    /// A builder, to set the clock, the largest block or the lease lifetime.
+    pub fn builder(ledger: L) -> LeasedQuotaLimiterBuilder<L> {
+        LeasedQuotaLimiterBuilder {
+            ledger,
+            clock: None,
+            max_block: 1000,
+            lifetime: Duration::from_secs(2),
+        }
+    }
+
+    /// The ledger.
+    pub fn ledger(&self) -> &L {
+        &self.inner.ledger
+    }
+
+    /// Units of the tenant's quota this instance holds, leased and not yet used (0 if none).
+    pub fn held(&self, tenant_id: &str) -> u64 {
+        self.inner
+            .shard(tenant_id)
+            .get(tenant_id)
+            .map_or(0, |slot| slot.held)
+    }
+
+    /// Stops leasing, waits for the leases in flight, and gives every unused block back to the
+    /// ledger; returns the units given back. Call it when the service stops (after the server
+    /// has finished its requests): without it, unused blocks stay counted, as after a crash.
+    ///
+    /// Afterwards, requests that need a lease are refused with a backend error (503). A block
+    /// whose give-back fails stays counted (never under-counted); the first error is returned
+    /// after every block was tried.
+    pub async fn shutdown(&self) -> Result<u64, BackendError> {
+        let inner = &self.inner;
+        inner.closed.store(true, Ordering::SeqCst);
+        if let Some(sweeper) = inner.lock_sweeper().take() {
+            sweeper.abort();
+        }
+        let in_flight: Vec<_> = inner
+            .shards
+            .iter()
+            .flat_map(|shard| {
+                let map = lock(shard);
+                map.values()
+                    .filter_map(|s| s.lease.clone())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        for mut lease in in_flight {
+            let _ = lease.wait_for(Option::is_some).await;
+        }
+        let mut returns = Vec::new();
+        for shard in &inner.shards {
+            let mut map = lock(shard);
+            for (tenant, slot) in map.iter_mut() {
+                if slot.held > 0 {
+                    returns.push((tenant.clone(), slot.period, slot.start, slot.held));
+                    slot.held = 0;
+                }
+            }
+        }
+        let (mut given, mut first_error) = (0, None);
+        for (tenant, period, start, units) in returns {
+            let account = QuotaAccount {
+                tenant_id: &tenant,
+                period,
+                period_start: start,
+            };
+            match inner.ledger.give_back(&account, units).await {
+                Ok(()) => given += units,
+                Err(e) => {
+                    tracing::warn!(target: "keygate", error = %e, tenant_id = %tenant, units, "giving back unused quota failed at shutdown; it stays counted");
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(given),
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn backend_error(message: &str) -> BackendError {
+    BackendError::backend(std::io::Error::other(message.to_owned()))
+}
+
+impl<L: QuotaLedger> Inner<L> {
+    fn shard(&self, tenant_id: &str) -> MutexGuard<'_, SlotMap> {
+        let index = usize::try_from(self.hasher.hash_one(tenant_id) >> 60).unwrap_or(0) % SHARDS;
+        lock(&self.shards[index])
+    }
+
+    fn lock_sweeper(&self) -> MutexGuard<'_, Option<tokio::task::JoinHandle<()>>> {
+        lock(&self.sweeper)
+    }
+
+    fn want(&self, slot: &Slot, cost: u64) -> u64 {
+        (slot.remaining / 16).clamp(1, self.max_block).max(cost)
+    }
+}
+
+impl<L: QuotaLedger> LeasedQuotaLimiter<L> {
+    /// Decides from the local block, under the tenant's lock; starts a lease when one is
+    /// needed and `can_wait`.
+    fn local(&self, r: &LimitRequest<'_>, quota: Quota, can_wait: bool) -> Local {
+        let inner = &self.inner;
+        let now = inner.clock.now_nanos();
+        let now_secs = now / NANOS;
+        let (start, end) = quota.period.bounds(now_secs);
+        let cost = u64::from(r.cost);
+        let mut map = inner.shard(r.tenant_id);
+        let slot = match map.get_mut(r.tenant_id) {
+            Some(slot) => slot,
+            None => map
+                .entry(r.tenant_id.to_owned())
+                .or_insert_with(|| Slot::new(quota, start, end, now)),
+        };
+        if slot.period != quota.period || slot.start != start {
+            // A new period (or another kind of period) starts from nothing. Units left from the
+            // last one were counted there and end with it.
+            *slot = Slot::new(quota, start, end, now);
+        } else if slot.limit != quota.limit {
+            // A new plan: what is held stays valid (it was granted), the ledger judges the rest.
+            slot.limit = quota.limit;
+            slot.remaining = quota.limit;
+            slot.exhausted_at = None;
+        }
+
+        if slot.held >= cost {
+            let rates = LimitRequest { quota: None, ..*r };
+            let decision = match inner.rates.acquire_now(&rates) {
+                Some(Ok(decision)) => decision,
+                // `MemoryLimiter` always answers at once and never fails.
+                _ => return Local::Closed,
+            };
+            return Local::Decided(match decision {
+                Decision::Allowed(usage) => {
+                    slot.held -= cost;
+                    slot.last_use = now;
+                    let status = slot.status(now_secs);
+                    if slot.held * 2 < slot.asked
+                        && slot.lease.is_none()
+                        && slot.exhausted_at.is_none()
+                        && !inner.closed.load(Ordering::Relaxed)
+                        && let Ok(runtime) = tokio::runtime::Handle::try_current()
+                    {
+                        self.start_lease(&runtime, r.tenant_id, slot, cost);
+                    }
+                    Decision::Allowed(Usage {
+                        quota: Some(status),
+                        ..usage
+                    })
+                }
+                Decision::RateLimited {
+                    retry_after_secs,
+                    usage,
+                } => Decision::RateLimited {
+                    retry_after_secs,
+                    usage: Usage {
+                        quota: Some(slot.status(now_secs)),
+                        ..usage
+                    },
+                },
+                Decision::QuotaExhausted { usage } => Decision::QuotaExhausted {
+                    usage: Usage {
+                        quota: Some(slot.status(now_secs)),
+                        ..usage
+                    },
+                },
+            });
+        }
+        if let Some(at) = slot.exhausted_at {
+            if now.saturating_sub(at) < inner.lifetime {
+                // The rate limits' state for the headers, consuming nothing: a quota of 0
+                // refuses every request, and a refused request uses up no limit.
+                let zero = Quota { limit: 0, ..quota };
+                let rates = LimitRequest {
+                    quota: Some(zero),
+                    ..*r
+                };
+                let rate = match inner.rates.acquire_now(&rates) {
+                    Some(Ok(Decision::QuotaExhausted { usage })) => usage.rate,
+                    _ => None,
+                };
+                return Local::Decided(Decision::QuotaExhausted {
+                    usage: Usage {
+                        rate,
+                        quota: Some(slot.status(now_secs)),
+                    },
+                });
+            }
+            slot.exhausted_at = None;
+        }
+        if let Some(lease) = &slot.lease {
+            return if can_wait {
+                Local::Wait(lease.clone())
+            } else {
+                Local::Later
+            };
+        }
+        if !can_wait {
+            return Local::Later;
+        }
+        if inner.closed.load(Ordering::Relaxed) {
+            return Local::Closed;
+        }
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => Local::Wait(self.start_lease(&runtime, r.tenant_id, slot, cost)),
+            Err(_) => Local::Closed,
+        }
+    }
+
+    /// Spawns a lease for `slot` (single-flight: the slot holds its receiver until it lands).
+    /// Spawned, so that it completes even if the request that started it goes away.
+    fn start_lease(
+        &self,
+        runtime: &tokio::runtime::Handle,
+        tenant_id: &str,
+        slot: &mut Slot,
+        cost: u64,
+    ) -> watch::Receiver<LeaseState> {
+        self.ensure_sweeper(runtime);
+        let (tx, rx) = watch::channel(None);
+        slot.lease = Some(rx.clone());
+        let want = self.inner.want(slot, cost);
+        slot.asked = want;
+        let (period, start, limit) = (slot.period, slot.start, slot.limit);
+        let tenant = tenant_id.to_owned();
+        let inner = self.inner.clone();
+        runtime.spawn(async move {
+            let account = QuotaAccount {
+                tenant_id: &tenant,
+                period,
+                period_start: start,
+            };
+            let result = inner.ledger.lease(&account, limit, want).await;
+            let now = inner.clock.now_nanos();
+            let state = {
+                let mut map = inner.shard(&tenant);
+                let slot = map
+                    .get_mut(&tenant)
+                    .filter(|s| s.period == period && s.start == start);
+                match (&result, slot) {
+                    (Ok(lease), Some(slot)) => {
+                        slot.lease = None;
+                        slot.held += lease.granted;
+                        slot.remaining = slot.limit.saturating_sub(lease.used);
+                        slot.last_use = now;
+                        slot.exhausted_at = (lease.granted == 0).then_some(now);
+                        Ok(())
+                    }
+                    // The period ended meanwhile: the grant was counted in the old one.
+                    (Ok(_), None) => Ok(()),
+                    (Err(e), slot) => {
+                        if let Some(slot) = slot {
+                            slot.lease = None;
+                        }
+                        tracing::error!(target: "keygate", error = %e, tenant_id = %tenant, "quota lease failed");
+                        Err(Arc::from(format!("quota lease failed: {e}")))
+                    }
+                }
+            };
+            let _ = tx.send(Some(state));
+        });
+        rx
+    }
+
+    /// Starts the task that gives back idle blocks, once.
+    fn ensure_sweeper(&self, runtime: &tokio::runtime::Handle) {
+        let mut sweeper = self.inner.lock_sweeper();
+        if sweeper.is_some() || self.inner.closed.load(Ordering::Relaxed) {
+            return;
+        }
+        let weak: Weak<Inner<L>> = Arc::downgrade(&self.inner);
+        let every = Duration::from_nanos(self.inner.lifetime / 4).max(Duration::from_millis(1));
+        *sweeper = Some(runtime.spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                // The limiter is gone: so is the need to sweep.
+                let Some(inner) = weak.upgrade() else { break };
+                sweep(&inner).await;
+            }
+        }));
+    }
+
+    async fn acquire_quota(
+        &self,
+        r: &LimitRequest<'_>,
+        quota: Quota,
+    ) -> Result<Decision, BackendError> {
+        loop {
+            match self.local(r, quota, true) {
+                Local::Decided(decision) => return Ok(decision),
+                Local::Wait(mut lease) => {
+                    let outcome = lease.wait_for(Option::is_some).await.map(|s| s.clone());
+                    match outcome {
+                        Ok(Some(Ok(()))) => continue,
+                        Ok(Some(Err(message))) => return Err(backend_error(&message)),
+                        _ => return Err(backend_error("quota lease abandoned")),
+                    }
+                }
+                Local::Later | Local::Closed => {
+                    return Err(backend_error("the quota limiter is shut down"));
+                }
+            }
+        }
+    }
+}
+
+/// Gives back blocks idle for a lease lifetime, and forgets tenants idle for long.
+async fn sweep<L: QuotaLedger>(inner: &Arc<Inner<L>>) {
+    let now = inner.clock.now_nanos();
+    let mut returns = Vec::new();
+    for shard in &inner.shards {
+        let mut map = lock(shard);
+        map.retain(|tenant, slot| {
+            let idle = now.saturating_sub(slot.last_use);
+            if slot.lease.is_some() || idle < inner.lifetime {
+                return true;
+            }
+            if slot.held > 0 {
+                returns.push((tenant.clone(), slot.period, slot.start, slot.held));
+                slot.held = 0;
+                return true;
+            }
+            // Kept a while for its block size and its "nothing left", then forgotten.
+            idle < inner.lifetime.saturating_mul(30)
+        });
+    }
+    for (tenant, period, start, units) in returns {
+        let account = QuotaAccount {
+            tenant_id: &tenant,
+            period,
+            period_start: start,
+        };
+        if let Err(e) = inner.ledger.give_back(&account, units).await {
+            tracing::warn!(target: "keygate", error = %e, tenant_id = %tenant, units, "giving back an idle quota block failed; keeping it");
+            if let Some(slot) = inner
+                .shard(&tenant)
+                .get_mut(&tenant)
+                .filter(|s| s.period == period && s.start == start)
+            {
+                slot.held += units;
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl<L: QuotaLedger> Limiter for LeasedQuotaLimiter<L> {
+    async fn acquire(&self, request: &LimitRequest<'_>) -> Result<Decision, BackendError> {
+        match request.quota {
+            Some(quota) => self.acquire_quota(request, quota).await,
+            None => self.inner.rates.acquire(request).await,
+        }
+    }
+
+    fn acquire_now(&self, request: &LimitRequest<'_>) -> Option<Result<Decision, BackendError>> {
+        let Some(quota) = request.quota else {
+            return self.inner.rates.acquire_now(request);
+        };
+        match self.local(request, quota, false) {
+            Local::Decided(decision) => Some(Ok(decision)),
+            Local::Wait(_) | Local::Later | Local::Closed => None,
+        }
+    }
+}
