@@ -5,6 +5,9 @@
 
 mod common;
 
+#[cfg(all(feature = "sqlite", feature = "axum"))]
+mod cache;
+
 #[cfg(feature = "axum")]
 mod api;
 #[cfg(feature = "axum")]

@@ -8,6 +8,7 @@
 use crate::hash::KeyDigest;
 
 /// The PostgreSQL notification channel.
+#[cfg_attr(not(feature = "postgres"), allow(dead_code))]
 pub(crate) const CHANNEL: &str = "keygate_changes";
 
 /// PostgreSQL refuses payloads of 8000 bytes or more.
