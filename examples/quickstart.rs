@@ -1,25 +1,33 @@
-//! keygate's quickstart: a small API with SQLite-backed keys and the management API.
+//! keygate's quickstart: a small API with keys in SQLite (or PostgreSQL) and the management API.
 //!
 //! `cargo run --example quickstart`, then follow the README. Settings:
-//! - `KEYGATE_ADDR` (default `127.0.0.1:3000`), `KEYGATE_DB` (default `keygate-quickstart.db`);
+//! - `KEYGATE_ADDR` (default `127.0.0.1:3000`);
+//! - `KEYGATE_DATABASE_URL`: `postgres://…` (or `postgresql://…`) keeps keys in PostgreSQL
+//!   (build with `--features postgres`), `sqlite://…` or a file path in SQLite; default the
+//!   SQLite file `keygate-quickstart.db`. `KEYGATE_DB` (a path) is the older name of the same;
 //! - `KEYGATE_RATE_LIMIT_PER_MINUTE` (default 60) and `KEYGATE_MONTHLY_QUOTA` (default
 //!   unlimited): tenant `demo`'s plan, stored in the database at every start;
 //! - `RUST_LOG` for logs (default `info`).
 //!
 //! On a database without keys it creates tenant `demo` with an admin key (environment `test`)
-//! and prints it once as `admin key: <key>`. It stops cleanly on Ctrl-C and SIGTERM, writing
-//! pending last-used times first.
+//! and prints it once as `admin key: <key>`; of several instances starting at once on one
+//! database, exactly one does. Keys and plans are cached in memory (`CachedStore`,
+//! `CachedEntitlements`); on PostgreSQL a `ChangeListener` carries every change to the other
+//! instances' caches within a second. It stops cleanly on Ctrl-C and SIGTERM, writing pending
+//! last-used times first.
 
 use std::time::Duration;
 
 use axum::{Json, Router, http::StatusCode, routing::get};
+use keygate::audit::AuditSink;
+use keygate::cache::CachedStore;
 use keygate::key::{Environment, KeyScheme};
 use keygate::last_used::LastUsedTracker;
-use keygate::lifecycle::{KeyManager, NewKey};
+use keygate::lifecycle::{KeyManager, ManageError, NewKey};
 use keygate::limit::{Quota, QuotaPeriod, RateLimit};
-use keygate::plan::{CachedEntitlements, Plan, TenantEntitlements};
+use keygate::plan::{CachedEntitlements, EntitlementSource, Plan, TenantEntitlements};
 use keygate::scope::Scope;
-use keygate::store::SqliteStore;
+use keygate::store::{ManagedKeyStore, SqliteStore};
 use keygate::{AuthLayer, Tenant, Verifier, api};
 use serde_json::json;
 
@@ -34,7 +42,31 @@ async fn main() -> std::process::ExitCode {
     }
 }
 
-async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// Where the keys are, from `KEYGATE_DATABASE_URL` (or `KEYGATE_DB`).
+enum Database {
+    SqliteFile(String),
+    SqliteUrl(String),
+    Postgres(String),
+}
+
+impl Database {
+    fn from_env() -> Database {
+        let setting = std::env::var("KEYGATE_DATABASE_URL")
+            .or_else(|_| std::env::var("KEYGATE_DB"))
+            .unwrap_or_else(|_| "keygate-quickstart.db".into());
+        if setting.starts_with("postgres://") || setting.starts_with("postgresql://") {
+            Database::Postgres(setting)
+        } else if setting.starts_with("sqlite:") {
+            Database::SqliteUrl(setting)
+        } else {
+            Database::SqliteFile(setting)
+        }
+    }
+}
+
+type BoxError = Box<dyn std::error::Error>;
+
+async fn run() -> Result<(), BoxError> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
@@ -42,42 +74,110 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         .with_writer(std::io::stderr)
         .init();
     let addr = std::env::var("KEYGATE_ADDR").unwrap_or_else(|_| "127.0.0.1:3000".into());
-    let db = std::env::var("KEYGATE_DB").unwrap_or_else(|_| "keygate-quickstart.db".into());
+    let demo = TenantEntitlements::active(demo_plan()?);
 
-    let plan = demo_plan()?;
+    match Database::from_env() {
+        Database::Postgres(url) => postgres(&addr, &url, &demo).await,
+        Database::SqliteUrl(url) => {
+            let store = SqliteStore::connect(&url).await?;
+            sqlite(&addr, store, "an SQLite URL".into(), &demo).await
+        }
+        Database::SqliteFile(path) => {
+            let store = SqliteStore::open(&path).await?;
+            sqlite(&addr, store, path, &demo).await
+        }
+    }
+}
 
-    let store = SqliteStore::open(&db).await?;
-    store
-        .set_tenant("demo", &TenantEntitlements::active(plan))
-        .await?;
+async fn sqlite(
+    addr: &str,
+    store: SqliteStore,
+    db: String,
+    demo: &TenantEntitlements,
+) -> Result<(), BoxError> {
+    store.set_tenant("demo", demo).await?;
+    let fresh = store.count_keys().await? == 0;
+    // SQLite has no channel between processes: another process's changes are seen within the
+    // cache's TTL.
+    serve(addr, store, fresh, &db, |_, _| {}).await
+}
+
+#[cfg(feature = "postgres")]
+async fn postgres(addr: &str, url: &str, demo: &TenantEntitlements) -> Result<(), BoxError> {
+    let store = keygate::store::PostgresStore::connect(url).await?;
+    // Listening before anything is cached: no change is missed.
+    let changes = keygate::cache::ChangeListener::start(&store).await?;
+    store.set_tenant("demo", demo).await?;
+    let fresh = store.count_keys().await? == 0;
+    // The URL may hold a password: it is not logged.
+    serve(addr, store, fresh, "PostgreSQL", move |keys, plans| {
+        changes.subscribe(keys);
+        changes.subscribe(plans);
+    })
+    .await
+}
+
+#[cfg(not(feature = "postgres"))]
+async fn postgres(_: &str, _: &str, _: &TenantEntitlements) -> Result<(), BoxError> {
+    Err(
+        "KEYGATE_DATABASE_URL names PostgreSQL, but this quickstart was built without it: \
+         cargo run --example quickstart --features postgres"
+            .into(),
+    )
+}
+
+/// Serves the API on `store`'s keys and plans, both cached. On a `fresh` database (no keys at
+/// all) it creates tenant `demo`'s admin key, unless another instance just did.
+async fn serve<S>(
+    addr: &str,
+    store: S,
+    fresh: bool,
+    db: &str,
+    subscribe: impl FnOnce(CachedStore<S>, CachedEntitlements<S>),
+) -> Result<(), BoxError>
+where
+    S: ManagedKeyStore + EntitlementSource + AuditSink + Clone,
+{
+    // Keys and plans are cached: a request for a key seen within the TTL makes no query.
+    let keys = CachedStore::new(store.clone());
+    let plans = CachedEntitlements::new(store.clone(), Duration::from_secs(30));
+    subscribe(keys.clone(), plans.clone());
     // One key scheme (format and hasher) for the verifier that checks keys and the manager that
     // issues them.
     let scheme = KeyScheme::default();
-    let verifier = Verifier::builder(store.clone())
+    let verifier = Verifier::builder(keys.clone())
         .scheme(scheme.clone())
-        // Plans are read from SQLite and cached briefly: the request path makes one query.
-        .entitlements(CachedEntitlements::new(
-            store.clone(),
-            Duration::from_secs(5),
-        ))
+        .entitlements(plans)
         .build();
-    let manager = KeyManager::builder(store.clone())
-        .scheme(scheme)
+    // On the cached store: a change through the manager reaches this process's next request.
+    let manager = KeyManager::builder(keys.clone())
+        .scheme(scheme.clone())
         .known_scopes([Scope::ADMIN, Scope::READ, Scope::WRITE])
         .audit(store.clone())
         .build();
 
-    if store.count_keys().await? == 0 {
+    if fresh {
+        // At most one active key for `demo`, checked atomically with the insert: of two
+        // instances starting at once on one database, one creates the admin key.
+        let bootstrap = KeyManager::builder(keys)
+            .scheme(scheme)
+            .max_active_keys(Some(1))
+            .audit(store.clone())
+            .build();
         let new = NewKey::new("quickstart admin", ["admin"]).environment(Environment::Test);
-        let issued = manager.issue("quickstart", "demo", new).await?;
-        // The one place a secret is ever printed: the first start, for the user to copy.
-        println!("admin key: {}", issued.key.expose_secret());
+        match bootstrap.issue("quickstart", "demo", new).await {
+            // The one place a secret is ever printed: the first start, for the user to copy.
+            Ok(issued) => println!("admin key: {}", issued.key.expose_secret()),
+            Err(ManageError::TooManyKeys(_)) => {
+                tracing::info!("tenant demo's admin key was created by another instance");
+            }
+            Err(error) => return Err(error.into()),
+        }
     }
 
     let tracker = LastUsedTracker::new();
-    let flusher = tracker.spawn_flusher(store.clone(), Duration::from_secs(10));
+    let flusher = tracker.spawn_flusher(store, Duration::from_secs(10));
     let auth = AuthLayer::new(verifier).track_last_used(tracker);
-
     let app = Router::new()
         .route("/v1/whoami", get(whoami).route_layer(auth.clone()))
         .route(
@@ -104,7 +204,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         );
 
     let listener = tokio::net::TcpListener::bind(&addr).await?;
-    tracing::info!(addr = %listener.local_addr()?, db = %db, "keygate quickstart listening");
+    tracing::info!(addr = %listener.local_addr()?, db, "keygate quickstart listening");
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
