@@ -55,7 +55,7 @@
 //!   age is below TTL + window, with a warning event; never a record that an invalidation
 //!   removed (a revocation this instance has seen, or a flush), never an unknown key.
 //! - **Flood of unknown keys**: at most [`DEFAULT_UNKNOWN_CAPACITY`] are remembered (each in
-//!   at most [`UNKNOWN_ENTRY_BYTES`] bytes: about 1.3 MB), and store queries for keys not in
+//!   at most [`UNKNOWN_ENTRY_BYTES`] bytes: 1.6 MB), and store queries for keys not in
 //!   the cache are capped by the miss budget ([`DEFAULT_MISS_BUDGET`] a second); beyond it
 //!   such a request is refused with 503 and a warning event, logged at most once a second.
 //!   A cold cache after a restart counts against the same budget: raise it
