@@ -199,6 +199,7 @@ fn median(v: &mut [f64]) -> f64 {
 }
 
 /// One store's quickstart-like app: its address and a key of it.
+#[cfg(feature = "sqlite")]
 struct Quickstart {
     name: &'static str,
     addr: std::net::SocketAddr,
@@ -206,6 +207,7 @@ struct Quickstart {
 }
 
 /// The quickstart-like app on SQLite (a file in a temporary directory), 1,000 keys.
+#[cfg(feature = "sqlite")]
 fn quickstart_on_sqlite(rt: &tokio::runtime::Runtime, dir: &std::path::Path) -> Quickstart {
     use keygate::store::SqliteStore;
     let (app, key) = rt.block_on(async {
@@ -223,13 +225,13 @@ fn quickstart_on_sqlite(rt: &tokio::runtime::Runtime, dir: &std::path::Path) -> 
 }
 
 /// Deletes what a side wrote to a shared database.
-#[cfg(feature = "postgres")]
+#[cfg(all(feature = "postgres", feature = "sqlite"))]
 type Cleanup = Box<dyn FnOnce(&tokio::runtime::Runtime)>;
 
 /// The quickstart-like app on PostgreSQL (`LOAD_POSTGRES_URL`), 1,000 keys of a tenant of its
 /// own, with a change listener as the quickstart has; the tenant's rows are deleted by the
 /// returned closure.
-#[cfg(feature = "postgres")]
+#[cfg(all(feature = "postgres", feature = "sqlite"))]
 fn quickstart_on_postgres(rt: &tokio::runtime::Runtime, url: &str) -> (Quickstart, Cleanup) {
     use keygate::store::PostgresStore;
     let (app, key, store, tenant) = rt.block_on(async {
@@ -270,6 +272,7 @@ fn quickstart_on_postgres(rt: &tokio::runtime::Runtime, url: &str) -> (Quickstar
 
 /// The quickstart-like app's authenticated route against its public route, per store, in
 /// rotating rounds; the median ratio of each store.
+#[cfg(feature = "sqlite")]
 fn quickstart_rounds(rt: &tokio::runtime::Runtime, rounds: u64, seconds: u64, connections: u64) {
     let dir = tempfile::tempdir().unwrap();
     #[cfg_attr(not(feature = "postgres"), allow(unused_mut))]
@@ -361,7 +364,10 @@ fn main() {
         .build()
         .unwrap();
     if std::env::var("LOAD_QUICKSTART").is_ok_and(|v| v == "1") {
+        #[cfg(feature = "sqlite")]
         quickstart_rounds(&rt, rounds, seconds, connections);
+        #[cfg(not(feature = "sqlite"))]
+        eprintln!("load: LOAD_QUICKSTART needs the sqlite feature (a default one)");
         return;
     }
     let (store, key) = store_with(100_000);

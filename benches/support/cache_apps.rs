@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use axum::{Json, Router, routing::get};
+use axum::{Extension, Json, Router, routing::get};
 use keygate::cache::CachedStore;
 use keygate::key::{ApiKey, Environment, KeyFormat};
 use keygate::last_used::LastUsedTracker;
@@ -70,7 +70,8 @@ where
     Router::new()
         .route(
             "/v1/whoami",
-            get(|t: Tenant| async move {
+            // `Extension`, not keygate's extractor: the benches build without the `axum` feature.
+            get(|Extension(t): Extension<Tenant>| async move {
                 Json(json!({"success": true, "data": {"tenant_id": t.tenant_id(), "key_id": t.key_id()}}))
             })
             .route_layer(auth.require_scope(Scope::READ)),
