@@ -630,6 +630,13 @@ fn quickstart_takes_its_sqlite_file_from_keygate_database_url() {
         .read_line(&mut first)
         .unwrap();
     assert!(first.starts_with("admin key: sk_test_"), "{first}");
+    // Listening means its signal handler is in place.
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(addr).is_ok() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
     Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
