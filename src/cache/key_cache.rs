@@ -17,7 +17,7 @@ use time::OffsetDateTime;
 
 use super::changes::{Change, Invalidate};
 use super::clock::{millis, now_ms};
-use super::single_flight::{SingleFlight, Waited, wait};
+use super::single_flight::{Flight, SingleFlight, Waited, wait};
 use crate::hash::{DigestHasher, KeyDigest};
 use crate::store::{KeyRecord, KeyStore, Lookup, ManagedKeyStore, StoreError};
 
@@ -383,17 +383,12 @@ impl<S: KeyStore> Inner<S> {
         let at = self.unknown.get(digest)?;
         (now.saturating_sub(at) < self.unknown_ttl_ms).then_some(Ok(None))
     }
-}
 
-impl<S: KeyStore> Inner<S>
-where
-    S: KeyStore,
-{
     /// Queries the store for `digest` and keeps the answer; the flight ends with it.
     async fn query(
         self: Arc<Self>,
         digest: KeyDigest,
-        flight: super::single_flight::Flight<KeyDigest, Shared, BuildHasherDefault<DigestHasher>>,
+        flight: Flight<KeyDigest, Shared, BuildHasherDefault<DigestHasher>>,
     ) {
         let epoch = self.epoch(&digest);
         let answer = tokio::time::timeout(self.query_timeout, self.store.find(&digest))
