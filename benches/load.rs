@@ -16,6 +16,13 @@
 //! The shared limiters' sides (`support/limits.rs`) run in every round: the quota leased from
 //! SQLite, from PostgreSQL with `KEYGATE_BENCH_POSTGRES_URL` (feature `postgres`), and
 //! `RedisLimiter` with `KEYGATE_BENCH_REDIS_URL` (feature `redis`).
+//!
+//! `LOAD_QUICKSTART=1` loads the quickstart-like app instead (`support/cache_apps.rs`: keys and
+//! plans in SQLite behind the key cache, as the quickstart runs): its authenticated route
+//! `/v1/whoami` against its public route `/health`, in the same rotating rounds. With the
+//! `postgres` feature and `KEYGATE_BENCH_POSTGRES_URL` set, the same app on PostgreSQL too
+//! (`LOAD_FEATURES=postgres LOAD_QUICKSTART=1 KEYGATE_BENCH_POSTGRES_URL=postgres://… scripts/load.sh`);
+//! its keys are deleted afterwards.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 use std::process::Command;
@@ -27,6 +34,8 @@ use keygate::limit::LimitHeaders;
 
 mod support;
 use support::{auth_app, hello_app, pipeline_app, store_with};
+#[path = "support/cache_apps.rs"]
+mod cache_apps;
 #[path = "support/limits.rs"]
 mod limits;
 
@@ -112,6 +121,17 @@ const TICKS_PER_SEC: f64 = 100.0;
 
 /// Runs wrk against `addr`.
 fn wrk(addr: std::net::SocketAddr, key: Option<&str>, seconds: u64, connections: u64) -> Run {
+    wrk_path(addr, "/", key, seconds, connections)
+}
+
+/// Runs wrk against `path` on `addr`.
+fn wrk_path(
+    addr: std::net::SocketAddr,
+    path: &str,
+    key: Option<&str>,
+    seconds: u64,
+    connections: u64,
+) -> Run {
     let mut cmd = Command::new("taskset");
     cmd.args(["-c", &load_core(), "wrk", "-t1"])
         .arg(format!("-c{connections}"))
@@ -121,7 +141,7 @@ fn wrk(addr: std::net::SocketAddr, key: Option<&str>, seconds: u64, connections:
     }
     let ticks = cpu_ticks();
     let out = cmd
-        .arg(format!("http://{addr}/"))
+        .arg(format!("http://{addr}{path}"))
         .output()
         .expect("wrk runs (see scripts/load.sh)");
     let ticks = cpu_ticks() - ticks;
@@ -173,6 +193,157 @@ fn installed(program: &str) -> bool {
     Command::new(program).arg("--version").output().is_ok()
 }
 
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|p, q| p.partial_cmp(q).unwrap());
+    let mid = v.len() / 2;
+    if v.len().is_multiple_of(2) {
+        (v[mid - 1] + v[mid]) / 2.0
+    } else {
+        v[mid]
+    }
+}
+
+/// One store's quickstart-like app: its address and a key of it.
+#[cfg(feature = "sqlite")]
+struct Quickstart {
+    name: &'static str,
+    addr: std::net::SocketAddr,
+    key: String,
+}
+
+/// The quickstart-like app on SQLite (a file in a temporary directory), 1,000 keys.
+#[cfg(feature = "sqlite")]
+fn quickstart_on_sqlite(rt: &tokio::runtime::Runtime, dir: &std::path::Path) -> Quickstart {
+    use keygate::store::SqliteStore;
+    let (app, key) = rt.block_on(async {
+        let store = SqliteStore::open(dir.join("load.db")).await.unwrap();
+        let tenant = cache_apps::tenant();
+        store.set_tenant(&tenant, &support::plan()).await.unwrap();
+        let key = cache_apps::seed(&store, &tenant, 1_000).await;
+        (cache_apps::quickstart_like(store, |_, _| {}), key)
+    });
+    Quickstart {
+        name: "sqlite",
+        addr: serve(rt, app),
+        key: key.expose_secret().to_owned(),
+    }
+}
+
+/// Deletes what a side wrote to a shared database.
+#[cfg(all(feature = "postgres", feature = "sqlite"))]
+type Cleanup = Box<dyn FnOnce(&tokio::runtime::Runtime)>;
+
+/// The quickstart-like app on PostgreSQL (`KEYGATE_BENCH_POSTGRES_URL`), 1,000 keys of a tenant of its
+/// own, with a change listener as the quickstart has; the tenant's rows are deleted by the
+/// returned closure.
+#[cfg(all(feature = "postgres", feature = "sqlite"))]
+fn quickstart_on_postgres(rt: &tokio::runtime::Runtime, url: &str) -> (Quickstart, Cleanup) {
+    use keygate::store::PostgresStore;
+    let (app, key, store, tenant) = rt.block_on(async {
+        let store = PostgresStore::connect(url).await.unwrap();
+        let changes = keygate::cache::ChangeListener::start(&store).await.unwrap();
+        let tenant = cache_apps::tenant();
+        store.set_tenant(&tenant, &support::plan()).await.unwrap();
+        let key = cache_apps::seed(&store, &tenant, 1_000).await;
+        let app = cache_apps::quickstart_like(store.clone(), move |keys, plans| {
+            changes.subscribe(keys);
+            changes.subscribe(plans);
+        });
+        (app, key, store, tenant)
+    });
+    let cleanup = Box::new(move |rt: &tokio::runtime::Runtime| {
+        rt.block_on(async {
+            for table in ["keygate_keys", "keygate_tenants"] {
+                let column = if table == "keygate_keys" {
+                    "tenant_id"
+                } else {
+                    "id"
+                };
+                sqlx::query(&format!("DELETE FROM {table} WHERE {column} = $1"))
+                    .bind(&tenant)
+                    .execute(store.pool())
+                    .await
+                    .unwrap();
+            }
+        })
+    });
+    let side = Quickstart {
+        name: "postgres",
+        addr: serve(rt, app),
+        key: key.expose_secret().to_owned(),
+    };
+    (side, cleanup)
+}
+
+/// The quickstart-like app's authenticated route against its public route, per store, in
+/// rotating rounds; the median ratio of each store.
+#[cfg(feature = "sqlite")]
+fn quickstart_rounds(rt: &tokio::runtime::Runtime, rounds: u64, seconds: u64, connections: u64) {
+    let dir = tempfile::tempdir().unwrap();
+    #[cfg_attr(not(feature = "postgres"), allow(unused_mut))]
+    let mut apps = Vec::from([quickstart_on_sqlite(rt, dir.path())]);
+    #[cfg(feature = "postgres")]
+    let cleanup = std::env::var("KEYGATE_BENCH_POSTGRES_URL").ok().map(|url| {
+        let (side, cleanup) = quickstart_on_postgres(rt, &url);
+        apps.push(side);
+        cleanup
+    });
+    #[cfg(not(feature = "postgres"))]
+    if std::env::var_os("KEYGATE_BENCH_POSTGRES_URL").is_some() {
+        eprintln!(
+            "load: KEYGATE_BENCH_POSTGRES_URL is set but the bench was built without the postgres feature (LOAD_FEATURES=postgres)"
+        );
+    }
+    // Each side: one app's route. Every side sends the app's key, the public route included.
+    let sides: Vec<(String, &Quickstart, &str)> = apps
+        .iter()
+        .flat_map(|app| {
+            [
+                (format!("{}-public", app.name), app, "/health"),
+                (format!("{}-auth", app.name), app, "/v1/whoami"),
+            ]
+        })
+        .collect();
+    for (_, app, path) in &sides {
+        wrk_path(app.addr, path, Some(&app.key), 1, connections);
+    }
+    let mut rps: Vec<Vec<f64>> = vec![Vec::new(); sides.len()];
+    let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); apps.len()];
+    for round in 0..rounds {
+        let mut this_round = vec![0.0; sides.len()];
+        for step in 0..sides.len() {
+            let i = (round as usize + step) % sides.len();
+            let (_, app, path) = &sides[i];
+            this_round[i] = wrk_path(app.addr, path, Some(&app.key), seconds, connections).rps;
+        }
+        let mut line = format!("round {round}:");
+        for (i, (name, _, _)) in sides.iter().enumerate() {
+            rps[i].push(this_round[i]);
+            line += &format!("  {name} {:.0} req/s", this_round[i]);
+        }
+        for (a, ratio) in ratios.iter_mut().enumerate() {
+            let r = this_round[2 * a + 1] / this_round[2 * a];
+            ratio.push(r);
+            line += &format!("  {} auth/public {r:.3}", apps[a].name);
+        }
+        println!("{line}");
+    }
+    for (i, (name, _, _)) in sides.iter().enumerate() {
+        println!("median {name}: {:.0} req/s", median(&mut rps[i]));
+    }
+    for (a, ratio) in ratios.iter_mut().enumerate() {
+        println!(
+            "median {} authenticated/public: {:.3}",
+            apps[a].name,
+            median(ratio)
+        );
+    }
+    #[cfg(feature = "postgres")]
+    if let Some(cleanup) = cleanup {
+        cleanup(rt);
+    }
+}
+
 fn main() {
     // `cargo bench` runs every bench target: this one takes minutes and needs wrk, so it runs
     // only when the script asks for it.
@@ -191,14 +362,20 @@ fn main() {
     let seconds = env_or("LOAD_SECONDS", 2);
     let connections = env_or("LOAD_CONNECTIONS", 32);
 
-    let (store, key) = store_with(100_000);
-
     // One worker thread: the server gets one core, wrk the other.
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()
         .unwrap();
+    if std::env::var("LOAD_QUICKSTART").is_ok_and(|v| v == "1") {
+        #[cfg(feature = "sqlite")]
+        quickstart_rounds(&rt, rounds, seconds, connections);
+        #[cfg(not(feature = "sqlite"))]
+        eprintln!("load: LOAD_QUICKSTART needs the sqlite feature (a default one)");
+        return;
+    }
+    let (store, key) = store_with(100_000);
     let plain = serve(&rt, hello_app());
     let guarded = serve(&rt, pipeline_app(store.clone(), LimitHeaders::All));
     check_headers(guarded, key.expose_secret());
@@ -273,15 +450,6 @@ fn main() {
         }
         println!("{line}");
     }
-    let median = |v: &mut Vec<f64>| {
-        v.sort_by(|p, q| p.partial_cmp(q).unwrap());
-        let mid = v.len() / 2;
-        if v.len().is_multiple_of(2) {
-            (v[mid - 1] + v[mid]) / 2.0
-        } else {
-            v[mid]
-        }
-    };
     let base_cpu = median(&mut cpu[0].clone());
     for (i, (name, _)) in sides.iter().enumerate() {
         let (r, q, c) = (

@@ -3,7 +3,11 @@
 //! Ids are stable: `verify/memory/<keys>` (the full verification of a valid key: format,
 //! checksum, hash, lookup, constant-time compare, revocation, expiry, scope),
 //! `pipeline/memory/<keys>` (that plus entitlements, tenant rate limit and monthly quota),
-//! `stage/*` (each stage on its own), `reject/malformed` (a bad checksum through the verifier).
+//! `stage/*` (each stage on its own), `reject/malformed` (a bad checksum through the verifier),
+//! `verify/cached_memory/100000` (the same as `verify/memory/100000` through the key cache, on
+//! a hit) and `verify/cached_postgres/100000` (through the key cache in front of PostgreSQL, on
+//! a hit: needs the `postgres` feature and `KEYGATE_BENCH_POSTGRES_URL`, else it is skipped
+//! with a message; its 100,000 keys are inserted under a tenant of their own and deleted after).
 #![allow(missing_docs, clippy::unwrap_used)]
 
 use std::hint::black_box;
@@ -21,6 +25,9 @@ use keygate::store::{KeyRecord, KeyStore};
 
 mod support;
 use support::{auth_app, hello_app, pipeline_app, plan, record, store_with};
+#[cfg(feature = "postgres")]
+#[path = "support/cache_apps.rs"]
+mod cache_apps;
 
 fn bench_verify(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -43,6 +50,20 @@ fn bench_verify(c: &mut Criterion) {
                 black_box(auth_only.check_now(&head, Some(&read)).unwrap().unwrap())
             })
         });
+        // The same key through the key cache, on a hit: what the cache adds to an in-memory
+        // lookup (its backing store plays no part in a hit).
+        if n == 100_000 {
+            let cached = keygate::cache::CachedStore::new(store.clone());
+            let verifier = Verifier::builder(cached).build();
+            rt.block_on(verifier.check(&RequestHead::from(&req), Some(&read)))
+                .unwrap();
+            group.bench_function("cached_memory/100000", |b| {
+                b.iter(|| {
+                    let head = RequestHead::from(black_box(&req));
+                    black_box(verifier.check_now(&head, Some(&read)).unwrap().unwrap())
+                })
+            });
+        }
         group.finish();
         // The full pipeline the layer runs for a store that answers at once (no future, no
         // runtime): authentication, entitlements, tenant rate limit and monthly quota.
@@ -249,5 +270,78 @@ fn bench_layer(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_verify, bench_stages, bench_layer);
+/// `verify/cached_postgres/100000`: 100,000 keys in PostgreSQL, each looked up once through the
+/// key cache, then the verification of one of them, a cache hit.
+#[cfg(feature = "postgres")]
+fn bench_cached_postgres(c: &mut Criterion) {
+    use keygate::cache::CachedStore;
+    use keygate::store::PostgresStore;
+    let Ok(url) = std::env::var("KEYGATE_BENCH_POSTGRES_URL") else {
+        println!(
+            "verify/cached_postgres: skipped; set KEYGATE_BENCH_POSTGRES_URL to a PostgreSQL server"
+        );
+        return;
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let n = 100_000;
+    let (store, tenant, key) = rt.block_on(async {
+        let store = PostgresStore::connect(&url).await.unwrap();
+        let tenant = cache_apps::tenant();
+        let key = cache_apps::seed(&store, &tenant, n).await;
+        (store, tenant, key)
+    });
+    let cached = CachedStore::builder(store.clone()).no_miss_budget().build();
+    let verifier = Verifier::builder(cached.clone()).build();
+    rt.block_on(async {
+        // Every key through the cache once, so that it holds 100,000 records.
+        let rows: Vec<Vec<u8>> =
+            sqlx::query_scalar("SELECT digest FROM keygate_keys WHERE tenant_id = $1")
+                .bind(&tenant)
+                .fetch_all(store.pool())
+                .await
+                .unwrap();
+        for digest in rows {
+            let digest = keygate::hash::KeyDigest::from_bytes(digest.try_into().unwrap());
+            cached.find(&digest).await.unwrap().unwrap();
+        }
+    });
+    assert_eq!(cached.len(), n);
+    let req = Request::get("/v1/documents")
+        .header("x-api-key", key.expose_secret())
+        .body(())
+        .unwrap();
+    let read = Scope::READ;
+    let mut group = c.benchmark_group("verify");
+    group.bench_function(BenchmarkId::new("cached_postgres", n), |b| {
+        b.iter(|| {
+            let head = RequestHead::from(black_box(&req));
+            black_box(verifier.check_now(&head, Some(&read)).unwrap().unwrap())
+        })
+    });
+    group.finish();
+    rt.block_on(async {
+        sqlx::query("DELETE FROM keygate_keys WHERE tenant_id = $1")
+            .bind(&tenant)
+            .execute(store.pool())
+            .await
+            .unwrap();
+    });
+}
+
+#[cfg(not(feature = "postgres"))]
+fn bench_cached_postgres(_: &mut Criterion) {
+    println!("verify/cached_postgres: skipped; it needs the postgres feature");
+}
+
+criterion_group!(
+    benches,
+    bench_verify,
+    bench_cached_postgres,
+    bench_stages,
+    bench_layer
+);
 criterion_main!(benches);

@@ -1,9 +1,10 @@
-//! keygate's quickstart: a small API with SQLite-backed keys and the management API.
+//! keygate's quickstart: a small API with keys in SQLite (or PostgreSQL) and the management API.
 //!
 //! `cargo run --example quickstart`, then follow the README. Settings:
-//! - `KEYGATE_ADDR` (default `127.0.0.1:3000`), `KEYGATE_DB` (default `keygate-quickstart.db`);
-//! - `KEYGATE_DATABASE_URL` (feature `postgres`): keys, plans and quotas in PostgreSQL instead
-//!   of the SQLite file, so that several instances can share them;
+//! - `KEYGATE_ADDR` (default `127.0.0.1:3000`);
+//! - `KEYGATE_DATABASE_URL`: `postgres://…` (or `postgresql://…`) keeps keys in PostgreSQL
+//!   (build with `--features postgres`), `sqlite://…` or a file path in SQLite; default the
+//!   SQLite file `keygate-quickstart.db`. `KEYGATE_DB` (a path) is the older name of the same;
 //! - `KEYGATE_REDIS_URL` (feature `redis`): rate limits and quotas on Redis, shared by every
 //!   instance (`KEYGATE_REDIS_PREFIX`, default `keygate:`, starts their key names). Without it
 //!   quotas are durable in the database (leased in blocks) and rate limits are per process;
@@ -12,16 +13,20 @@
 //! - `RUST_LOG` for logs (default `info`).
 //!
 //! On a database without keys it creates tenant `demo` with an admin key (environment `test`)
-//! and prints it once as `admin key: <key>`. It stops cleanly on Ctrl-C and SIGTERM, writing
-//! pending last-used times and giving back unused quota blocks first.
+//! and prints it once as `admin key: <key>`; of several instances starting at once on one
+//! database, exactly one does. Keys and plans are cached in memory (`CachedStore`,
+//! `CachedEntitlements`); on PostgreSQL a `ChangeListener` carries every change to the other
+//! instances' caches within a second. It stops cleanly on Ctrl-C and SIGTERM, writing pending
+//! last-used times and giving back unused quota blocks first.
 
 use std::time::Duration;
 
 use axum::{Json, Router, http::StatusCode, routing::get};
 use keygate::audit::AuditSink;
+use keygate::cache::CachedStore;
 use keygate::key::{Environment, KeyScheme};
 use keygate::last_used::LastUsedTracker;
-use keygate::lifecycle::{KeyManager, NewKey};
+use keygate::lifecycle::{KeyManager, ManageError, NewKey};
 use keygate::limit::{LeasedQuotaLimiter, Quota, QuotaLedger, QuotaPeriod, RateLimit};
 use keygate::plan::{CachedEntitlements, EntitlementSource, Plan, TenantEntitlements};
 use keygate::scope::Scope;
@@ -40,7 +45,31 @@ async fn main() -> std::process::ExitCode {
     }
 }
 
-async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// Where the keys are, from `KEYGATE_DATABASE_URL` (or `KEYGATE_DB`).
+enum Database {
+    SqliteFile(String),
+    SqliteUrl(String),
+    Postgres(String),
+}
+
+impl Database {
+    fn from_env() -> Database {
+        let setting = std::env::var("KEYGATE_DATABASE_URL")
+            .or_else(|_| std::env::var("KEYGATE_DB"))
+            .unwrap_or_else(|_| "keygate-quickstart.db".into());
+        if setting.starts_with("postgres://") || setting.starts_with("postgresql://") {
+            Database::Postgres(setting)
+        } else if setting.starts_with("sqlite:") {
+            Database::SqliteUrl(setting)
+        } else {
+            Database::SqliteFile(setting)
+        }
+    }
+}
+
+type BoxError = Box<dyn std::error::Error>;
+
+async fn run() -> Result<(), BoxError> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
@@ -48,28 +77,18 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         .with_writer(std::io::stderr)
         .init();
     let addr = std::env::var("KEYGATE_ADDR").unwrap_or_else(|_| "127.0.0.1:3000".into());
-    let plan = demo_plan()?;
+    let demo = TenantEntitlements::active(demo_plan()?);
     let limits = limits_setting()?;
-    let demo = TenantEntitlements::active(plan);
 
-    match setting("KEYGATE_DATABASE_URL") {
-        #[cfg(feature = "postgres")]
-        Some(url) => {
-            let store = keygate::store::PostgresStore::connect(&url).await?;
-            store.set_tenant("demo", &demo).await?;
-            let empty = store.count_keys().await? == 0;
-            serve(store, empty, limits, &addr, "PostgreSQL").await
+    match Database::from_env() {
+        Database::Postgres(url) => postgres(&addr, &url, &demo, limits).await,
+        Database::SqliteUrl(url) => {
+            let store = SqliteStore::connect(&url).await?;
+            sqlite(&addr, store, "an SQLite URL".into(), &demo, limits).await
         }
-        #[cfg(not(feature = "postgres"))]
-        Some(_) => Err("KEYGATE_DATABASE_URL needs the `postgres` feature: \
-             cargo run --example quickstart --features postgres"
-            .into()),
-        None => {
-            let db = std::env::var("KEYGATE_DB").unwrap_or_else(|_| "keygate-quickstart.db".into());
-            let store = SqliteStore::open(&db).await?;
-            store.set_tenant("demo", &demo).await?;
-            let empty = store.count_keys().await? == 0;
-            serve(store, empty, limits, &addr, &db).await
+        Database::SqliteFile(path) => {
+            let store = SqliteStore::open(&path).await?;
+            sqlite(&addr, store, path, &demo, limits).await
         }
     }
 }
@@ -101,27 +120,77 @@ fn limits_setting() -> Result<Limits, String> {
     }
 }
 
-/// Serves the quickstart's API on `store` until Ctrl-C or SIGTERM.
-async fn serve<S>(
-    store: S,
-    empty: bool,
-    limits: Limits,
+async fn sqlite(
     addr: &str,
-    database: &str,
-) -> Result<(), Box<dyn std::error::Error>>
+    store: SqliteStore,
+    db: String,
+    demo: &TenantEntitlements,
+    limits: Limits,
+) -> Result<(), BoxError> {
+    store.set_tenant("demo", demo).await?;
+    let fresh = store.count_keys().await? == 0;
+    // SQLite has no channel between processes: another process's changes are seen within the
+    // cache's TTL.
+    serve(addr, store, fresh, &db, limits, |_, _| {}).await
+}
+
+#[cfg(feature = "postgres")]
+async fn postgres(
+    addr: &str,
+    url: &str,
+    demo: &TenantEntitlements,
+    limits: Limits,
+) -> Result<(), BoxError> {
+    let store = keygate::store::PostgresStore::connect(url).await?;
+    // Listening before anything is cached: no change is missed.
+    let changes = keygate::cache::ChangeListener::start(&store).await?;
+    store.set_tenant("demo", demo).await?;
+    let fresh = store.count_keys().await? == 0;
+    // The URL may hold a password: it is not logged.
+    serve(
+        addr,
+        store,
+        fresh,
+        "PostgreSQL",
+        limits,
+        move |keys, plans| {
+            changes.subscribe(keys);
+            changes.subscribe(plans);
+        },
+    )
+    .await
+}
+
+#[cfg(not(feature = "postgres"))]
+async fn postgres(_: &str, _: &str, _: &TenantEntitlements, _: Limits) -> Result<(), BoxError> {
+    Err("KEYGATE_DATABASE_URL needs the `postgres` feature: \
+         cargo run --example quickstart --features postgres"
+        .into())
+}
+
+/// Serves the API on `store`'s keys and plans, both cached. On a `fresh` database (no keys at
+/// all) it creates tenant `demo`'s admin key, unless another instance just did.
+async fn serve<S>(
+    addr: &str,
+    store: S,
+    fresh: bool,
+    db: &str,
+    limits: Limits,
+    subscribe: impl FnOnce(CachedStore<S>, CachedEntitlements<S>),
+) -> Result<(), BoxError>
 where
     S: ManagedKeyStore + EntitlementSource + AuditSink + QuotaLedger + Clone,
 {
+    // Keys and plans are cached: a request for a key seen within the TTL makes no query.
+    let keys = CachedStore::new(store.clone());
+    let plans = CachedEntitlements::new(store.clone(), Duration::from_secs(30));
+    subscribe(keys.clone(), plans.clone());
     // One key scheme (format and hasher) for the verifier that checks keys and the manager that
     // issues them.
     let scheme = KeyScheme::default();
-    let verifier = Verifier::builder(store.clone())
+    let verifier = Verifier::builder(keys.clone())
         .scheme(scheme.clone())
-        // Plans are read from the database and cached briefly: the request path makes one query.
-        .entitlements(CachedEntitlements::new(
-            store.clone(),
-            Duration::from_secs(5),
-        ));
+        .entitlements(plans);
     let (verifier, leased) = match limits {
         Limits::Database => {
             let limiter = LeasedQuotaLimiter::new(store.clone());
@@ -138,23 +207,35 @@ where
         #[cfg(not(feature = "redis"))]
         Limits::Redis { .. } => unreachable!("refused by limits_setting"),
     };
-    let manager = KeyManager::builder(store.clone())
-        .scheme(scheme)
+    // On the cached store: a change through the manager reaches this process's next request.
+    let manager = KeyManager::builder(keys.clone())
+        .scheme(scheme.clone())
         .known_scopes([Scope::ADMIN, Scope::READ, Scope::WRITE])
         .audit(store.clone())
         .build();
 
-    if empty {
+    if fresh {
+        // At most one active key for `demo`, checked atomically with the insert: of two
+        // instances starting at once on one database, one creates the admin key.
+        let bootstrap = KeyManager::builder(keys)
+            .scheme(scheme)
+            .max_active_keys(Some(1))
+            .audit(store.clone())
+            .build();
         let new = NewKey::new("quickstart admin", ["admin"]).environment(Environment::Test);
-        let issued = manager.issue("quickstart", "demo", new).await?;
-        // The one place a secret is ever printed: the first start, for the user to copy.
-        println!("admin key: {}", issued.key.expose_secret());
+        match bootstrap.issue("quickstart", "demo", new).await {
+            // The one place a secret is ever printed: the first start, for the user to copy.
+            Ok(issued) => println!("admin key: {}", issued.key.expose_secret()),
+            Err(ManageError::TooManyKeys(_)) => {
+                tracing::info!("tenant demo's admin key was created by another instance");
+            }
+            Err(error) => return Err(error.into()),
+        }
     }
 
     let tracker = LastUsedTracker::new();
-    let flusher = tracker.spawn_flusher(store.clone(), Duration::from_secs(10));
+    let flusher = tracker.spawn_flusher(store, Duration::from_secs(10));
     let auth = AuthLayer::new(verifier).track_last_used(tracker);
-
     let app = Router::new()
         .route("/v1/whoami", get(whoami).route_layer(auth.clone()))
         .route(
@@ -180,8 +261,8 @@ where
             get(|| async { Json(json!({"success": true, "data": {"status": "ok"}})) }),
         );
 
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    tracing::info!(addr = %listener.local_addr()?, db = %database, "keygate quickstart listening");
+    let listener = tokio::net::TcpListener::bind(&addr).await?;
+    tracing::info!(addr = %listener.local_addr()?, db, "keygate quickstart listening");
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<std::net::SocketAddr>(),

@@ -38,6 +38,7 @@
 //!                 scope restriction request key                    scope restriction key
 //!                 hash backend                                     backend
 //!  5   tenant ──► store plan error scope key         last_used ──► store
+//!      cache ──► store plan hash
 //!  4   store ──► plan audit restriction scope key hash limit backend
 //!  3   error ──► restriction scope key request       plan ──► limit scope backend
 //!  2   key ──► hash   scope ──► request   restriction ──► request   limit ──► backend
@@ -57,7 +58,9 @@
 //! revocation, expiry and environment, asks the [`plan::EntitlementSource`] for the tenant's
 //! status and plan, checks the key's [`restriction`]s (with the client address from
 //! [`request`]) and the scope (the [`Tenant`]'s rule), and checks and consumes the rate limits
-//! and quota ([`limit`]). Admitted, the layer strips the credential, notes the use
+//! and quota ([`limit`]). With a [`cache::CachedStore`] as the store, a key seen within the
+//! TTL is answered from memory, and changes reach the cache from its own writes and, on
+//! PostgreSQL, from every instance's ([`cache`]). Admitted, the layer strips the credential, notes the use
 //! ([`last_used`]), hands the [`Tenant`] to the service and writes the limit headers. Refused,
 //! it answers the one [`AuthError`] ([`error`]): a JSON envelope, or a gRPC status for gRPC
 //! calls. Backends that fail answer a [`backend::BackendError`] or a [`store::StoreError`],
@@ -73,6 +76,8 @@
 //! |---|---|
 //! | [`store::KeyStore`] | [`store::MemoryStore`], [`store::SqliteStore`], [`store::PostgresStore`] (both [`store::sql::SqlStore`]), and `Arc` of any store |
 //! | [`store::ManagedKeyStore`] | [`store::MemoryStore`], [`store::SqliteStore`], [`store::PostgresStore`] |
+//! | [`store::KeyStore`] (cached) | [`cache::CachedStore`] over any store; a [`store::ManagedKeyStore`] when its store is |
+//! | [`cache::Invalidate`] | [`cache::CachedStore`], [`plan::CachedEntitlements`], [`cache::ChangeFeed`]; fed by `cache::ChangeListener` (PostgreSQL notifications) |
 //! | [`plan::EntitlementSource`] | [`plan::MemoryEntitlements`], [`plan::CachedEntitlements`] (over any source), [`store::SqliteStore`], [`store::PostgresStore`] |
 //! | [`limit::Limiter`] | [`limit::MemoryLimiter`], [`limit::LeasedQuotaLimiter`] (quotas leased from a [`limit::QuotaLedger`]), `limit::RedisLimiter` (feature `redis`) |
 //! | [`limit::QuotaLedger`] | [`store::SqliteStore`], [`store::PostgresStore`] |
@@ -98,6 +103,7 @@
 //! | 3 | [`plan`] | tenants' status and plans, and where they come from |
 //! | 4 | [`store`] | key records and the stores that keep them; [`store::sql`] for SQLite and PostgreSQL; the conformance suite |
 //! | 5 | [`last_used`] | last-used times, noted in memory and written in the background |
+//! | 5 | [`cache`] | the key cache ([`CachedStore`](cache::CachedStore)), change notifications and their listener; the staleness table and the outage policy |
 //! | 6 | [`verify`] | the framework-free pipeline: [`Verifier`], its builder and its outcomes |
 //! | 6 | [`lifecycle`] | issuing, rotating and revoking keys: [`KeyManager`](lifecycle::KeyManager) |
 //! | 7 | [`layer`] | the tower middleware: [`AuthLayer`] |
@@ -115,6 +121,7 @@ pub mod audit;
 #[cfg(feature = "axum")]
 mod axum;
 pub mod backend;
+pub mod cache;
 pub mod error;
 pub mod hash;
 pub mod key;

@@ -135,4 +135,54 @@ fn allocation_counts() {
     );
     assert!(bare < 1024, "{bare} bytes per key");
     assert!(with_metadata < 2048, "{with_metadata} bytes per key");
+
+    // The same through the key cache, on a hit: no allocation of the cache's own.
+    let cached = keygate::cache::CachedStore::new(fixture.store.clone());
+    let mut through_cache =
+        AuthLayer::new(Verifier::builder(cached).build()).layer(tower::service_fn(ok));
+    // The first request fills the cache: a store query, bounded by a timer.
+    let timed = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    respond(&timed, &mut through_cache, request());
+    // The cache's first use starts its clock thread, whose start-up allocations must not land
+    // in the count below (dhat counts every thread's).
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let with_cache = allocations_during(|| {
+        let response = respond(&rt, &mut through_cache, request());
+        assert_eq!(response.status(), 200);
+    }) - baseline;
+    println!("allocations per authenticated request through the key cache (hit): {with_cache}");
+    assert_eq!(
+        with_cache, keygate_allocations,
+        "a cache hit allocates nothing more"
+    );
+
+    // Memory held by the key cache's record of unknown keys after 100,000 distinct unknown
+    // keys: bounded by its capacity.
+    let capacity = keygate::cache::DEFAULT_UNKNOWN_CAPACITY;
+    let before = dhat::HeapStats::get().curr_bytes;
+    let cache = keygate::cache::CachedStore::builder(keygate::store::MemoryStore::new())
+        .no_miss_budget()
+        .build();
+    let hasher = keygate::hash::KeyHasher::sha256();
+    timed.block_on(async {
+        use keygate::store::KeyStore;
+        for i in 0..100_000u32 {
+            let digest = hasher.hash(&format!("sk_live_unknown_{i}"));
+            assert!(cache.find(&digest).await.unwrap().is_none());
+        }
+    });
+    let held = dhat::HeapStats::get().curr_bytes - before;
+    println!(
+        "bytes held by the key cache after 100,000 unknown keys: {held} ({} remembered, {} bytes each)",
+        cache.unknown_len(),
+        held / cache.unknown_len().max(1)
+    );
+    assert!(cache.unknown_len() <= capacity);
+    assert!(
+        held <= capacity * keygate::cache::UNKNOWN_ENTRY_BYTES,
+        "{held} bytes for at most {capacity} unknown keys"
+    );
 }

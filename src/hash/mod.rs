@@ -19,5 +19,6 @@
 mod digest;
 mod hasher;
 
+pub(crate) use digest::DigestHasher;
 pub use digest::{InvalidDigest, KeyDigest};
 pub use hasher::KeyHasher;

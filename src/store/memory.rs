@@ -1,5 +1,5 @@
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::BuildHasherDefault;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use async_trait::async_trait;
@@ -9,7 +9,7 @@ use super::error::StoreError;
 use super::managed::ManagedKeyStore;
 use super::record::KeyRecord;
 use super::{KeyStore, Lookup, check_record_times, check_time, judged_at};
-use crate::hash::KeyDigest;
+use crate::hash::{DigestHasher, KeyDigest};
 
 /// Keys in process memory: for tests, small services, and as a model for other stores.
 ///
@@ -30,30 +30,6 @@ pub struct MemoryStore {
 struct Inner {
     by_digest: HashMap<KeyDigest, Arc<KeyRecord>, BuildHasherDefault<DigestHasher>>,
     by_id: HashMap<String, KeyDigest>,
-}
-
-/// Hashes a [`KeyDigest`] by taking the first 8 bytes it feeds in.
-///
-/// A SHA-256 digest is already uniform, so hashing it again (SipHash ~50 ns at 100k keys,
-/// foldhash ~17 ns) only costs time. Flooding is not a concern: clients cannot insert, and a
-/// lookup of a crafted digest only probes the service's own, random, entries.
-#[derive(Default)]
-struct DigestHasher(u64);
-
-impl Hasher for DigestHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 << 8) | u64::from(b);
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
 }
 
 impl std::fmt::Debug for MemoryStore {

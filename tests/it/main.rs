@@ -5,6 +5,11 @@
 
 mod common;
 
+#[cfg(all(feature = "sqlite", feature = "axum"))]
+mod cache;
+#[cfg(all(feature = "postgres", feature = "sqlite", feature = "axum"))]
+mod cache_postgres;
+
 #[cfg(feature = "axum")]
 mod api;
 #[cfg(feature = "axum")]

@@ -638,3 +638,231 @@ fn quickstart_refuses_a_backend_it_was_built_without() {
         "{err}"
     );
 }
+
+/// A database of its own for one test, on the server of KEYGATE_TEST_POSTGRES_URL: its URL,
+/// and a pool on the test database to drop it with.
+#[cfg(feature = "postgres")]
+async fn fresh_postgres_database() -> (String, String, sqlx::PgPool) {
+    let url = std::env::var("KEYGATE_TEST_POSTGRES_URL").unwrap_or_else(|_| {
+        panic!("KEYGATE_TEST_POSTGRES_URL is not set: point it at a PostgreSQL server, e.g. postgres://postgres@127.0.0.1:5432/test")
+    });
+    let admin = sqlx::PgPool::connect(&url).await.unwrap_or_else(|e| {
+        panic!("cannot reach PostgreSQL at KEYGATE_TEST_POSTGRES_URL={url}: {e}")
+    });
+    let name = keygate::store::conformance::tenant().replace("tenant", "keygate_qs");
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&admin)
+        .await
+        .unwrap();
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, format!("?{query}")),
+        None => (url.as_str(), String::new()),
+    };
+    let server = &base[..base.rfind('/').unwrap()];
+    (format!("{server}/{name}{query}"), name, admin)
+}
+
+/// A quickstart process whose stdout lines arrive on a channel, so that a test can look for a
+/// line without blocking on a process that prints none.
+#[cfg(feature = "postgres")]
+struct Instance {
+    child: Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    addr: SocketAddr,
+}
+
+#[cfg(feature = "postgres")]
+impl Instance {
+    fn start(database_url: &str) -> Instance {
+        let addr = free_addr();
+        let mut child = Command::new(quickstart_binary())
+            .env("KEYGATE_ADDR", addr.to_string())
+            .env("KEYGATE_DATABASE_URL", database_url)
+            .env("RUST_LOG", "info,keygate=trace")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in stdout.lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        Instance { child, lines, addr }
+    }
+
+    async fn wait_ready(&mut self) {
+        for _ in 0..200 {
+            if tokio::net::TcpStream::connect(self.addr).await.is_ok() {
+                return;
+            }
+            if let Some(status) = self.child.try_wait().unwrap() {
+                let mut err = String::new();
+                self.child
+                    .stderr
+                    .take()
+                    .unwrap()
+                    .read_to_string(&mut err)
+                    .unwrap();
+                panic!("the quickstart exited with {status}: {err}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the quickstart did not start listening on {}", self.addr);
+    }
+
+    /// The lines printed so far (the admin key is printed before the server listens).
+    fn printed(&self) -> Vec<String> {
+        let mut lines = Vec::new();
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(300)) {
+            lines.push(line);
+        }
+        lines
+    }
+
+    /// SIGTERM; the exit status and stderr.
+    fn stop(mut self) -> (std::process::ExitStatus, String) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let exit = self.child.wait().unwrap();
+        let mut err = String::new();
+        self.child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        (exit, err)
+    }
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_quickstarts_on_one_postgres_database() {
+    let (url, name, admin_pool) = fresh_postgres_database().await;
+
+    // Both start at once on an empty database: exactly one prints the admin key.
+    let mut a = Instance::start(&url);
+    let mut b = Instance::start(&url);
+    a.wait_ready().await;
+    b.wait_ready().await;
+    let (printed_a, printed_b) = (a.printed(), b.printed());
+    let printed: Vec<&String> = printed_a.iter().chain(&printed_b).collect();
+    assert_eq!(printed.len(), 1, "one line between them: {printed:?}");
+    let admin = printed[0]
+        .strip_prefix("admin key: ")
+        .expect("`admin key: <key>`")
+        .to_owned();
+    assert!(admin.starts_with("sk_test_"));
+
+    // A key issued through instance A works on instance B.
+    let created = send_tcp(
+        a.addr,
+        req(
+            "POST",
+            "/v1/api-keys",
+            &admin,
+            Some(r#"{"name":"reader","scopes":["read"]}"#),
+        ),
+    )
+    .await;
+    assert_eq!(created.status, StatusCode::CREATED);
+    let reader = created.json()["data"]["key"].as_str().unwrap().to_owned();
+    let reader_id = created.json()["data"]["id"].as_str().unwrap().to_owned();
+    // Let B see the issue's notification first, then cache the key with a request.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for _ in 0..3 {
+        let ok = send_tcp(b.addr, req("GET", "/v1/documents", &reader, None)).await;
+        assert_eq!(ok.status, StatusCode::OK);
+    }
+
+    // Revoked through A's management API: B refuses it within a second.
+    let revoked = send_tcp(
+        a.addr,
+        req("DELETE", &format!("/v1/api-keys/{reader_id}"), &admin, None),
+    )
+    .await;
+    assert_eq!(revoked.status, StatusCode::NO_CONTENT);
+    let start = std::time::Instant::now();
+    loop {
+        let r = send_tcp(b.addr, req("GET", "/v1/documents", &reader, None)).await;
+        if r.status == StatusCode::UNAUTHORIZED {
+            assert_eq!(r.json(), envelope("UNAUTHORIZED", REVOKED));
+            println!("revoked on A, refused by B after {:?}", start.elapsed());
+            break;
+        }
+        assert_eq!(r.status, StatusCode::OK);
+        assert!(
+            start.elapsed() < Duration::from_secs(1),
+            "B still accepts a key revoked on A after a second"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    let mut logs = String::new();
+    for instance in [a, b] {
+        let (exit, err) = instance.stop();
+        assert!(exit.success(), "exit status {exit}: {err}");
+        logs.push_str(&err);
+    }
+    for secret in [&admin, &reader] {
+        assert!(
+            !logs.contains(&secret[8..]),
+            "a secret in the quickstart's logs"
+        );
+    }
+    assert!(!logs.contains(&url), "the database URL in the logs");
+
+    // A later start finds the key and prints none.
+    let mut again = Instance::start(&url);
+    again.wait_ready().await;
+    let who = send_tcp(again.addr, req("GET", "/v1/whoami", &admin, None)).await;
+    assert_eq!(who.status, StatusCode::OK);
+    assert_eq!(again.printed(), Vec::<String>::new());
+    let (exit, _) = again.stop();
+    assert!(exit.success());
+
+    sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)"))
+        .execute(&admin_pool)
+        .await
+        .unwrap();
+}
+
+#[test]
+fn quickstart_takes_its_sqlite_file_from_keygate_database_url() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("named.db");
+    let addr = free_addr();
+    let mut child = Command::new(quickstart_binary())
+        .env("KEYGATE_ADDR", addr.to_string())
+        .env("KEYGATE_DATABASE_URL", &db)
+        .env("KEYGATE_DB", dir.path().join("ignored.db"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.starts_with("admin key: sk_test_"), "{first}");
+    // Listening means its signal handler is in place.
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(addr).is_ok() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    assert!(db.exists());
+    assert!(!dir.path().join("ignored.db").exists());
+}

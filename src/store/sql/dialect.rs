@@ -3,7 +3,8 @@
 //! The statements are the same for SQLite and PostgreSQL (`$n` placeholders work in both, and
 //! so do `RETURNING` and `ON CONFLICT`). What differs is how a write is kept from racing
 //! another (SQLite takes the database's write lock at once; PostgreSQL takes an advisory lock on
-//! the tenant) and what a store must check before it trusts its connections (SQLite, that its
+//! the tenant), how a write tells other instances what it changed (PostgreSQL notifies, SQLite
+//! has no channel between processes) and what a store must check before it trusts its connections (SQLite, that its
 //! file is still the one it opened).
 
 use std::future::Future;
@@ -32,6 +33,16 @@ pub trait Dialect: sealed::Sealed + Clone + Send + Sync + 'static {
         pool: &Pool<Self::Db>,
         tenant_id: &str,
     ) -> impl Future<Output = Result<Transaction<'static, Self::Db>, BackendError>> + Send;
+
+    /// Publishes `payload` to the stores' change channel inside `tx`, so that it is delivered
+    /// when, and only if, `tx` commits (PostgreSQL `pg_notify`); nothing where there is no
+    /// such channel (SQLite).
+    #[doc(hidden)]
+    fn publish<'a>(
+        &'a self,
+        tx: &'a mut Transaction<'static, Self::Db>,
+        payload: String,
+    ) -> impl Future<Output = Result<(), BackendError>> + Send + 'a;
 
     /// Run before every read; cheap enough for the request path.
     #[doc(hidden)]

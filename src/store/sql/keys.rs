@@ -7,6 +7,7 @@ use sqlx::Transaction;
 use time::OffsetDateTime;
 
 use super::SqlStore;
+use super::changes::Notice;
 use super::codec::{Arg, KeyRow, nanos, write_error};
 use super::dialect::Dialect;
 use super::driver::{Driver, On};
@@ -135,7 +136,8 @@ where
             .await
             .map_err(write_error)?;
         let record = row.map(KeyRow::into_record).transpose()?;
-        if record.is_some() {
+        if let Some(r) = &record {
+            self.publish(&mut tx, Notice::Key(r.digest)).await?;
             self.commit(tx).await?;
         }
         Ok(record)
@@ -176,6 +178,8 @@ where
             Self::check_cap(&mut tx, &record.tenant_id, at, max).await?;
         }
         Self::insert_in(&mut tx, &record).await?;
+        // Instances that remember the digest as unknown forget it.
+        self.publish(&mut tx, Notice::Key(record.digest)).await?;
         Ok(self.commit(tx).await?)
     }
 
@@ -281,6 +285,9 @@ where
             Self::check_cap(&mut tx, tenant_id, at_nanos, max).await?;
         }
         Self::insert_in(&mut tx, &replacement).await?;
+        self.publish(&mut tx, Notice::Key(old.digest)).await?;
+        self.publish(&mut tx, Notice::Key(replacement.digest))
+            .await?;
         self.commit(tx).await?;
         Ok(Some(old))
     }

@@ -11,11 +11,13 @@
 //! | `tenants.rs` | the tenants table: `set_tenant` and [`EntitlementSource`](crate::plan::EntitlementSource) |
 //! | `audit.rs` | the audit table: [`AuditSink`](crate::audit::AuditSink) |
 //! | `quota.rs` | the quota usage table: [`QuotaLedger`](crate::limit::QuotaLedger), for [`LeasedQuotaLimiter`](crate::limit::LeasedQuotaLimiter) |
+//! | `changes.rs` | the change notifications writes publish (PostgreSQL `NOTIFY`), for the key cache |
 //! | `codec.rs` | rows and records: times, JSON, digests |
 //! | `dialect.rs`, `sqlite.rs`, `postgres.rs` | what differs, and each engine's constructors |
 //! | `driver.rs` | running a statement on any sqlx database |
 
 mod audit;
+pub(crate) mod changes;
 mod codec;
 mod dialect;
 mod driver;
@@ -56,6 +58,15 @@ impl<D: Dialect> SqlStore<D> {
     /// The connection pool.
     pub fn pool(&self) -> &Pool<D::Db> {
         &self.pool
+    }
+
+    /// Publishes a change inside the write's transaction: delivered on commit only.
+    async fn publish(
+        &self,
+        tx: &mut Transaction<'static, D::Db>,
+        notice: changes::Notice,
+    ) -> Result<(), BackendError> {
+        self.dialect.publish(tx, notice.payload()).await
     }
 
     /// Commits a write, unless the backend is no longer the one opened.

@@ -11,6 +11,12 @@ use crate::store::StoreError;
 /// The schema is created by embedded migrations on connect. Writes that must see a consistent
 /// tenant (the active-key cap, rotation) take a transaction-scoped advisory lock on the tenant.
 ///
+/// Every write that changes what the request path reads (a key issued, renamed, revoked or
+/// rotated; a tenant set) publishes the change on the notification channel `keygate_changes`
+/// inside its transaction, so it is delivered on commit only. A
+/// [`ChangeListener`](crate::cache::ChangeListener) hands those changes to the caches of every
+/// instance.
+///
 /// ```no_run
 /// use keygate::store::PostgresStore;
 /// # #[tokio::main(flavor = "current_thread")]
@@ -48,6 +54,20 @@ impl Dialect for Postgres {
             .await
             .map_err(BackendError::backend)?;
         Ok(tx)
+    }
+
+    async fn publish(
+        &self,
+        tx: &mut Transaction<'static, sqlx::Postgres>,
+        payload: String,
+    ) -> Result<(), BackendError> {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(super::changes::CHANNEL)
+            .bind(payload)
+            .execute(&mut **tx)
+            .await
+            .map(drop)
+            .map_err(BackendError::backend)
     }
 
     fn check_read(&self) -> Result<(), BackendError> {

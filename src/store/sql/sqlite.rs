@@ -68,6 +68,16 @@ impl Dialect for Sqlite {
             .map_err(BackendError::backend)
     }
 
+    /// SQLite has no channel between processes: caches in other processes see a change when
+    /// their TTL ends.
+    async fn publish(
+        &self,
+        _tx: &mut Transaction<'static, sqlx::Sqlite>,
+        _payload: String,
+    ) -> Result<(), BackendError> {
+        Ok(())
+    }
+
     /// Cheap enough for every call: see [`FileGuard::check_lookup`].
     fn check_read(&self) -> Result<(), BackendError> {
         self.file.as_deref().map_or(Ok(()), FileGuard::check_lookup)

@@ -6,11 +6,12 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::SqlStore;
+use super::changes::Notice;
 use super::codec::{Arg, TenantRow};
 use super::dialect::Dialect;
 use super::driver::{Driver, On};
 use crate::backend::BackendError;
-use crate::plan::{EntitlementLookup, EntitlementSource, TenantEntitlements};
+use crate::plan::{CachedEntitlements, EntitlementLookup, EntitlementSource, TenantEntitlements};
 use crate::store::StoreError;
 
 const UPSERT: &str = "INSERT INTO keygate_tenants (id, status, plan) VALUES ($1, $2, $3) \
@@ -25,7 +26,9 @@ impl<D: Dialect> SqlStore<D>
 where
     D::Db: Driver,
 {
-    /// Creates or replaces a tenant's status and plan.
+    /// Creates or replaces a tenant's status and plan. On PostgreSQL the change is published
+    /// to the caches of every instance; in this process, set it through
+    /// [`CachedEntitlements::set_tenant`] to drop the cached answer at once.
     pub async fn set_tenant(
         &self,
         tenant_id: &str,
@@ -37,7 +40,30 @@ where
         D::Db::execute(On::Tx(&mut tx), UPSERT, args)
             .await
             .map_err(StoreError::backend)?;
+        self.publish(&mut tx, Notice::Tenant(tenant_id.to_owned()))
+            .await?;
         Ok(self.commit(tx).await?)
+    }
+}
+
+#[allow(private_bounds)]
+impl<D: Dialect> CachedEntitlements<SqlStore<D>>
+where
+    D::Db: Driver,
+{
+    /// Creates or replaces a tenant's status and plan in the SQL store
+    /// ([`SqlStore::set_tenant`]), then drops this cache's answer for the tenant: a suspension
+    /// refuses this process's very next request of the tenant. Other instances learn of it
+    /// through PostgreSQL notifications, or when their TTL ends.
+    pub async fn set_tenant(
+        &self,
+        tenant_id: &str,
+        entitlements: &TenantEntitlements,
+    ) -> Result<(), StoreError> {
+        let result = self.source().set_tenant(tenant_id, entitlements).await;
+        // Also on failure: the write may have committed before the error.
+        self.invalidate(tenant_id);
+        result
     }
 }
 

@@ -1,0 +1,341 @@
+//! The key cache on PostgreSQL: the conformance suite through the cache, single flight, and
+//! two instances on one database, each with its own pool, cache, listener, verifier and
+//! manager: a change on one is seen by the other within a second; a lost listener connection
+//! flushes the cache, says so, and comes back. Needs a server: set KEYGATE_TEST_POSTGRES_URL.
+
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use crate::cache::{Gated, thousand_concurrent_misses};
+use crate::common::*;
+use keygate::cache::{CachedStore, ChangeListener};
+use keygate::key::{Environment, KeyFormat};
+use keygate::lifecycle::{KeyManager, NewKey};
+use keygate::plan::{CachedEntitlements, Plan, TenantEntitlements, TenantStatus};
+use keygate::request::RequestHead;
+use keygate::store::{KeyStore, ManagedKeyStore, PostgresStore, conformance};
+
+use keygate::{AuthError, Tenant, Verifier};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+
+fn url() -> String {
+    std::env::var("KEYGATE_TEST_POSTGRES_URL").unwrap_or_else(|_| {
+        panic!("KEYGATE_TEST_POSTGRES_URL is not set: point it at a PostgreSQL server, e.g. postgres://postgres@127.0.0.1:5432/test")
+    })
+}
+
+/// A store on a pool of its own, its connections named `application_name`.
+async fn connect_as(application_name: &str) -> PostgresStore {
+    let url = url();
+    let options = PgConnectOptions::from_str(&url)
+        .unwrap()
+        .application_name(application_name);
+    let pool = PgPoolOptions::new()
+        .max_connections(4)
+        .connect_with(options)
+        .await
+        .unwrap_or_else(|e| {
+            panic!("cannot reach PostgreSQL at KEYGATE_TEST_POSTGRES_URL={url}: {e}")
+        });
+    PostgresStore::from_pool(pool).await.unwrap()
+}
+
+/// One service instance: its own pool, caches with an hour's TTL (so that only notifications
+/// can make a change visible), listener, verifier and manager.
+struct Instance {
+    store: PostgresStore,
+    keys: CachedStore<PostgresStore>,
+    plans: CachedEntitlements<PostgresStore>,
+    listener: ChangeListener,
+    verifier: Verifier,
+    manager: KeyManager,
+}
+
+impl Instance {
+    async fn start(name: &str) -> Instance {
+        let store = connect_as(name).await;
+        let keys = CachedStore::builder(store.clone())
+            .ttl(Duration::from_secs(3600))
+            .unknown_ttl(Duration::from_secs(3600))
+            .build();
+        let plans = CachedEntitlements::new(store.clone(), Duration::from_secs(3600));
+        let listener = ChangeListener::start(&store).await.unwrap();
+        listener.subscribe(keys.clone());
+        listener.subscribe(plans.clone());
+        let verifier = Verifier::builder(keys.clone())
+            .entitlements(plans.clone())
+            .build();
+        let manager = KeyManager::builder(keys.clone())
+            .scheme(verifier.scheme().clone())
+            .build();
+        Instance {
+            store,
+            keys,
+            plans,
+            listener,
+            verifier,
+            manager,
+        }
+    }
+
+    /// Verifies `key` until this instance's cache holds it: the notification of its issue may
+    /// come after the first lookup and drop it again. From then on, only a notification can
+    /// make this instance see a change (the TTL is an hour).
+    async fn hold(&self, key: &str) {
+        let digest = keygate::hash::KeyHasher::sha256().hash(key);
+        let start = Instant::now();
+        loop {
+            assert!(self.verify(key).await.is_ok());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            if self.keys.find_now(&digest).is_some() {
+                return;
+            }
+            assert!(start.elapsed() < Duration::from_secs(5), "never cached");
+        }
+    }
+
+    async fn verify(&self, key: &str) -> Result<Tenant, AuthError> {
+        let request = http::Request::get("/")
+            .header("x-api-key", key)
+            .body(())
+            .unwrap();
+        self.verifier
+            .verify(&RequestHead::from(&request), None)
+            .await
+    }
+}
+
+fn unique(prefix: &str) -> String {
+    format!("{prefix}_{}", conformance::tenant())
+}
+
+/// Polls `check` every 10 ms until it holds; fails unless it does within a second. Returns how
+/// long it took.
+async fn within_a_second<F, Fut>(what: &str, mut check: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    loop {
+        if check().await {
+            let took = start.elapsed();
+            println!("{what}: seen after {took:?}");
+            return took;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(1),
+            "{what}: not seen within a second"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_postgres_store_conforms() {
+    let store = connect_as("keygate-conformance").await;
+    conformance::run_all(|| {
+        let store = store.clone();
+        async move { CachedStore::new(store) }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_concurrent_misses_make_one_postgres_query() {
+    let store = connect_as("keygate-single-flight").await;
+    let record = conformance::record(&conformance::tenant(), time::OffsetDateTime::now_utc());
+    store.insert(record.clone(), None).await.unwrap();
+    let cache = CachedStore::new(Gated::new(store));
+    let answers = thousand_concurrent_misses(cache.clone(), record.digest).await;
+    assert_eq!(cache.store().queries(), 1);
+    for answer in answers {
+        assert_eq!(*answer.unwrap().unwrap(), record);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_change_on_one_instance_is_seen_by_another_within_a_second() {
+    let a = Instance::start("keygate-instance-a").await;
+    let b = Instance::start("keygate-instance-b").await;
+    let tenant = unique("cross");
+    let plan = TenantEntitlements::active(Plan::default());
+    a.plans.set_tenant(&tenant, &plan).await.unwrap();
+
+    // Revocation.
+    let key = a
+        .manager
+        .issue("test", &tenant, NewKey::new("revoked", ["read"]))
+        .await
+        .unwrap();
+    let secret = key.key.expose_secret().to_owned();
+    b.hold(&secret).await;
+    a.manager
+        .revoke("test", &tenant, &key.info.id)
+        .await
+        .unwrap();
+    within_a_second("revocation", || async {
+        matches!(b.verify(&secret).await, Err(AuthError::RevokedKey))
+    })
+    .await;
+
+    // Rotation without grace: the old key stops on b, its successor works there.
+    let old = a
+        .manager
+        .issue("test", &tenant, NewKey::new("rotated", ["read"]))
+        .await
+        .unwrap();
+    let old_secret = old.key.expose_secret().to_owned();
+    b.hold(&old_secret).await;
+    let new = a
+        .manager
+        .rotate("test", &tenant, &old.info.id, None)
+        .await
+        .unwrap();
+    within_a_second("rotation", || async {
+        matches!(b.verify(&old_secret).await, Err(AuthError::RevokedKey))
+    })
+    .await;
+    assert!(b.verify(new.key.expose_secret()).await.is_ok());
+
+    // Rename.
+    let new_secret = new.key.expose_secret().to_owned();
+    b.hold(&new_secret).await;
+    assert_eq!(b.verify(&new_secret).await.unwrap().key_name(), "rotated");
+    a.manager
+        .rename("test", &tenant, &new.info.id, "renamed")
+        .await
+        .unwrap();
+    within_a_second("rename", || async {
+        b.verify(&new_secret)
+            .await
+            .is_ok_and(|t| t.key_name() == "renamed")
+    })
+    .await;
+
+    // A key b looked up before it existed (remembered as unknown for an hour) works on b
+    // once a issues it.
+    let late = KeyFormat::default().generate(Environment::Live);
+    assert!(matches!(
+        b.verify(late.expose_secret()).await,
+        Err(AuthError::UnknownKey)
+    ));
+    let record = keygate::store::KeyRecord::builder(
+        unique("key"),
+        tenant.as_str(),
+        keygate::hash::KeyHasher::sha256().hash(late.expose_secret()),
+    )
+    .key(&late)
+    .scopes(keygate::scope::Scopes::from_static(&["read"]))
+    .build();
+    a.keys.insert(record, None).await.unwrap();
+    within_a_second("issue", || async {
+        b.verify(late.expose_secret()).await.is_ok()
+    })
+    .await;
+
+    // Suspension of the tenant.
+    a.plans
+        .set_tenant(
+            &tenant,
+            &TenantEntitlements {
+                status: TenantStatus::Suspended,
+                ..plan
+            },
+        )
+        .await
+        .unwrap();
+    within_a_second("suspension", || async {
+        matches!(b.verify(&new_secret).await, Err(AuthError::TenantSuspended))
+    })
+    .await;
+    assert!(a.listener.is_connected() && b.listener.is_connected());
+    drop(a.store);
+}
+
+/// Logs are captured per thread: this test runs on one, with the listener's task.
+#[tokio::test(flavor = "current_thread")]
+async fn losing_the_listener_connection_flushes_the_cache_and_notifications_resume() {
+    let logs = LogCapture::start();
+    let a = Instance::start("keygate-loss-a").await;
+    let name = unique("keygate-loss-listener");
+    let b_store = connect_as("keygate-loss-b").await;
+    let b_keys = CachedStore::builder(b_store.clone())
+        .ttl(Duration::from_secs(3600))
+        .build();
+    let listener = ChangeListener::start(&connect_as(&name).await)
+        .await
+        .unwrap();
+    listener.subscribe(b_keys.clone());
+    let b = Verifier::builder(b_keys.clone()).build();
+    let verify = |key: String| {
+        let b = b.clone();
+        async move {
+            let request = http::Request::get("/")
+                .header("x-api-key", key)
+                .body(())
+                .unwrap();
+            b.verify(&RequestHead::from(&request), None).await
+        }
+    };
+    let tenant = unique("loss");
+    let key = a
+        .manager
+        .issue("test", &tenant, NewKey::new("k", ["read"]))
+        .await
+        .unwrap();
+    let secret = key.key.expose_secret().to_owned();
+    assert!(verify(secret.clone()).await.is_ok());
+    assert_eq!(b_keys.len(), 1);
+
+    // Kill the listener's connection from another one.
+    let killed: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+    )
+    .bind(&name)
+    .fetch_all(a.store.pool())
+    .await
+    .unwrap();
+    assert!(
+        !killed.is_empty() && killed.iter().all(|k| *k),
+        "{killed:?}"
+    );
+
+    let lost = "key cache: change notifications lost; cache flushed, staleness bounded by the TTL until they are back";
+    let start = Instant::now();
+    while !logs.text().contains(lost) {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no warning: {}",
+            logs.text()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(b_keys.is_empty(), "flushed when the loss was seen");
+    let text = logs.text();
+    let line = text.lines().find(|l| l.contains(lost)).unwrap();
+    assert!(line.contains("WARN"), "{line}");
+
+    assert!(
+        tokio::time::timeout(Duration::from_secs(10), listener.wait_connected())
+            .await
+            .unwrap()
+    );
+    assert!(
+        logs.text()
+            .contains("key cache: change notifications are back; cache flushed")
+    );
+
+    // Notifications flow again.
+    assert!(verify(secret.clone()).await.is_ok());
+    assert_eq!(b_keys.len(), 1);
+    a.manager
+        .revoke("test", &tenant, &key.info.id)
+        .await
+        .unwrap();
+    within_a_second("revocation after reconnecting", || async {
+        matches!(verify(secret.clone()).await, Err(AuthError::RevokedKey))
+    })
+    .await;
+    assert!(!logs.text().contains(&secret[8..]), "a key in the logs");
+}
