@@ -9,8 +9,8 @@
 //! with one status and one error code; gRPC requests get gRPC statuses.
 //!
 //! ```
-//! use axum::{Extension, Router, routing::get};
-//! use keygate::{AuthLayer, Tenant, Verifier, key::{Environment, KeyFormat}, store::MemoryStore};
+//! use axum::{Router, routing::get};
+//! use keygate::{AuthLayer, Tenant, Verifier, store::MemoryStore};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() {
@@ -18,7 +18,8 @@
 //! let verifier = Verifier::builder(store.clone()).build();
 //!
 //! let app: Router = Router::new()
-//!     .route("/v1/whoami", get(|Extension(t): Extension<Tenant>| async move { t.tenant_id().to_owned() }))
+//!     // `Tenant` is an axum extractor: the handler runs only for an authenticated request.
+//!     .route("/v1/whoami", get(|tenant: Tenant| async move { tenant.tenant_id().to_owned() }))
 //!     .layer(AuthLayer::new(verifier));
 //! # let _ = app;
 //! # }

@@ -7,64 +7,58 @@ use crate::restriction::Violation;
 use crate::scope::Scope;
 
 /// Why a request was refused. One variant per outcome; each maps to one status and code.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+///
+/// Its `Display` is the message a client receives ([`message`](AuthError::message)), so what a
+/// service logs and what its client sees read the same:
+///
+/// ```
+/// use keygate::AuthError;
+///
+/// let error = AuthError::QuotaExhausted;
+/// assert_eq!(error.to_string(), "Quota exhausted for the current period");
+/// assert_eq!(error.to_string(), error.message());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum AuthError {
     /// No `x-api-key` and no `Authorization` header.
-    #[error("missing API key")]
     MissingCredential,
     /// More than one credential: both headers, or one header repeated.
-    #[error("more than one credential in the request")]
     MultipleCredentials,
     /// `Authorization` with a scheme other than `Bearer`, e.g. `Basic`.
-    #[error("unsupported authorization scheme")]
     UnsupportedScheme,
     /// The credential is empty, not visible ASCII, or does not have the key format.
-    #[error("malformed API key: {0}")]
     Malformed(MalformedKey),
     /// Well-formed, but no store knows it.
-    #[error("unknown API key")]
     UnknownKey,
     /// The key was revoked.
-    #[error("revoked API key")]
     RevokedKey,
     /// The key is past its expiry.
-    #[error("expired API key")]
     ExpiredKey,
     /// This server does not accept keys of this environment.
-    #[error("{0} keys are not accepted")]
     EnvironmentNotAccepted(Environment),
     /// Development mode: the tenant header does not hold a valid tenant id (1 to 64
     /// characters of `A-Z`, `a-z`, `0-9`, `_`, `.` and `-`).
-    #[error("invalid development-mode tenant id")]
     InvalidDevTenant,
     /// Development mode: the call (e.g. the management API) is refused to a tenant that
     /// named itself in the development-mode header instead of presenting a key.
-    #[error("not available in development mode")]
     DevelopmentMode,
     /// The key lacks the scope the route requires.
-    #[error("insufficient scope: {0} required")]
     InsufficientScope(Scope),
     /// The tenant is suspended.
-    #[error("tenant suspended")]
     TenantSuspended,
     /// The entitlement source does not know the key's tenant.
-    #[error("tenant has no plan")]
     NoPlan,
     /// The tenant's quota for the current period is used up.
-    #[error("quota exhausted")]
     QuotaExhausted,
     /// A key restriction does not allow this request.
-    #[error("key restriction violated: {0}")]
     RestrictionViolated(Violation),
     /// A rate limit is exceeded; retry after the given whole seconds (at least 1).
-    #[error("rate limit exceeded")]
     RateLimited {
         /// Seconds until a retry can pass.
         retry_after_secs: u64,
     },
     /// The key store or a limit backend failed or timed out (fail closed).
-    #[error("authentication backend unavailable")]
     Unavailable,
 }
 
@@ -152,6 +146,34 @@ impl AuthError {
         })
     }
 
+    /// The message a gRPC client receives in `grpc-message`: [`message`](AuthError::message),
+    /// except that credentials travel in *metadata* there, so the refusals that tell a client
+    /// how to send its key name metadata keys instead of headers.
+    ///
+    /// ```
+    /// use keygate::AuthError;
+    ///
+    /// assert_eq!(
+    ///     AuthError::MissingCredential.grpc_message(),
+    ///     "Missing API key: send it in the x-api-key metadata or as authorization: Bearer <key>"
+    /// );
+    /// assert_eq!(AuthError::QuotaExhausted.grpc_message(), AuthError::QuotaExhausted.message());
+    /// ```
+    pub fn grpc_message(&self) -> Cow<'static, str> {
+        match self {
+            AuthError::MissingCredential => Cow::Borrowed(
+                "Missing API key: send it in the x-api-key metadata or as authorization: Bearer <key>",
+            ),
+            AuthError::MultipleCredentials => Cow::Borrowed(
+                "More than one credential in the call metadata: send exactly one API key",
+            ),
+            AuthError::UnsupportedScheme => Cow::Borrowed(
+                "Unsupported authorization scheme: send the authorization metadata as Bearer <key>",
+            ),
+            other => other.message(),
+        }
+    }
+
     /// The RFC 6750 `error` attribute of `WWW-Authenticate`, if any.
     pub fn bearer_error(&self) -> Option<&'static str> {
         match self {
@@ -162,3 +184,11 @@ impl AuthError {
         }
     }
 }
+
+impl std::fmt::Display for AuthError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message())
+    }
+}
+
+impl std::error::Error for AuthError {}

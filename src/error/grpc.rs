@@ -10,7 +10,8 @@ use crate::request::RequestHead;
 /// Characters the gRPC spec requires to be percent-encoded in `grpc-message`.
 const GRPC_MESSAGE: &AsciiSet = &CONTROLS.add(b'%');
 
-/// A trailers-only gRPC answer for `error`: HTTP 200, `grpc-status` and `grpc-message` (and
+/// A trailers-only gRPC answer for `error`: HTTP 200, `grpc-status` and `grpc-message`
+/// ([`AuthError::grpc_message`], percent-encoded) (and
 /// `Cache-Control: no-store`, like every refusal).
 ///
 /// ```
@@ -31,7 +32,7 @@ pub fn grpc_response(error: &AuthError) -> Response<Bytes> {
         "grpc-status",
         HeaderValue::from(u16::from(error.grpc_code())),
     );
-    let message = error.message();
+    let message = error.grpc_message();
     let encoded = utf8_percent_encode(&message, GRPC_MESSAGE).to_string();
     if let Ok(value) = HeaderValue::try_from(encoded) {
         headers.insert("grpc-message", value);

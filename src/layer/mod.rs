@@ -7,10 +7,10 @@
 //! gRPC requests) and the inner service is never called.
 //!
 //! ```
-//! use axum::{Extension, Router, routing::get};
+//! use axum::{Router, routing::get};
 //! use keygate::{AuthLayer, Tenant, Verifier, store::MemoryStore};
 //!
-//! async fn whoami(Extension(tenant): Extension<Tenant>) -> String {
+//! async fn whoami(tenant: Tenant) -> String {
 //!     tenant.tenant_id().to_owned()
 //! }
 //!

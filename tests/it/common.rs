@@ -109,6 +109,13 @@ pub const MISSING: &str =
     "Missing API key: send it in the x-api-key header or as Authorization: Bearer <key>";
 pub const MULTIPLE: &str = "More than one credential in the request: send exactly one API key";
 pub const UNSUPPORTED: &str = "Unsupported authorization scheme: use Authorization: Bearer <key>";
+/// The same three refusals as a gRPC client reads them: credentials travel in metadata there.
+pub const GRPC_MISSING: &str =
+    "Missing API key: send it in the x-api-key metadata or as authorization: Bearer <key>";
+pub const GRPC_MULTIPLE: &str =
+    "More than one credential in the call metadata: send exactly one API key";
+pub const GRPC_UNSUPPORTED: &str =
+    "Unsupported authorization scheme: send the authorization metadata as Bearer <key>";
 pub const MALFORMED: &str = "Malformed API key";
 pub const INVALID: &str = "Invalid API key";
 pub const REVOKED: &str = "API key has been revoked";

@@ -47,6 +47,17 @@ async fn serve_grpc(auth: AuthLayer, seen: Seen) -> std::net::SocketAddr {
 }
 
 async fn check(addr: std::net::SocketAddr, key: Option<&str>) -> Result<i32, tonic::Status> {
+    let metadata: Vec<(&'static str, String)> = key
+        .map(|key| vec![("x-api-key", key.to_owned())])
+        .unwrap_or_default();
+    check_with(addr, &metadata).await
+}
+
+/// A health check carrying exactly the given metadata entries.
+async fn check_with(
+    addr: std::net::SocketAddr,
+    metadata: &[(&'static str, String)],
+) -> Result<i32, tonic::Status> {
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
         .unwrap()
         .connect()
@@ -56,10 +67,45 @@ async fn check(addr: std::net::SocketAddr, key: Option<&str>) -> Result<i32, ton
     let mut req = tonic::Request::new(HealthCheckRequest {
         service: String::new(),
     });
-    if let Some(key) = key {
-        req.metadata_mut().insert("x-api-key", key.parse().unwrap());
+    for (name, value) in metadata {
+        req.metadata_mut().append(*name, value.parse().unwrap());
     }
     client.check(req).await.map(|r| r.into_inner().status)
+}
+
+/// The refusals that tell a client how to send its key speak of metadata to a gRPC client, and
+/// a key sent as `authorization: Bearer` metadata is accepted like `x-api-key`.
+#[tokio::test]
+async fn grpc_messages_name_metadata() {
+    let fixture = Fixture::new();
+    let auth = AuthLayer::new(Verifier::builder(fixture.store.clone()).build());
+    let addr = serve_grpc(auth, Seen::default()).await;
+    let key = fixture.reader.expose_secret().to_owned();
+
+    let bearer = check_with(addr, &[("authorization", format!("Bearer {key}"))]).await;
+    assert_eq!(bearer.unwrap(), 1, "authorization: Bearer metadata");
+
+    let missing = check_with(addr, &[]).await.unwrap_err();
+    assert_eq!(
+        (missing.code(), missing.message()),
+        (Code::Unauthenticated, GRPC_MISSING)
+    );
+    let both = [
+        ("x-api-key", key.clone()),
+        ("authorization", format!("Bearer {key}")),
+    ];
+    let multiple = check_with(addr, &both).await.unwrap_err();
+    assert_eq!(
+        (multiple.code(), multiple.message()),
+        (Code::Unauthenticated, GRPC_MULTIPLE)
+    );
+    let basic = check_with(addr, &[("authorization", "Basic dXNlcjpwdw==".to_owned())])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (basic.code(), basic.message()),
+        (Code::Unauthenticated, GRPC_UNSUPPORTED)
+    );
 }
 
 #[tokio::test]
@@ -88,7 +134,7 @@ async fn grpc_statuses_for_every_outcome() {
 
     let missing = check(addr, None).await.unwrap_err();
     assert_eq!(missing.code(), Code::Unauthenticated);
-    assert_eq!(missing.message(), MISSING);
+    assert_eq!(missing.message(), GRPC_MISSING);
 
     let unknown = check(addr, Some(fixture.unknown.expose_secret()))
         .await
@@ -191,7 +237,7 @@ async fn grpc_refusal_is_trailers_only_http_200() {
         assert_eq!(response.headers()["grpc-status"], "16");
         assert_eq!(
             response.headers()["grpc-message"],
-            "Missing API key: send it in the x-api-key header or as Authorization: Bearer <key>"
+            "Missing API key: send it in the x-api-key metadata or as authorization: Bearer <key>"
         );
         let body = response.into_body().collect().await.unwrap().to_bytes();
         assert!(body.is_empty());
@@ -249,7 +295,7 @@ async fn grpc_style_only_for_http2_post() {
     assert_eq!(grpc.status, 200);
     assert_eq!(grpc.headers["content-type"], "application/grpc");
     assert_eq!(grpc.headers["grpc-status"], "16");
-    assert_eq!(grpc.headers["grpc-message"], MISSING);
+    assert_eq!(grpc.headers["grpc-message"], GRPC_MISSING);
     assert_eq!(grpc.headers["cache-control"], "no-store");
     assert!(grpc.body.is_empty());
 }

@@ -122,3 +122,66 @@ async fn tenants_and_plans_are_stored() {
         TenantStatus::Suspended
     );
 }
+
+/// A start against a database that is already migrated logs nothing at INFO or above: the
+/// server's "already exists, skipping" notices are not sent to the store's connections.
+#[tokio::test]
+async fn a_second_start_logs_nothing_at_info() {
+    drop(connect().await);
+    let logs = crate::common::LogCapture::start();
+    let store = connect().await;
+    store
+        .find(&keygate::hash::KeyDigest::from_bytes([7; 32]))
+        .await
+        .unwrap();
+    let text = logs.text();
+    let noisy: Vec<&str> = text
+        .lines()
+        .filter(|line| {
+            [" INFO ", " WARN ", " ERROR "]
+                .iter()
+                .any(|level| line.contains(level))
+        })
+        .collect();
+    assert!(noisy.is_empty(), "logged on start: {noisy:#?}");
+}
+
+/// `from_pool_unmigrated` leaves the schema alone; `migrate` puts it in place and may run again.
+#[tokio::test]
+async fn migrations_can_be_run_apart() {
+    let url = url();
+    let admin = sqlx::PgPool::connect(&url).await.unwrap();
+    let schema = format!("keygate_unmigrated_{}", std::process::id());
+    sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+        .execute(&admin)
+        .await
+        .unwrap();
+    sqlx::query(&format!("CREATE SCHEMA {schema}"))
+        .execute(&admin)
+        .await
+        .unwrap();
+    let options: sqlx::postgres::PgConnectOptions = url.parse().unwrap();
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .connect_with(options.options([("search_path", schema.as_str())]))
+        .await
+        .unwrap();
+    let digest = keygate::hash::KeyDigest::from_bytes([9; 32]);
+
+    let store = PostgresStore::from_pool_unmigrated(pool.clone());
+    let error = store.find(&digest).await.unwrap_err();
+    assert!(
+        error.to_string().starts_with("key store backend error"),
+        "{error}"
+    );
+
+    PostgresStore::migrate(&pool).await.unwrap();
+    PostgresStore::migrate(&pool).await.unwrap();
+    assert!(store.find(&digest).await.unwrap().is_none());
+
+    pool.close().await;
+    sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
+        .execute(&admin)
+        .await
+        .unwrap();
+}

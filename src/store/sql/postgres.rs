@@ -1,4 +1,7 @@
-use sqlx::postgres::{PgPool, PgPoolOptions};
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Pool, Transaction};
 
 use super::SqlStore;
@@ -8,7 +11,9 @@ use crate::store::StoreError;
 
 /// Keys in PostgreSQL, for services with several instances.
 ///
-/// The schema is created by embedded migrations on connect. Writes that must see a consistent
+/// The schema is created by embedded migrations on connect ([`connect`](PostgresStore::connect),
+/// [`from_pool`](PostgresStore::from_pool)); [`from_pool_unmigrated`](PostgresStore::from_pool_unmigrated)
+/// opts out. Writes that must see a consistent
 /// tenant (the active-key cap, rotation) take a transaction-scoped advisory lock on the tenant.
 ///
 /// Every write that changes what the request path reads (a key issued, renamed, revoked or
@@ -80,11 +85,24 @@ impl Dialect for Postgres {
 }
 
 impl SqlStore<Postgres> {
-    /// Connects to `url` and migrates.
+    /// Connects to `url` and runs the embedded migrations.
+    ///
+    /// The pool holds at most 10 connections, opened on demand; waiting for a free one gives up
+    /// after 5 s. On the request path the verifier's
+    /// [`store_timeout`](crate::verify::VerifierBuilder::store_timeout) (2 s by default) bounds
+    /// every call first, so a saturated pool refuses requests with 503 rather than queueing
+    /// them. The server's `NOTICE` messages are not sent to these connections
+    /// (`client_min_messages = warning`): PostgreSQL answers an `IF NOT EXISTS` that finds its
+    /// table with one, which would be logged at `INFO` on every start. For other settings,
+    /// build the pool yourself and pass it to [`from_pool`](PostgresStore::from_pool).
     pub async fn connect(url: &str) -> Result<PostgresStore, StoreError> {
+        let options = PgConnectOptions::from_str(url)
+            .map_err(StoreError::backend)?
+            .options([("client_min_messages", "warning")]);
         let pool = PgPoolOptions::new()
             .max_connections(10)
-            .connect(url)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options)
             .await
             .map_err(StoreError::backend)?;
         PostgresStore::from_pool(pool).await
@@ -92,10 +110,38 @@ impl SqlStore<Postgres> {
 
     /// Uses an existing pool; runs the embedded migrations.
     pub async fn from_pool(pool: PgPool) -> Result<PostgresStore, StoreError> {
+        PostgresStore::migrate(&pool).await?;
+        Ok(PostgresStore::from_pool_unmigrated(pool))
+    }
+
+    /// Uses an existing pool and leaves the schema alone: for deployments that apply schema
+    /// changes in a step of their own, with [`migrate`](PostgresStore::migrate) or the SQL
+    /// files under `migrations/postgres` in keygate's repository (the store's queries fail
+    /// with a backend error until the schema is in place).
+    ///
+    /// ```no_run
+    /// use keygate::store::PostgresStore;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let pool = sqlx::PgPool::connect("postgres://postgres@127.0.0.1:5432/app").await?;
+    /// // In the deployment's migration step:
+    /// PostgresStore::migrate(&pool).await?;
+    /// // In the service:
+    /// let store = PostgresStore::from_pool_unmigrated(pool);
+    /// # let _ = store;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn from_pool_unmigrated(pool: PgPool) -> PostgresStore {
+        SqlStore::new(pool, Postgres)
+    }
+
+    /// Runs the embedded migrations: those already applied are skipped, and concurrent runs
+    /// from several instances are serialised by sqlx's advisory lock.
+    pub async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
         sqlx::migrate!("migrations/postgres")
-            .run(&pool)
+            .run(pool)
             .await
-            .map_err(StoreError::backend)?;
-        Ok(SqlStore::new(pool, Postgres))
+            .map_err(StoreError::backend)
     }
 }
