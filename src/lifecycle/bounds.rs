@@ -109,7 +109,8 @@ impl<'a> KeyBounds<'a> {
     /// - each of its scopes granted by `self`'s scopes and by `self`'s plan (the rule of
     ///   [`Tenant::grants`]);
     /// - for each kind of restriction `self` has, `new` has it too, and every entry of `new`
-    ///   lies inside one of `self`'s: an IP range inside one of `self`'s ranges; a referrer
+    ///   lies inside one of `self`'s: an IP range inside one of `self`'s ranges (an IPv4-mapped
+    ///   range such as `::ffff:10.0.0.0/104` counting as the IPv4 range it maps); a referrer
     ///   or an endpoint path equal to one of `self`'s, or under one of `self`'s prefix
     ///   patterns (ending in `*`); an endpoint's method the same as `self`'s rule's, unless that
     ///   rule allows every method. Kinds `self` does not restrict are free;

@@ -514,6 +514,17 @@ impl KeyManagerBuilder {
     /// [`Verifier`](crate::Verifier) the same clock; for tests that move time, such as a
     /// [`ManualClock`](crate::limit::ManualClock) standing at or after the real time (stores
     /// judge a write at the later of the caller's time and their own clock).
+    ///
+    /// ```
+    /// use keygate::{Verifier, lifecycle::KeyManager, limit::ManualClock, store::MemoryStore};
+    ///
+    /// // 2033: ahead of the real time, as a manual clock must be.
+    /// let clock = ManualClock::at_unix_secs(2_000_000_000);
+    /// let store = MemoryStore::new();
+    /// let verifier = Verifier::builder(store.clone()).clock(clock.clone()).build();
+    /// let manager = KeyManager::builder(store).clock(clock).build();
+    /// # let _ = (verifier, manager);
+    /// ```
     pub fn clock(mut self, clock: impl Clock) -> Self {
         self.inner.clock = Some(Arc::new(clock));
         self

@@ -206,7 +206,7 @@ proptest! {
         prop_assert_eq!(parsed.last4(), key.last4());
 
         // The digest the verifier computes is the one stored at issue, with or without pepper.
-        for hasher in [KeyHasher::sha256(), KeyHasher::hmac_sha256(b"pepper".to_vec())] {
+        for hasher in [KeyHasher::sha256(), KeyHasher::hmac_sha256(b"pepper")] {
             let scheme = KeyScheme::new(format.clone(), hasher);
             let (key, digest) = scheme.generate(environment);
             prop_assert_eq!(scheme.digest(&scheme.format().parse(key.expose_secret()).unwrap()), digest);
