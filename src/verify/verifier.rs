@@ -3,8 +3,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use time::OffsetDateTime;
-
 use super::credential::CredentialSource;
 use super::outcome::{Admitted, Limits, Rejection};
 use crate::backend::BackendError;
@@ -176,7 +174,7 @@ impl Verifier {
             .name("development mode")
             .scopes(crate::scope::Scopes::from_static(&["admin"]))
             .environment(Environment::Test)
-            .created_at(OffsetDateTime::UNIX_EPOCH)
+            .created_at(time::OffsetDateTime::UNIX_EPOCH)
             .build();
         Ok(Presented {
             kind: Kind::Dev(Arc::new(record)),

@@ -633,7 +633,7 @@ fn a_use() -> impl Strategy<Value = Use> {
 proptest! {
     // Many generated pairs are not contained, and `bounds_never_widen` skips those.
     #![proptest_config(ProptestConfig {
-        cases: 1024,
+        cases: ProptestConfig::default().cases.max(1024),
         max_global_rejects: 1 << 16,
         ..ProptestConfig::default()
     })]
