@@ -37,7 +37,7 @@
 //!      axum ──► tenant error
 //!  6   verify ──► tenant store plan limit error      lifecycle ──► tenant store audit plan
 //!                 scope restriction request key                    scope restriction key
-//!                 hash backend                                     backend
+//!                 hash backend                                     backend limit
 //!  5   tenant ──► store plan error scope key         last_used ──► store
 //!      cache ──► store plan hash
 //!  4   store ──► plan audit restriction scope key hash limit backend

@@ -142,6 +142,14 @@ impl fmt::Display for Violation {
     }
 }
 
+/// Whether every client address `inner` lets through, `outer` lets through too: both compared
+/// as the request path matches them, IPv4-mapped IPv6 ranges as the IPv4 ranges they map (so
+/// `::ffff:0:0/96`, which lets every IPv4 client through, is not inside `::/0`, which lets
+/// none through).
+pub(crate) fn ip_range_within(outer: &IpNet, inner: &IpNet) -> bool {
+    canonical_net(*outer).contains(&canonical_net(*inner))
+}
+
 /// `https://app.example.com` matches that origin and any page under it; `https://*.example.com`
 /// style wildcards are not supported, a trailing `*` is a prefix match.
 fn referrer_matches(pattern: &str, referrer: &str) -> bool {

@@ -4,7 +4,7 @@ use time::OffsetDateTime;
 
 use crate::key::Environment;
 use crate::plan::Plan;
-use crate::restriction::{EndpointRule, Restrictions};
+use crate::restriction::{EndpointRule, Restrictions, ip_range_within};
 use crate::scope::Scopes;
 use crate::store::KeyRecord;
 use crate::tenant::{Tenant, granted};
@@ -109,7 +109,8 @@ impl<'a> KeyBounds<'a> {
     /// - each of its scopes granted by `self`'s scopes and by `self`'s plan (the rule of
     ///   [`Tenant::grants`]);
     /// - for each kind of restriction `self` has, `new` has it too, and every entry of `new`
-    ///   lies inside one of `self`'s: an IP range inside one of `self`'s ranges; a referrer
+    ///   lies inside one of `self`'s: an IP range inside one of `self`'s ranges (an IPv4-mapped
+    ///   range such as `::ffff:10.0.0.0/104` counting as the IPv4 range it maps); a referrer
     ///   or an endpoint path equal to one of `self`'s, or under one of `self`'s prefix
     ///   patterns (ending in `*`); an endpoint's method the same as `self`'s rule's, unless that
     ///   rule allows every method. Kinds `self` does not restrict are free;
@@ -144,7 +145,7 @@ fn restrictions_contain(outer: &Restrictions, inner: &Restrictions) -> bool {
         outer.is_empty()
             || (!inner.is_empty() && inner.iter().all(|i| outer.iter().any(|o| within(o, i))))
     }
-    kind(&outer.ip_ranges, &inner.ip_ranges, |o, i| o.contains(i))
+    kind(&outer.ip_ranges, &inner.ip_ranges, ip_range_within)
         && kind(&outer.referrers, &inner.referrers, |o, i| {
             referrer_within(o, i)
         })
@@ -230,6 +231,27 @@ mod tests {
     }
 
     #[test]
+    fn ipv4_mapped_ranges() {
+        let net = |s: &str| s.parse::<ipnet::IpNet>().unwrap();
+        // `::/0` lets no IPv4 client through; `::ffff:0:0/96` lets every one through.
+        assert!(!ip_range_within(&net("::/0"), &net("::ffff:0:0/96")));
+        assert!(!ip_range_within(&net("::/0"), &net("::ffff:10.0.0.0/104")));
+        assert!(ip_range_within(
+            &net("10.0.0.0/8"),
+            &net("::ffff:10.1.0.0/112")
+        ));
+        assert!(ip_range_within(
+            &net("::ffff:10.0.0.0/104"),
+            &net("10.1.2.3/32")
+        ));
+        assert!(ip_range_within(&net("::ffff:0:0/96"), &net("10.0.0.0/8")));
+        assert!(!ip_range_within(
+            &net("::ffff:10.0.0.0/104"),
+            &net("11.0.0.0/8")
+        ));
+    }
+
+    #[test]
     fn endpoint_patterns() {
         let rule = |m: Option<&str>, p: &str| EndpointRule {
             method: m.map(Into::into),
@@ -307,6 +329,10 @@ mod tests {
         "2001:db8::/32",
         "2001:db8:1::/48",
         "::/0",
+        // IPv4-mapped ranges, which match IPv4 clients.
+        "::ffff:0:0/96",
+        "::ffff:10.0.0.0/104",
+        "::ffff:10.1.2.3/128",
     ];
     const IPS: &[&str] = &[
         "10.1.2.3",
@@ -422,19 +448,15 @@ mod tests {
     #[test]
     fn every_ip_range_pair() {
         let nets: Vec<ipnet::IpNet> = NETS.iter().map(|n| n.parse().unwrap()).collect();
-        check_entries(
-            &nets,
-            |o, i| o.contains(i),
-            |net| {
-                let r = Restrictions {
-                    ip_ranges: vec![*net],
-                    ..Restrictions::default()
-                };
-                IPS.iter()
-                    .map(|ip| allows(&r, "GET", "/", "x", ip))
-                    .collect()
-            },
-        );
+        check_entries(&nets, ip_range_within, |net| {
+            let r = Restrictions {
+                ip_ranges: vec![*net],
+                ..Restrictions::default()
+            };
+            IPS.iter()
+                .map(|ip| allows(&r, "GET", "/", "x", ip))
+                .collect()
+        });
     }
 
     #[test]

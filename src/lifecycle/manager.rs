@@ -13,6 +13,7 @@ use super::new_key::{
 use crate::audit::{AuditAction, AuditEvent, AuditSink, TracingAudit};
 use crate::backend::BackendError;
 use crate::key::{ApiKey, KeyScheme};
+use crate::limit::{Clock, date_time_now};
 use crate::scope::{Scope, Scopes};
 use crate::store::{KeyInfo, KeyRecord, ManagedKeyStore, StoreError};
 use crate::tenant::Tenant;
@@ -49,6 +50,8 @@ struct Inner {
     max_active: Option<usize>,
     audit: Arc<dyn AuditSink>,
     store_timeout: std::time::Duration,
+    /// `None`: the system clock.
+    clock: Option<Arc<dyn Clock>>,
 }
 
 /// Configures a [`KeyManager`].
@@ -70,8 +73,14 @@ impl KeyManager {
                 max_active: Some(100),
                 audit: Arc::new(TracingAudit),
                 store_timeout: std::time::Duration::from_secs(2),
+                clock: None,
             },
         }
+    }
+
+    /// Now, by the manager's clock.
+    fn now(&self) -> OffsetDateTime {
+        date_time_now(self.inner.clock.as_deref())
     }
 
     /// The key scheme (format and hasher) of issued keys.
@@ -139,7 +148,7 @@ impl KeyManager {
     /// Validates `new` and builds its record, with a fresh secret. Lengths are checked before
     /// any work per item.
     fn prepare(&self, tenant_id: &str, new: NewKey) -> Result<(ApiKey, KeyRecord), ManageError> {
-        let now = OffsetDateTime::now_utc();
+        let now = self.now();
         let name = validate_name(&new.name)?;
         let scopes = self.validate_scopes(&new.scopes)?;
         validate_expiry(new.expires_at, now)?;
@@ -186,7 +195,7 @@ impl KeyManager {
     /// The tenant's active keys, oldest first.
     pub async fn list(&self, tenant_id: &str) -> Result<Vec<KeyInfo>, ManageError> {
         let keys = self
-            .bounded(self.inner.store.list(tenant_id, OffsetDateTime::now_utc()))
+            .bounded(self.inner.store.list(tenant_id, self.now()))
             .await?;
         Ok(keys.iter().map(KeyInfo::from).collect())
     }
@@ -194,11 +203,7 @@ impl KeyManager {
     /// One active key of the tenant.
     pub async fn get(&self, tenant_id: &str, key_id: &str) -> Result<KeyInfo, ManageError> {
         let key = self
-            .bounded(
-                self.inner
-                    .store
-                    .get(tenant_id, key_id, OffsetDateTime::now_utc()),
-            )
+            .bounded(self.inner.store.get(tenant_id, key_id, self.now()))
             .await?;
         key.as_ref().map(KeyInfo::from).ok_or(ManageError::NotFound)
     }
@@ -216,7 +221,7 @@ impl KeyManager {
             (actor.to_owned(), tenant_id.to_owned(), key_id.to_owned());
         let manager = self.clone();
         self.commit(async move {
-            let now = OffsetDateTime::now_utc();
+            let now = manager.now();
             let key = manager
                 .bounded(manager.inner.store.rename(&tenant_id, &key_id, &name, now))
                 .await?;
@@ -292,7 +297,7 @@ impl KeyManager {
                 max: MAX_GRACE_SECONDS,
             });
         }
-        let now = OffsetDateTime::now_utc();
+        let now = self.now();
         let old = self
             .bounded(self.inner.store.get(tenant_id, key_id, now))
             .await?
@@ -357,7 +362,7 @@ impl KeyManager {
             (actor.to_owned(), tenant_id.to_owned(), key_id.to_owned());
         let manager = self.clone();
         self.commit(async move {
-            let now = OffsetDateTime::now_utc();
+            let now = manager.now();
             let key = manager
                 .bounded(manager.inner.store.revoke(&tenant_id, &key_id, now))
                 .await?;
@@ -418,7 +423,7 @@ impl KeyManager {
 
     async fn audit(&self, actor: &str, tenant_id: &str, action: AuditAction, key: &KeyInfo) {
         let event = AuditEvent {
-            at: OffsetDateTime::now_utc(),
+            at: self.now(),
             actor: actor.to_owned(),
             tenant_id: tenant_id.to_owned(),
             action,
@@ -500,6 +505,28 @@ impl KeyManagerBuilder {
     /// the verifier's.
     pub fn store_timeout(mut self, timeout: std::time::Duration) -> Self {
         self.inner.store_timeout = timeout;
+        self
+    }
+
+    /// The clock the manager reads now from (default: the system clock): the creation time of
+    /// issued keys, the earliest expiry it accepts, revocation times, the end of rotation grace
+    /// periods, which keys are active, audit event times. Give the
+    /// [`Verifier`](crate::Verifier) the same clock; for tests that move time, such as a
+    /// [`ManualClock`](crate::limit::ManualClock) standing at or after the real time (stores
+    /// judge a write at the later of the caller's time and their own clock).
+    ///
+    /// ```
+    /// use keygate::{Verifier, lifecycle::KeyManager, limit::ManualClock, store::MemoryStore};
+    ///
+    /// // 2033: ahead of the real time, as a manual clock must be.
+    /// let clock = ManualClock::at_unix_secs(2_000_000_000);
+    /// let store = MemoryStore::new();
+    /// let verifier = Verifier::builder(store.clone()).clock(clock.clone()).build();
+    /// let manager = KeyManager::builder(store).clock(clock).build();
+    /// # let _ = (verifier, manager);
+    /// ```
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.inner.clock = Some(Arc::new(clock));
         self
     }
 

@@ -2,6 +2,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use time::OffsetDateTime;
+
 /// Wall-clock time in nanoseconds since the Unix epoch, for limits and quota periods.
 ///
 /// Injectable so that tests can cross windows and calendar periods without sleeping.
@@ -63,5 +65,17 @@ impl ManualClock {
 impl Clock for ManualClock {
     fn now_nanos(&self) -> u64 {
         self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// Now as a date-time: `clock`'s when one is given, the system's otherwise (read directly, no
+/// dynamic call, for the default case on the request path).
+pub(crate) fn date_time_now(clock: Option<&dyn Clock>) -> OffsetDateTime {
+    match clock {
+        None => OffsetDateTime::now_utc(),
+        // u64 nanoseconds end in the year 2554, inside the range of `time`: the conversion
+        // cannot fail, and the system clock would stand in if it did.
+        Some(clock) => OffsetDateTime::from_unix_timestamp_nanos(i128::from(clock.now_nanos()))
+            .unwrap_or_else(|_| OffsetDateTime::now_utc()),
     }
 }

@@ -106,10 +106,14 @@ fn gcra(name: &'static str, limit: RateLimit, tat: u64, now: u64, cost: u32) -> 
         .unwrap_or(u64::MAX)
         .max(1);
     let max = u64::from(limit.limit.max(1));
-    let interval = (window / max).max(1);
+    // Rounded up: a shorter interval would replenish faster than `limit` per `window` (by up
+    // to a nanosecond per request, which at a million requests a second is a tenth too many).
+    let interval = window.div_ceil(max);
     let capacity = interval * max;
     let base = tat.max(now);
-    let new_tat = base.saturating_add(interval * u64::from(cost));
+    // A cost of up to u32::MAX times an interval of up to a window overflows u64: saturate,
+    // which refuses such a request.
+    let new_tat = base.saturating_add(interval.saturating_mul(u64::from(cost)));
     Gcra {
         name,
         limit: limit.limit,
@@ -289,7 +293,7 @@ fn quota_status(state: &mut TenantState, quota: Quota, now: u64, cost: u32) -> (
             p
         }
     };
-    let fits = state.used + u64::from(cost) <= quota.limit;
+    let fits = state.used.saturating_add(u64::from(cost)) <= quota.limit;
     (
         QuotaStatus {
             limit: quota.limit,

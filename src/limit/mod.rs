@@ -46,6 +46,7 @@ mod redis;
 
 #[cfg(feature = "redis")]
 pub use self::redis::{RedisLimiter, RedisLimiterBuilder};
+pub(crate) use clock::date_time_now;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use headers::LimitHeaders;
 pub use leased::{

@@ -199,7 +199,8 @@ impl Gcra {
                 .unwrap_or(u64::MAX)
                 .max(1);
             let max = u64::from(limit.limit.max(1));
-            let interval = (window / max).max(1);
+            // Rounded up, as in `MemoryLimiter`: never faster than `limit` per `window`.
+            let interval = window.div_ceil(max);
             Gcra {
                 limit,
                 interval,

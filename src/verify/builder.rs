@@ -6,7 +6,7 @@ use ipnet::IpNet;
 use super::credential::CredentialSource;
 use super::verifier::{Inner, Verifier};
 use crate::key::KeyScheme;
-use crate::limit::{Limiter, MemoryLimiter};
+use crate::limit::{Clock, Limiter, MemoryLimiter};
 use crate::plan::EntitlementSource;
 use crate::request::{ForwardedHeader, TrustedProxies};
 use crate::store::KeyStore;
@@ -34,6 +34,7 @@ impl Verifier {
                 limiter: None,
                 limits_fail_open: false,
                 trusted_proxies: TrustedProxies::default(),
+                clock: None,
                 #[cfg(feature = "dev-mode")]
                 dev_tenant_header: None,
             },
@@ -138,6 +139,28 @@ impl VerifierBuilder {
         proxies: impl IntoIterator<Item = IpNet>,
     ) -> Self {
         self.inner.trusted_proxies = TrustedProxies::new(header, proxies);
+        self
+    }
+
+    /// The clock that decides whether a key is revoked or expired (default: the system clock).
+    ///
+    /// For tests that move time, such as a [`ManualClock`](crate::limit::ManualClock): give
+    /// the [`KeyManager`](crate::lifecycle::KeyManager) the same clock, so that the times it
+    /// writes (issue, revocation, end of a grace period) and the times this verifier judges
+    /// keys at agree. Rate limits and quotas follow their limiter's own clock
+    /// ([`MemoryLimiter::with_clock`]).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use keygate::{Verifier, limit::ManualClock, store::MemoryStore};
+    ///
+    /// let clock = ManualClock::at_unix_secs(1_900_000_000);
+    /// let verifier = Verifier::builder(MemoryStore::new()).clock(clock.clone()).build();
+    /// clock.advance(Duration::from_secs(3600)); // keys expiring within the hour now are refused
+    /// # let _ = verifier;
+    /// ```
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.inner.clock = Some(Arc::new(clock));
         self
     }
 

@@ -3,15 +3,13 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use time::OffsetDateTime;
-
 use super::credential::CredentialSource;
 use super::outcome::{Admitted, Limits, Rejection};
 use crate::backend::BackendError;
 use crate::error::AuthError;
 use crate::hash::KeyDigest;
 use crate::key::{Environment, KeyScheme, MalformedKey};
-use crate::limit::{Decision, LimitRequest, Limiter};
+use crate::limit::{Clock, Decision, LimitRequest, Limiter, date_time_now};
 use crate::plan::{EntitlementLookup, EntitlementSource, TenantStatus};
 use crate::request::{RequestHead, TrustedProxies, client_ip};
 use crate::scope::Scope;
@@ -38,6 +36,8 @@ pub(super) struct Inner {
     pub(super) limiter: Option<Arc<dyn Limiter>>,
     pub(super) limits_fail_open: bool,
     pub(super) trusted_proxies: TrustedProxies,
+    /// `None`: the system clock.
+    pub(super) clock: Option<Arc<dyn Clock>>,
     #[cfg(feature = "dev-mode")]
     pub(super) dev_tenant_header: Option<http::HeaderName>,
 }
@@ -174,7 +174,7 @@ impl Verifier {
             .name("development mode")
             .scopes(crate::scope::Scopes::from_static(&["admin"]))
             .environment(Environment::Test)
-            .created_at(OffsetDateTime::UNIX_EPOCH)
+            .created_at(time::OffsetDateTime::UNIX_EPOCH)
             .build();
         Ok(Presented {
             kind: Kind::Dev(Arc::new(record)),
@@ -236,7 +236,7 @@ impl Verifier {
             }
             // Most keys have neither date: skip the clock read for them.
             if record.revoked_at.is_some() || record.expires_at.is_some() {
-                let now = OffsetDateTime::now_utc();
+                let now = date_time_now(self.inner.clock.as_deref());
                 if record.is_revoked_at(now) {
                     return Err(self.refuse(AuthError::RevokedKey, Some(&record)));
                 }

@@ -23,6 +23,8 @@ mod grpc;
 mod layer_contract;
 mod lifecycle;
 mod limits;
+mod model;
+mod properties;
 #[cfg(all(feature = "sqlite", feature = "axum", unix))]
 mod quickstart;
 #[cfg(all(feature = "sqlite", feature = "axum"))]
