@@ -6,6 +6,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
 
 use crate::common::*;
 use axum::{Router, routing::get};
@@ -235,8 +236,17 @@ fn tenant(entitlements: TenantEntitlements, keys: usize) -> Tenant {
 }
 
 async fn limiter(url: &str, prefix: &str) -> RedisLimiter {
+    limiter_with_timeout(url, prefix, Duration::from_secs(1)).await
+}
+
+async fn patient_limiter(url: &str, prefix: &str) -> RedisLimiter {
+    limiter_with_timeout(url, prefix, Duration::from_secs(60)).await
+}
+
+async fn limiter_with_timeout(url: &str, prefix: &str, timeout: Duration) -> RedisLimiter {
     RedisLimiter::builder(url)
         .prefix(prefix)
+        .timeout(timeout)
         .connect()
         .await
         .unwrap_or_else(|e| panic!("cannot reach Redis at {url}: {e}"))
@@ -244,10 +254,28 @@ async fn limiter(url: &str, prefix: &str) -> RedisLimiter {
 
 /// One instance over TCP with its own `RedisLimiter`.
 async fn instance(t: &Tenant, limiter: RedisLimiter, fail_open: bool) -> SocketAddr {
+    instance_with_timeout(t, limiter, fail_open, Duration::from_secs(2)).await
+}
+
+/// An instance for the bursts that test exactness, not timeouts: 2,000 requests at once in a
+/// debug build on a busy machine can wait longer than the default 2 s for their answer, and a
+/// fail-closed 503 would then stand for a request the limiter counted (never more than the
+/// limit, but not the exact count these tests assert).
+async fn patient_instance(t: &Tenant, limiter: RedisLimiter) -> SocketAddr {
+    instance_with_timeout(t, limiter, false, Duration::from_secs(60)).await
+}
+
+async fn instance_with_timeout(
+    t: &Tenant,
+    limiter: RedisLimiter,
+    fail_open: bool,
+    timeout: Duration,
+) -> SocketAddr {
     let verifier = Verifier::builder(t.store.clone())
         .entitlements(t.plans.clone())
         .limiter(limiter)
         .limits_fail_open(fail_open)
+        .store_timeout(timeout)
         .build();
     serve(
         Router::new()
@@ -312,8 +340,8 @@ async fn a_burst_over_two_instances_gets_exactly_the_rate_limit() {
     let prefix = unique_prefix("burst");
     let t = tenant(plan(Some(RateLimit::per_minute(L)), None, None), 2);
     let addrs = [
-        instance(&t, limiter(&url(), &prefix).await, false).await,
-        instance(&t, limiter(&url(), &prefix).await, false).await,
+        patient_instance(&t, patient_limiter(&url(), &prefix).await).await,
+        patient_instance(&t, patient_limiter(&url(), &prefix).await).await,
     ];
     let mut conn = direct().await;
     let started = redis_now_us(&mut conn).await;
@@ -349,8 +377,8 @@ async fn a_quota_of_500_admits_exactly_500_of_2000_over_two_instances_and_stays_
     let prefix = unique_prefix("quota");
     let t = tenant(plan(None, None, Some(500)), 2);
     let addrs = [
-        instance(&t, limiter(&url(), &prefix).await, false).await,
-        instance(&t, limiter(&url(), &prefix).await, false).await,
+        patient_instance(&t, patient_limiter(&url(), &prefix).await).await,
+        patient_instance(&t, patient_limiter(&url(), &prefix).await).await,
     ];
     let replies = burst(addrs, &t.keys, 2000).await;
     let ok = replies
