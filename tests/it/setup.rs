@@ -2,8 +2,6 @@
 //! key cache, cached plans, leased quotas, last-used times and the SQL audit trail. Every test
 //! goes through the public API, with real requests over TCP.
 
-use std::time::Duration;
-
 use axum::{Router, routing::get};
 use http::{Request, StatusCode};
 use keygate::key::Environment;
@@ -329,6 +327,8 @@ async fn issue_first_issues_one_key_among_racers() {
 
 #[cfg(feature = "postgres")]
 pub(crate) mod postgres {
+    use std::time::Duration;
+
     use super::*;
 
     /// A database of its own on the server of KEYGATE_TEST_POSTGRES_URL: its URL, its name and

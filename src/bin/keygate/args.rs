@@ -11,12 +11,8 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 /// Operate keygate's keys and tenants on SQLite or PostgreSQL.
-///
-/// Exit codes: 0 done; 1 database or other runtime error; 2 usage error or invalid input;
-/// 3 not found (tenant or key); 4 conflict (tenant exists, key limit, key already rotated,
-/// digest already imported).
 #[derive(Debug, Parser)]
-#[command(name = "keygate", version, about, long_about = None)]
+#[command(name = "keygate", version)]
 #[command(
     after_help = "Exit codes: 0 done, 1 database or runtime error, 2 usage error or invalid input, 3 not found, 4 conflict.\nThe key pepper, if keys are hashed with one, is read from KEYGATE_PEPPER only."
 )]
