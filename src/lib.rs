@@ -109,7 +109,7 @@
 //! | 6 | [`lifecycle`] | issuing, rotating and revoking keys: [`KeyManager`](lifecycle::KeyManager) |
 //! | 7 | [`layer`] | the tower middleware: [`AuthLayer`] |
 //! | 7 | [`api`] | the management HTTP API, an axum router (feature `axum`) |
-//! | 8 | `setup` | one-call setup: [`Keygate`](setup::Keygate) wires the layer and the manager on one SQLite or PostgreSQL database (features `sqlite`, `postgres`) |
+//! | 8 | [`setup`] | one-call setup: [`Keygate`] wires the layer and the manager on one SQLite or PostgreSQL database (features `sqlite`, `postgres`) |
 //!
 //! [`Tenant`] (private module `tenant`, floor 5) is re-exported at the root with [`AuthError`],
 //! [`AuthLayer`], [`Verifier`] and `Keygate`.
