@@ -325,6 +325,59 @@ async fn issue_first_issues_one_key_among_racers() {
     keygate.shutdown().await.unwrap();
 }
 
+/// The tenant writes: create only once, and status and plan each changed alone.
+async fn tenant_writes(db: &Database) {
+    let tenant = keygate::store::conformance::tenant();
+    let pro = plan(Some(10));
+    assert!(db.create_tenant(&tenant, &pro).await.unwrap());
+    assert!(
+        !db.create_tenant(&tenant, &plan(None)).await.unwrap(),
+        "exists"
+    );
+    assert_eq!(db.tenant(&tenant).await.unwrap(), Some(pro.clone()));
+    assert!(
+        db.set_tenant_status(&tenant, TenantStatus::Suspended)
+            .await
+            .unwrap()
+    );
+    let free = Plan {
+        name: "free".into(),
+        ..Plan::default()
+    };
+    assert!(db.set_tenant_plan(&tenant, &free).await.unwrap());
+    assert_eq!(
+        db.tenant(&tenant).await.unwrap(),
+        Some(TenantEntitlements {
+            status: TenantStatus::Suspended,
+            plan: free,
+        }),
+        "the plan changed, the status kept"
+    );
+    assert!(
+        db.set_tenant_status(&tenant, TenantStatus::Active)
+            .await
+            .unwrap()
+    );
+    assert_eq!(db.tenant(&tenant).await.unwrap().unwrap().plan.name, "free");
+    let nobody = keygate::store::conformance::tenant();
+    assert!(
+        !db.set_tenant_status(&nobody, TenantStatus::Active)
+            .await
+            .unwrap()
+    );
+    assert!(!db.set_tenant_plan(&nobody, &Plan::default()).await.unwrap());
+    assert_eq!(db.tenant(&nobody).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn tenant_writes_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::sqlite(dir.path().join("tenants.db"))
+        .await
+        .unwrap();
+    tenant_writes(&db).await;
+}
+
 #[cfg(feature = "postgres")]
 pub(crate) mod postgres {
     use std::time::Duration;
@@ -372,6 +425,15 @@ pub(crate) mod postgres {
             .unwrap();
         assert_eq!(keygate.database().kind(), "PostgreSQL");
         keygate.shutdown().await.unwrap();
+        drop_database(&name, &admin).await;
+    }
+
+    #[tokio::test]
+    async fn tenant_writes_on_postgres() {
+        let (url, name, admin) = fresh_database().await;
+        let db = Database::connect(&url).await.unwrap();
+        tenant_writes(&db).await;
+        drop(db);
         drop_database(&name, &admin).await;
     }
 
