@@ -72,6 +72,11 @@ use crate::store::StoreError;
 /// keygate, wired in one call: the [`AuthLayer`] and the [`KeyManager`] on one database, with
 /// the key cache, cached plans, durable quotas, last-used times and the audit trail. See the
 /// [module docs](self).
+///
+/// Call [`shutdown`](Self::shutdown) when the server has stopped. Dropped without it, the
+/// last-used notes taken since the last write are lost and unused quota blocks stay counted,
+/// as after a crash (within the bounds [`LastUsedTracker`](crate::last_used::LastUsedTracker)
+/// and [`LeasedQuotaLimiter`](crate::limit::LeasedQuotaLimiter) document).
 pub struct Keygate {
     layer: AuthLayer,
     manager: KeyManager,

@@ -354,12 +354,34 @@ async fn every_command(url: &str, kind: &str) {
         );
     }
 
-    // The audit trail names the tool as the actor.
+    // The audit trail names the tool as the actor (or whom --actor names).
     let db = server_keygate.database().clone();
-    let manager = db.key_manager().build();
-    assert_eq!(manager.list(t).await.unwrap().len(), 1);
+    let admin_id = admin["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        crate::setup::audit(&db, &other).await,
+        vec![("issue".into(), "cli".into(), admin_id.clone())]
+    );
+    let renamed = keygate(
+        url,
+        &[
+            "key",
+            "rename",
+            "--tenant",
+            &other,
+            &admin_id,
+            "--name",
+            "root",
+            "--actor",
+            "ops@example",
+        ],
+    );
+    renamed.ok_text();
+    assert_eq!(
+        crate::setup::audit(&db, &other).await[1],
+        ("rename".into(), "ops@example".into(), admin_id)
+    );
+    assert_eq!(db.key_manager().build().list(t).await.unwrap().len(), 1);
     server_keygate.shutdown().await.unwrap();
-    drop(db);
 }
 
 impl Run {

@@ -49,7 +49,7 @@ async fn stored(db: &Database, tenant: &str, key_id: &str) -> KeyInfo {
 }
 
 /// The audit trail of `tenant`: (action, actor, key id), oldest first.
-async fn audit(db: &Database, tenant: &str) -> Vec<(String, String, String)> {
+pub(crate) async fn audit(db: &Database, tenant: &str) -> Vec<(String, String, String)> {
     let sql = "SELECT action, actor, key_id FROM keygate_audit WHERE tenant_id = $1 ORDER BY seq";
     match db {
         Database::Sqlite(store) => sqlx::query_as(sql)

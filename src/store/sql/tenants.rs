@@ -74,29 +74,17 @@ where
         tenant_id: &str,
         status: TenantStatus,
     ) -> Result<bool, StoreError> {
-        let mut args = TenantRow::args(
-            tenant_id,
-            &TenantEntitlements {
-                status,
-                plan: Plan::default(),
-            },
-        )?;
-        args.truncate(2);
+        let args = vec![
+            Arg::Text(tenant_id.to_owned()),
+            TenantRow::status_arg(status),
+        ];
         self.tenant_write(tenant_id, SET_STATUS, args).await
     }
 
     /// Sets an existing tenant's plan, keeping its status; `false` when there is no such
     /// tenant. Published like [`set_tenant`](Self::set_tenant).
     pub async fn set_tenant_plan(&self, tenant_id: &str, plan: &Plan) -> Result<bool, StoreError> {
-        let mut args = TenantRow::args(
-            tenant_id,
-            &TenantEntitlements {
-                status: TenantStatus::Active,
-                plan: plan.clone(),
-            },
-        )?;
-        // The id and the plan: the status is kept.
-        args.remove(1);
+        let args = vec![Arg::Text(tenant_id.to_owned()), TenantRow::plan_arg(plan)?];
         self.tenant_write(tenant_id, SET_PLAN, args).await
     }
 
