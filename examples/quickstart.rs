@@ -14,24 +14,21 @@
 //!
 //! On a database without keys it creates tenant `demo` with an admin key (environment `test`)
 //! and prints it once as `admin key: <key>`; of several instances starting at once on one
-//! database, exactly one does. Keys and plans are cached in memory (`CachedStore`,
-//! `CachedEntitlements`); on PostgreSQL a `ChangeListener` carries every change to the other
-//! instances' caches within a second. It stops cleanly on Ctrl-C and SIGTERM, writing pending
-//! last-used times and giving back unused quota blocks first.
-
-use std::time::Duration;
+//! database, exactly one does. Everything is wired by `keygate::Keygate` in one call: keys and
+//! plans cached in memory (`CachedStore`, `CachedEntitlements`), on PostgreSQL a
+//! `ChangeListener` carrying every change to the other instances' caches within a second,
+//! durable quotas, last-used times and the audit trail in the database. It stops cleanly on
+//! Ctrl-C and SIGTERM, writing pending last-used times and giving back unused quota blocks
+//! first.
 
 use axum::{Json, Router, http::StatusCode, routing::get};
-use keygate::audit::AuditSink;
-use keygate::cache::CachedStore;
-use keygate::key::{Environment, KeyScheme};
-use keygate::last_used::LastUsedTracker;
-use keygate::lifecycle::{KeyManager, ManageError, NewKey};
-use keygate::limit::{LeasedQuotaLimiter, Quota, QuotaLedger, QuotaPeriod, RateLimit};
-use keygate::plan::{CachedEntitlements, EntitlementSource, Plan, TenantEntitlements};
+use keygate::Tenant;
+use keygate::key::Environment;
+use keygate::lifecycle::NewKey;
+use keygate::limit::{Quota, QuotaPeriod, RateLimit};
+use keygate::plan::{Plan, TenantEntitlements};
 use keygate::scope::Scope;
-use keygate::store::{ManagedKeyStore, SqliteStore};
-use keygate::{AuthLayer, Tenant, Verifier, api};
+use keygate::setup::{Keygate, KeygateBuilder};
 use serde_json::json;
 
 #[tokio::main]
@@ -41,28 +38,6 @@ async fn main() -> std::process::ExitCode {
         Err(error) => {
             eprintln!("error: {error}");
             std::process::ExitCode::FAILURE
-        }
-    }
-}
-
-/// Where the keys are, from `KEYGATE_DATABASE_URL` (or `KEYGATE_DB`).
-enum Database {
-    SqliteFile(String),
-    SqliteUrl(String),
-    Postgres(String),
-}
-
-impl Database {
-    fn from_env() -> Database {
-        let setting = std::env::var("KEYGATE_DATABASE_URL")
-            .or_else(|_| std::env::var("KEYGATE_DB"))
-            .unwrap_or_else(|_| "keygate-quickstart.db".into());
-        if setting.starts_with("postgres://") || setting.starts_with("postgresql://") {
-            Database::Postgres(setting)
-        } else if setting.starts_with("sqlite:") {
-            Database::SqliteUrl(setting)
-        } else {
-            Database::SqliteFile(setting)
         }
     }
 }
@@ -78,164 +53,30 @@ async fn run() -> Result<(), BoxError> {
         .init();
     let addr = std::env::var("KEYGATE_ADDR").unwrap_or_else(|_| "127.0.0.1:3000".into());
     let demo = TenantEntitlements::active(demo_plan()?);
-    let limits = limits_setting()?;
 
-    match Database::from_env() {
-        Database::Postgres(url) => postgres(&addr, &url, &demo, limits).await,
-        Database::SqliteUrl(url) => {
-            let store = SqliteStore::connect(&url).await?;
-            sqlite(&addr, store, "an SQLite URL".into(), &demo, limits).await
-        }
-        Database::SqliteFile(path) => {
-            let store = SqliteStore::open(&path).await?;
-            sqlite(&addr, store, path, &demo, limits).await
-        }
-    }
-}
-
-/// A setting from the environment; unset and empty are the same.
-fn setting(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
-}
-
-/// Where rate limits and quotas live.
-enum Limits {
-    /// Quotas leased from the database in blocks, rate limits in this process.
-    Database,
-    /// Everything on Redis: the URL and the key prefix.
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
-    Redis { url: String, prefix: String },
-}
-
-fn limits_setting() -> Result<Limits, String> {
-    match setting("KEYGATE_REDIS_URL") {
-        None => Ok(Limits::Database),
-        Some(url) if cfg!(feature = "redis") => Ok(Limits::Redis {
-            url,
-            prefix: setting("KEYGATE_REDIS_PREFIX").unwrap_or_else(|| "keygate:".into()),
-        }),
-        Some(_) => Err("KEYGATE_REDIS_URL needs the `redis` feature: \
-             cargo run --example quickstart --features redis"
-            .into()),
-    }
-}
-
-async fn sqlite(
-    addr: &str,
-    store: SqliteStore,
-    db: String,
-    demo: &TenantEntitlements,
-    limits: Limits,
-) -> Result<(), BoxError> {
-    store.set_tenant("demo", demo).await?;
-    let fresh = store.count_keys().await? == 0;
-    // SQLite has no channel between processes: another process's changes are seen within the
-    // cache's TTL.
-    serve(addr, store, fresh, &db, limits, |_, _| {}).await
-}
-
-#[cfg(feature = "postgres")]
-async fn postgres(
-    addr: &str,
-    url: &str,
-    demo: &TenantEntitlements,
-    limits: Limits,
-) -> Result<(), BoxError> {
-    let store = keygate::store::PostgresStore::connect(url).await?;
-    // Listening before anything is cached: no change is missed.
-    let changes = keygate::cache::ChangeListener::start(&store).await?;
-    store.set_tenant("demo", demo).await?;
-    let fresh = store.count_keys().await? == 0;
-    // The URL may hold a password: it is not logged.
-    serve(
-        addr,
-        store,
-        fresh,
-        "PostgreSQL",
-        limits,
-        move |keys, plans| {
-            changes.subscribe(keys);
-            changes.subscribe(plans);
-        },
-    )
-    .await
-}
-
-#[cfg(not(feature = "postgres"))]
-async fn postgres(_: &str, _: &str, _: &TenantEntitlements, _: Limits) -> Result<(), BoxError> {
-    Err("KEYGATE_DATABASE_URL needs the `postgres` feature: \
-         cargo run --example quickstart --features postgres"
-        .into())
-}
-
-/// Serves the API on `store`'s keys and plans, both cached. On a `fresh` database (no keys at
-/// all) it creates tenant `demo`'s admin key, unless another instance just did.
-async fn serve<S>(
-    addr: &str,
-    store: S,
-    fresh: bool,
-    db: &str,
-    limits: Limits,
-    subscribe: impl FnOnce(CachedStore<S>, CachedEntitlements<S>),
-) -> Result<(), BoxError>
-where
-    S: ManagedKeyStore + EntitlementSource + AuditSink + QuotaLedger + Clone,
-{
-    // Keys and plans are cached: a request for a key seen within the TTL makes no query.
-    let keys = CachedStore::new(store.clone());
-    let plans = CachedEntitlements::new(store.clone(), Duration::from_secs(30));
-    subscribe(keys.clone(), plans.clone());
-    // One key scheme (format and hasher) for the verifier that checks keys and the manager that
-    // issues them.
-    let scheme = KeyScheme::default();
-    let verifier = Verifier::builder(keys.clone())
-        .scheme(scheme.clone())
-        .entitlements(plans);
-    let (verifier, leased) = match limits {
-        Limits::Database => {
-            let limiter = LeasedQuotaLimiter::new(store.clone());
-            (verifier.limiter(limiter.clone()).build(), Some(limiter))
-        }
-        #[cfg(feature = "redis")]
-        Limits::Redis { url, prefix } => {
-            let limiter = keygate::limit::RedisLimiter::builder(url)
-                .prefix(prefix)
-                .connect()
-                .await?;
-            (verifier.limiter(limiter).build(), None)
-        }
-        #[cfg(not(feature = "redis"))]
-        Limits::Redis { .. } => unreachable!("refused by limits_setting"),
-    };
-    // On the cached store: a change through the manager reaches this process's next request.
-    let manager = KeyManager::builder(keys.clone())
-        .scheme(scheme.clone())
+    // Keys and plans cached, a change listener on PostgreSQL, quotas leased from the database
+    // (or everything on Redis), last-used times and the audit trail in the database.
+    let keygate = with_limits(keygate_builder()?)?
         .known_scopes([Scope::ADMIN, Scope::READ, Scope::WRITE])
-        .audit(store.clone())
-        .build();
-
-    if fresh {
+        .build()
+        .await?;
+    keygate.set_tenant("demo", &demo).await?;
+    if keygate.database().count_keys().await? == 0 {
         // At most one active key for `demo`, checked atomically with the insert: of two
         // instances starting at once on one database, one creates the admin key.
-        let bootstrap = KeyManager::builder(keys)
-            .scheme(scheme)
-            .max_active_keys(Some(1))
-            .audit(store.clone())
-            .build();
         let new = NewKey::new("quickstart admin", ["admin"]).environment(Environment::Test);
-        match bootstrap.issue("quickstart", "demo", new).await {
+        match keygate
+            .manager()
+            .issue_first("quickstart", "demo", new)
+            .await?
+        {
             // The one place a secret is ever printed: the first start, for the user to copy.
-            Ok(issued) => println!("admin key: {}", issued.key.expose_secret()),
-            Err(ManageError::TooManyKeys(_)) => {
-                tracing::info!("tenant demo's admin key was created by another instance");
-            }
-            Err(error) => return Err(error.into()),
+            Some(issued) => println!("admin key: {}", issued.key.expose_secret()),
+            None => tracing::info!("tenant demo's admin key was created by another instance"),
         }
     }
 
-    let tracker = LastUsedTracker::new();
-    let flusher = tracker.spawn_flusher(store, Duration::from_secs(10));
-    let auth = AuthLayer::new(verifier).track_last_used(tracker);
+    let auth = keygate.layer().clone();
     let app = Router::new()
         .route("/v1/whoami", get(whoami).route_layer(auth.clone()))
         .route(
@@ -255,13 +96,15 @@ where
         )
         // Management needs `admin` and is exempt from the tenant's rate limit and quota, so that
         // a leaked key that uses them up can still be revoked.
-        .merge(api::router(manager).route_layer(auth.management()))
+        .merge(keygate.management_router())
         .route(
             "/health",
             get(|| async { Json(json!({"success": true, "data": {"status": "ok"}})) }),
         );
 
     let listener = tokio::net::TcpListener::bind(&addr).await?;
+    // The database's kind only: a URL may hold a password.
+    let db = keygate.database().kind();
     tracing::info!(addr = %listener.local_addr()?, db, "keygate quickstart listening");
     axum::serve(
         listener,
@@ -269,18 +112,50 @@ where
     )
     .with_graceful_shutdown(shutdown_signal())
     .await?;
-    let written = flusher.shutdown().await?;
-    // Unused quota blocks go back to the database, so that a clean restart loses none.
-    let given_back = match leased {
-        Some(limiter) => limiter.shutdown().await?,
-        None => 0,
-    };
+    // Pending last-used times are written and unused quota blocks go back to the database, so
+    // that a clean restart loses none.
+    let stopped = keygate.shutdown().await?;
     tracing::info!(
-        last_used_written = written,
-        quota_given_back = given_back,
+        last_used_written = stopped.last_used_written,
+        quota_given_back = stopped.quota_given_back,
         "stopped"
     );
     Ok(())
+}
+
+/// A setting from the environment; unset and empty are the same.
+fn setting(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+/// keygate on the database of `KEYGATE_DATABASE_URL` (or `KEYGATE_DB`).
+fn keygate_builder() -> Result<KeygateBuilder, String> {
+    let url = setting("KEYGATE_DATABASE_URL")
+        .or_else(|| setting("KEYGATE_DB"))
+        .unwrap_or_else(|| "keygate-quickstart.db".into());
+    let postgres = url.starts_with("postgres://") || url.starts_with("postgresql://");
+    if postgres && !cfg!(feature = "postgres") {
+        return Err("KEYGATE_DATABASE_URL needs the `postgres` feature: \
+             cargo run --example quickstart --features postgres"
+            .into());
+    }
+    Ok(Keygate::from_url(&url))
+}
+
+/// Rate limits and quotas on Redis with `KEYGATE_REDIS_URL`; otherwise quotas are leased from
+/// the database and rate limits kept in this process.
+fn with_limits(keygate: KeygateBuilder) -> Result<KeygateBuilder, String> {
+    match setting("KEYGATE_REDIS_URL") {
+        None => Ok(keygate),
+        #[cfg(feature = "redis")]
+        Some(url) => Ok(keygate
+            .redis(url)
+            .redis_prefix(setting("KEYGATE_REDIS_PREFIX").unwrap_or_else(|| "keygate:".into()))),
+        #[cfg(not(feature = "redis"))]
+        Some(_) => Err("KEYGATE_REDIS_URL needs the `redis` feature: \
+             cargo run --example quickstart --features redis"
+            .into()),
+    }
 }
 
 /// Tenant `demo`'s plan from the environment.

@@ -40,18 +40,21 @@ pub enum AuditAction {
     Rotate,
     /// A key was renamed.
     Rename,
+    /// A key issued elsewhere was imported by its digest.
+    Import,
     /// A key was revoked.
     Revoke,
 }
 
 impl AuditAction {
-    /// `issue`, `rotate`, `rename` or `revoke`.
+    /// `issue`, `rotate`, `rename`, `revoke` or `import`.
     pub fn as_str(self) -> &'static str {
         match self {
             AuditAction::Issue => "issue",
             AuditAction::Rotate => "rotate",
             AuditAction::Rename => "rename",
             AuditAction::Revoke => "revoke",
+            AuditAction::Import => "import",
         }
     }
 }
@@ -85,6 +88,14 @@ pub struct AuditEvent {
 pub trait AuditSink: Send + Sync + 'static {
     /// Records one event.
     async fn record(&self, event: &AuditEvent) -> Result<(), BackendError>;
+}
+
+/// A shared sink, e.g. one chosen at run time as `Arc<dyn AuditSink>`.
+#[async_trait]
+impl<A: AuditSink + ?Sized> AuditSink for std::sync::Arc<A> {
+    async fn record(&self, event: &AuditEvent) -> Result<(), BackendError> {
+        (**self).record(event).await
+    }
 }
 
 /// Emits every event as a `tracing` INFO event on target `keygate::audit`.

@@ -31,6 +31,7 @@
 //! up, and no two import each other. Read it bottom up, or open the room a task names.
 //!
 //! ```text
+//!  8   setup ──► layer lifecycle verify cache plan limit last_used audit store scope key api
 //!      request path                                  management path
 //!  7   layer ──► verify last_used tenant error       api ──► lifecycle tenant store error
 //!                limit scope request                         scope restriction key
@@ -109,9 +110,10 @@
 //! | 6 | [`lifecycle`] | issuing, rotating and revoking keys: [`KeyManager`](lifecycle::KeyManager) |
 //! | 7 | [`layer`] | the tower middleware: [`AuthLayer`] |
 //! | 7 | [`api`] | the management HTTP API, an axum router (feature `axum`) |
+//! | 8 | [`setup`] | one-call setup: [`Keygate`] wires the layer and the manager on one SQLite or PostgreSQL database (features `sqlite`, `postgres`) |
 //!
 //! [`Tenant`] (private module `tenant`, floor 5) is re-exported at the root with [`AuthError`],
-//! [`AuthLayer`] and [`Verifier`].
+//! [`AuthLayer`], [`Verifier`] and `Keygate`.
 #![forbid(unsafe_code)]
 #![warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -134,12 +136,17 @@ pub mod plan;
 pub mod request;
 pub mod restriction;
 pub mod scope;
+#[cfg(feature = "sql")]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "sqlite", feature = "postgres"))))]
+pub mod setup;
 pub mod store;
 mod tenant;
 pub mod verify;
 
 pub use error::AuthError;
 pub use layer::AuthLayer;
+#[cfg(feature = "sql")]
+pub use setup::Keygate;
 pub use tenant::Tenant;
 pub use verify::Verifier;
 

@@ -105,6 +105,13 @@ impl ChangeListener {
     }
 }
 
+impl ChangeListener {
+    /// Stops listening without a warning: for a process that is shutting down.
+    pub(crate) fn close(self) {
+        self.task.abort();
+    }
+}
+
 impl fmt::Debug for ChangeListener {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ChangeListener")

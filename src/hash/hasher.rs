@@ -56,6 +56,21 @@ impl KeyHasher {
         }
     }
 
+    /// Whether the hasher is keyed with a pepper (HMAC-SHA-256), rather than plain SHA-256.
+    ///
+    /// A digest made elsewhere with plain SHA-256 can only be matched by a plain hasher: keys
+    /// imported by their SHA-256 ([`KeyManager::import`](crate::lifecycle::KeyManager::import))
+    /// need one.
+    ///
+    /// ```
+    /// use keygate::hash::KeyHasher;
+    /// assert!(!KeyHasher::sha256().is_peppered());
+    /// assert!(KeyHasher::hmac_sha256(b"pepper").is_peppered());
+    /// ```
+    pub fn is_peppered(&self) -> bool {
+        matches!(self.kind, Kind::Hmac(_))
+    }
+
     /// The digest of `key`.
     pub fn hash(&self, key: &str) -> KeyDigest {
         let bytes: [u8; 32] = match &self.kind {

@@ -62,6 +62,18 @@ pub enum ManageError {
     /// The tenant already has the maximum number of active keys.
     #[error("The tenant already has {0} active keys, the maximum; revoke one first")]
     TooManyKeys(usize),
+    /// The last four characters of an imported key are not 4 characters of lowercase hex.
+    #[error("The imported key's last four characters must be 4 characters of 0-9 and a-f")]
+    ImportLast4,
+    /// Keys are hashed with a pepper (HMAC-SHA-256): a plain SHA-256 made elsewhere can never
+    /// match the digest the verifier computes, so the key cannot be imported.
+    #[error(
+        "Keys are hashed with a pepper (HMAC-SHA-256): a key known only by its plain SHA-256 cannot be imported"
+    )]
+    ImportPeppered,
+    /// A key with this digest exists already ([`KeyManager::import`](super::KeyManager::import)).
+    #[error("A key with this digest already exists")]
+    DuplicateKey,
     /// No such active key for this tenant.
     #[error("API key not found")]
     NotFound,

@@ -12,6 +12,7 @@ use super::new_key::{
 };
 use crate::audit::{AuditAction, AuditEvent, AuditSink, TracingAudit};
 use crate::backend::BackendError;
+use crate::hash::KeyDigest;
 use crate::key::{ApiKey, KeyScheme};
 use crate::limit::{Clock, date_time_now};
 use crate::scope::{Scope, Scopes};
@@ -145,6 +146,124 @@ impl KeyManager {
         self.insert(caller.key_id(), key, record).await
     }
 
+    /// Issues a key for `tenant_id` only if the tenant has no active key, checked atomically
+    /// with the insert: of several callers racing (instances starting at once on one database),
+    /// exactly one gets `Some`. `Ok(None)` when the tenant already has an active key.
+    ///
+    /// Meant for bootstrapping a tenant's first admin key.
+    ///
+    /// ```
+    /// use keygate::lifecycle::{KeyManager, NewKey};
+    /// use keygate::store::MemoryStore;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let manager = KeyManager::builder(MemoryStore::new()).build();
+    /// let first = manager.issue_first("setup", "acme", NewKey::new("admin", ["admin"])).await.unwrap();
+    /// assert!(first.is_some());
+    /// let again = manager.issue_first("setup", "acme", NewKey::new("admin", ["admin"])).await.unwrap();
+    /// assert!(again.is_none());
+    /// # }
+    /// ```
+    pub async fn issue_first(
+        &self,
+        actor: &str,
+        tenant_id: &str,
+        new: NewKey,
+    ) -> Result<Option<IssuedKey>, ManageError> {
+        let (key, record) = self.prepare(tenant_id, new)?;
+        let info = KeyInfo::from(&record);
+        match self
+            .insert_record(actor, record, Some(1), AuditAction::Issue)
+            .await
+        {
+            Ok(()) => Ok(Some(IssuedKey { key, info })),
+            Err(ManageError::TooManyKeys(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Imports a key issued by another system, known only by the hex SHA-256 of its secret
+    /// (`digest`), so that its holders keep using it. Nothing secret is needed.
+    ///
+    /// The record gets the visible prefix of this manager's format and `new.environment`
+    /// (`sk_live_` by default) and `last4`, the secret's last four characters if known (4
+    /// characters of `0-9a-f`; `None` leaves them empty). The key authenticates only if it has
+    /// the verifier's format (for example keys `sk_live_<64 hex>` under a format without
+    /// checksum) and the verifier hashes with plain SHA-256: with a peppered hasher
+    /// ([`KeyHasher::is_peppered`](crate::hash::KeyHasher::is_peppered)) the import is refused
+    /// with [`ManageError::ImportPeppered`]. A digest that exists already is
+    /// [`ManageError::DuplicateKey`]. Validation and the active-key cap are those of
+    /// [`issue`](Self::issue); the audit event is [`AuditAction::Import`].
+    ///
+    /// ```
+    /// use keygate::hash::{KeyDigest, KeyHasher};
+    /// use keygate::lifecycle::{KeyManager, NewKey};
+    /// use keygate::store::MemoryStore;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let manager = KeyManager::builder(MemoryStore::new()).build();
+    /// // The SHA-256 another system kept of one of its keys.
+    /// let legacy = "sk_live_0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef01234567";
+    /// let digest = KeyDigest::from_hex(&KeyHasher::sha256().hash(legacy).to_hex()).unwrap();
+    /// let info = manager
+    ///     .import("migration", "acme", digest, Some("4567"), NewKey::new("legacy", ["read"]))
+    ///     .await
+    ///     .unwrap();
+    /// assert_eq!((info.prefix.as_str(), info.last4.as_str()), ("sk_live_", "4567"));
+    /// # }
+    /// ```
+    pub async fn import(
+        &self,
+        actor: &str,
+        tenant_id: &str,
+        digest: KeyDigest,
+        last4: Option<&str>,
+        new: NewKey,
+    ) -> Result<KeyInfo, ManageError> {
+        if self.inner.scheme.hasher().is_peppered() {
+            return Err(ManageError::ImportPeppered);
+        }
+        let last4 = match last4 {
+            None => "",
+            Some(l)
+                if l.len() == 4 && l.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) =>
+            {
+                l
+            }
+            Some(_) => return Err(ManageError::ImportLast4),
+        };
+        let now = OffsetDateTime::now_utc();
+        let name = validate_name(&new.name)?;
+        let scopes = self.validate_scopes(&new.scopes)?;
+        validate_expiry(new.expires_at, now)?;
+        validate_restrictions(&new.restrictions)?;
+        validate_metadata(&new.metadata)?;
+        let prefix = format!(
+            "{}_{}_",
+            self.inner.scheme.format().prefix(),
+            new.environment.as_str()
+        );
+        let record = KeyRecord::builder(new_key_id(), tenant_id, digest)
+            .prefix(prefix)
+            .last4(last4)
+            .environment(new.environment)
+            .name(name)
+            .scopes(scopes)
+            .created_at(now)
+            .expires_at(new.expires_at)
+            .metadata(new.metadata)
+            .restrictions(new.restrictions)
+            .build();
+        let info = KeyInfo::from(&record);
+        match self
+            .insert_record(actor, record, self.inner.max_active, AuditAction::Import)
+            .await
+        {
+            Err(ManageError::Store(StoreError::Conflict(_))) => Err(ManageError::DuplicateKey),
+            other => other.map(|()| info),
+        }
+    }
+
     /// Validates `new` and builds its record, with a fresh secret. Lengths are checked before
     /// any work per item.
     fn prepare(&self, tenant_id: &str, new: NewKey) -> Result<(ApiKey, KeyRecord), ManageError> {
@@ -174,22 +293,31 @@ impl KeyManager {
         record: KeyRecord,
     ) -> Result<IssuedKey, ManageError> {
         let info = KeyInfo::from(&record);
-        let audited = info.clone();
+        self.insert_record(actor, record, self.inner.max_active, AuditAction::Issue)
+            .await?;
+        Ok(IssuedKey { key, info })
+    }
+
+    /// Inserts `record` under the cap `max_active`, with its audit event.
+    async fn insert_record(
+        &self,
+        actor: &str,
+        record: KeyRecord,
+        max_active: Option<usize>,
+        action: AuditAction,
+    ) -> Result<(), ManageError> {
+        let audited = KeyInfo::from(&record);
         let actor = actor.to_owned();
         let manager = self.clone();
         self.commit(async move {
             let tenant_id = record.tenant_id.clone();
-            let max_active = manager.inner.max_active;
             manager
                 .bounded(manager.inner.store.insert(record, max_active))
                 .await?;
-            manager
-                .audit(&actor, &tenant_id, AuditAction::Issue, &audited)
-                .await;
+            manager.audit(&actor, &tenant_id, action, &audited).await;
             Ok(())
         })
-        .await?;
-        Ok(IssuedKey { key, info })
+        .await
     }
 
     /// The tenant's active keys, oldest first.

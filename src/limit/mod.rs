@@ -213,3 +213,15 @@ pub trait Limiter: Send + Sync + 'static {
         None
     }
 }
+
+/// A shared limiter, e.g. one chosen at run time as `Arc<dyn Limiter>`.
+#[async_trait]
+impl<L: Limiter + ?Sized> Limiter for std::sync::Arc<L> {
+    async fn acquire(&self, request: &LimitRequest<'_>) -> Result<Decision, BackendError> {
+        (**self).acquire(request).await
+    }
+
+    fn acquire_now(&self, request: &LimitRequest<'_>) -> Option<Result<Decision, BackendError>> {
+        (**self).acquire_now(request)
+    }
+}

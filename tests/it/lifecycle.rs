@@ -259,3 +259,95 @@ async fn a_rotation_is_audited_on_the_old_key_and_its_successor_is_issued() {
         ]
     );
 }
+
+/// A key issued elsewhere, known by its SHA-256, is imported: it then authenticates through
+/// the verifier, and the import is audited. Bad imports are refused before any write.
+#[tokio::test]
+async fn a_key_known_by_its_sha256_is_imported_and_authenticates() {
+    use keygate::Verifier;
+    use keygate::hash::{KeyDigest, KeyHasher};
+    use keygate::key::{KeyFormat, KeyScheme};
+    use keygate::request::RequestHead;
+
+    let store = MemoryStore::new();
+    let trail = Trail::default();
+    let scheme = KeyScheme::new(
+        KeyFormat::default().with_checksum(false),
+        KeyHasher::sha256(),
+    );
+    let manager = KeyManager::builder(store.clone())
+        .scheme(scheme.clone())
+        .audit(trail.clone())
+        .build();
+    let legacy = scheme.format().generate(Environment::Test);
+    let secret = legacy.expose_secret();
+    let digest = KeyDigest::from_hex(&KeyHasher::sha256().hash(secret).to_hex()).unwrap();
+    let new = || NewKey::new("legacy", ["read"]).environment(Environment::Test);
+
+    for last4 in ["abc", "ABCD", "abcde", "wxyz"] {
+        let refused = manager
+            .import("ops", "acme", digest, Some(last4), new())
+            .await;
+        assert_eq!(
+            message(refused),
+            "The imported key's last four characters must be 4 characters of 0-9 and a-f"
+        );
+    }
+    let no_scope = manager
+        .import(
+            "ops",
+            "acme",
+            digest,
+            None,
+            NewKey::new("legacy", Vec::<String>::new()),
+        )
+        .await;
+    assert_eq!(message(no_scope), "Scopes must not be empty");
+    let peppered = KeyManager::builder(store.clone())
+        .scheme(KeyScheme::new(
+            KeyFormat::default(),
+            KeyHasher::hmac_sha256(b"pepper"),
+        ))
+        .build();
+    let refused = peppered.import("ops", "acme", digest, None, new()).await;
+    assert!(matches!(refused, Err(ManageError::ImportPeppered)));
+    assert!(store.is_empty(), "nothing written by a refused import");
+
+    let info = manager
+        .import("ops", "acme", digest, Some(legacy.last4()), new())
+        .await
+        .unwrap();
+    assert_eq!(
+        (info.prefix.as_str(), info.last4.as_str(), info.environment),
+        ("sk_test_", legacy.last4(), Environment::Test)
+    );
+    let duplicate = manager.import("ops", "acme", digest, None, new()).await;
+    assert!(matches!(duplicate, Err(ManageError::DuplicateKey)));
+    assert_eq!(
+        message(manager.import("ops", "acme", digest, None, new()).await),
+        "A key with this digest already exists"
+    );
+
+    let verifier = Verifier::builder(store.clone()).scheme(scheme).build();
+    let request = http::Request::get("/")
+        .header("x-api-key", secret)
+        .body(())
+        .unwrap();
+    let tenant = verifier
+        .verify(&RequestHead::from(&request), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        (tenant.tenant_id(), tenant.key_id()),
+        ("acme", info.id.as_str())
+    );
+
+    let events: Vec<(AuditAction, String)> = trail
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|e| (e.action, e.key_id.clone()))
+        .collect();
+    assert_eq!(events, [(AuditAction::Import, info.id.clone())]);
+}

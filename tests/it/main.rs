@@ -14,6 +14,8 @@ mod cache_postgres;
 mod api;
 #[cfg(feature = "axum")]
 mod axum_tcp;
+#[cfg(all(feature = "cli", feature = "axum"))]
+mod cli;
 #[cfg(feature = "axum")]
 mod credentials;
 #[cfg(all(feature = "dev-mode", feature = "axum"))]
@@ -35,6 +37,8 @@ mod redis_limiter;
 mod restriction;
 #[cfg(feature = "axum")]
 mod secrets;
+#[cfg(all(feature = "sqlite", feature = "axum"))]
+mod setup;
 mod store_memory;
 #[cfg(feature = "postgres")]
 mod store_postgres;

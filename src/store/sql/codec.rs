@@ -8,7 +8,7 @@ use time::OffsetDateTime;
 
 use crate::backend::BackendError;
 use crate::hash::KeyDigest;
-use crate::plan::{TenantEntitlements, TenantStatus};
+use crate::plan::{Plan, TenantEntitlements, TenantStatus};
 use crate::store::{KeyRecord, StoreError, check_time};
 
 /// One bound parameter, in the order of the statement's `$n` placeholders.
@@ -115,15 +115,25 @@ impl TenantRow {
         tenant_id: &str,
         entitlements: &TenantEntitlements,
     ) -> Result<Vec<Arg>, BackendError> {
-        let status = match entitlements.status {
+        Ok(vec![
+            Arg::Text(tenant_id.to_owned()),
+            TenantRow::status_arg(entitlements.status),
+            TenantRow::plan_arg(&entitlements.plan)?,
+        ])
+    }
+
+    /// The status column's value.
+    pub(super) fn status_arg(status: TenantStatus) -> Arg {
+        let status = match status {
             TenantStatus::Active => "active",
             TenantStatus::Suspended => "suspended",
         };
-        Ok(vec![
-            Arg::Text(tenant_id.to_owned()),
-            Arg::Text(status.to_owned()),
-            Arg::Text(to_json(&entitlements.plan)?),
-        ])
+        Arg::Text(status.to_owned())
+    }
+
+    /// The plan column's value: the plan as JSON.
+    pub(super) fn plan_arg(plan: &Plan) -> Result<Arg, BackendError> {
+        Ok(Arg::Text(to_json(plan)?))
     }
 }
 

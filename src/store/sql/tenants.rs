@@ -11,11 +11,22 @@ use super::codec::{Arg, TenantRow};
 use super::dialect::Dialect;
 use super::driver::{Driver, On};
 use crate::backend::BackendError;
-use crate::plan::{CachedEntitlements, EntitlementLookup, EntitlementSource, TenantEntitlements};
+use crate::plan::{
+    CachedEntitlements, EntitlementLookup, EntitlementSource, Plan, TenantEntitlements,
+    TenantStatus,
+};
 use crate::store::StoreError;
 
 const UPSERT: &str = "INSERT INTO keygate_tenants (id, status, plan) VALUES ($1, $2, $3) \
      ON CONFLICT (id) DO UPDATE SET status = excluded.status, plan = excluded.plan";
+
+/// Returns the id when the row was inserted, nothing when the tenant existed.
+const CREATE: &str = "INSERT INTO keygate_tenants (id, status, plan) VALUES ($1, $2, $3) \
+     ON CONFLICT (id) DO NOTHING RETURNING id";
+
+const SET_STATUS: &str = "UPDATE keygate_tenants SET status = $2 WHERE id = $1 RETURNING id";
+
+const SET_PLAN: &str = "UPDATE keygate_tenants SET plan = $2 WHERE id = $1 RETURNING id";
 
 const GET: &str = "SELECT status, plan FROM keygate_tenants WHERE id = $1";
 
@@ -43,6 +54,66 @@ where
         self.publish(&mut tx, Notice::Tenant(tenant_id.to_owned()))
             .await?;
         Ok(self.commit(tx).await?)
+    }
+
+    /// Creates a tenant with this status and plan; `false`, and nothing written, when the
+    /// tenant exists already. Published like [`set_tenant`](Self::set_tenant).
+    pub async fn create_tenant(
+        &self,
+        tenant_id: &str,
+        entitlements: &TenantEntitlements,
+    ) -> Result<bool, StoreError> {
+        let args = TenantRow::args(tenant_id, entitlements)?;
+        self.tenant_write(tenant_id, CREATE, args).await
+    }
+
+    /// Sets an existing tenant's status (suspends or resumes it), keeping its plan; `false`
+    /// when there is no such tenant. Published like [`set_tenant`](Self::set_tenant).
+    pub async fn set_tenant_status(
+        &self,
+        tenant_id: &str,
+        status: TenantStatus,
+    ) -> Result<bool, StoreError> {
+        let args = vec![
+            Arg::Text(tenant_id.to_owned()),
+            TenantRow::status_arg(status),
+        ];
+        self.tenant_write(tenant_id, SET_STATUS, args).await
+    }
+
+    /// Sets an existing tenant's plan, keeping its status; `false` when there is no such
+    /// tenant. Published like [`set_tenant`](Self::set_tenant).
+    pub async fn set_tenant_plan(&self, tenant_id: &str, plan: &Plan) -> Result<bool, StoreError> {
+        let args = vec![Arg::Text(tenant_id.to_owned()), TenantRow::plan_arg(plan)?];
+        self.tenant_write(tenant_id, SET_PLAN, args).await
+    }
+
+    /// The tenant's status and plan, if it exists (uncached).
+    pub async fn tenant(&self, tenant_id: &str) -> Result<Option<TenantEntitlements>, StoreError> {
+        let found = EntitlementSource::entitlements(self, tenant_id).await?;
+        Ok(found.map(Arc::unwrap_or_clone))
+    }
+
+    /// Runs a write of one tenant row that returns its id when it changed a row, and
+    /// publishes the change if it did.
+    async fn tenant_write(
+        &self,
+        tenant_id: &str,
+        sql: &'static str,
+        args: Vec<Arg>,
+    ) -> Result<bool, StoreError> {
+        self.dialect.check_write()?;
+        let mut tx = self.pool.begin().await.map_err(StoreError::backend)?;
+        let changed = D::Db::fetch_text(On::Tx(&mut tx), sql, args)
+            .await
+            .map_err(StoreError::backend)?
+            .is_some();
+        if changed {
+            self.publish(&mut tx, Notice::Tenant(tenant_id.to_owned()))
+                .await?;
+        }
+        self.commit(tx).await?;
+        Ok(changed)
     }
 }
 

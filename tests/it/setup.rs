@@ -1,0 +1,504 @@
+//! One-call setup: `Keygate` wires the layer and the manager on SQLite and PostgreSQL with the
+//! key cache, cached plans, leased quotas, last-used times and the SQL audit trail. Every test
+//! goes through the public API, with real requests over TCP.
+
+use axum::{Router, routing::get};
+use http::{Request, StatusCode};
+use keygate::key::Environment;
+use keygate::lifecycle::NewKey;
+use keygate::limit::{Quota, QuotaPeriod};
+use keygate::plan::{Plan, TenantEntitlements, TenantStatus};
+use keygate::scope::Scope;
+use keygate::setup::{Database, Keygate, SetupError};
+use keygate::{Tenant, store::KeyInfo};
+
+use crate::common::*;
+
+fn req(key: &str, path: &str) -> Request<String> {
+    Request::get(path)
+        .header("x-api-key", key)
+        .body(String::new())
+        .unwrap()
+}
+
+/// The app of the README: one route behind the layer, the management API.
+fn app(keygate: &Keygate) -> Router {
+    Router::new()
+        .route(
+            "/v1/whoami",
+            get(|t: Tenant| async move { format!("{} {}", t.tenant_id(), t.key_id()) }),
+        )
+        .route_layer(keygate.layer().clone())
+        .merge(keygate.management_router())
+}
+
+fn plan(quota: Option<u64>) -> TenantEntitlements {
+    TenantEntitlements::active(Plan {
+        name: "test".into(),
+        quota: quota.map(|limit| Quota {
+            limit,
+            period: QuotaPeriod::Month,
+        }),
+        ..Plan::default()
+    })
+}
+
+/// The key's record as the database has it now (not the cache).
+async fn stored(db: &Database, tenant: &str, key_id: &str) -> KeyInfo {
+    db.key_manager().build().get(tenant, key_id).await.unwrap()
+}
+
+/// The audit trail of `tenant`: (action, actor, key id), oldest first.
+pub(crate) async fn audit(db: &Database, tenant: &str) -> Vec<(String, String, String)> {
+    let sql = "SELECT action, actor, key_id FROM keygate_audit WHERE tenant_id = $1 ORDER BY seq";
+    match db {
+        Database::Sqlite(store) => sqlx::query_as(sql)
+            .bind(tenant)
+            .fetch_all(store.pool())
+            .await
+            .unwrap(),
+        #[cfg(feature = "postgres")]
+        Database::Postgres(store) => sqlx::query_as(sql)
+            .bind(tenant)
+            .fetch_all(store.pool())
+            .await
+            .unwrap(),
+        _ => unreachable!(),
+    }
+}
+
+/// A request through the built layer writes last_used_at (at shutdown at the latest) and the
+/// manager's changes land in the audit table; revocation is immediate.
+async fn wired_end_to_end(keygate: Keygate) {
+    let tenant = keygate::store::conformance::tenant();
+    keygate.set_tenant(&tenant, &plan(None)).await.unwrap();
+    let admin = keygate
+        .manager()
+        .issue("setup", &tenant, NewKey::new("admin", ["admin"]))
+        .await
+        .unwrap();
+    let db = keygate.database().clone();
+    let addr = serve(app(&keygate)).await;
+
+    let reply = send_tcp(addr, req(admin.key.expose_secret(), "/v1/whoami")).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.body, format!("{tenant} {}", admin.info.id));
+
+    // A key issued over the management API is audited with the admin key as actor.
+    let create = Request::post("/v1/api-keys")
+        .header("x-api-key", admin.key.expose_secret())
+        .header("content-type", "application/json")
+        .body(r#"{"name":"reader","scopes":["read"]}"#.to_owned())
+        .unwrap();
+    let created = send_tcp(addr, create).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+    let reader_id = created.json()["data"]["id"].as_str().unwrap().to_owned();
+    let reader_key = created.json()["data"]["key"].as_str().unwrap().to_owned();
+    let reply = send_tcp(addr, req(&reader_key, "/v1/whoami")).await;
+    assert_eq!(reply.status, StatusCode::OK);
+
+    // Revocation through the built manager refuses the very next request, though the key is
+    // cached.
+    keygate
+        .manager()
+        .revoke("setup", &tenant, &reader_id)
+        .await
+        .unwrap();
+    let reply = send_tcp(addr, req(&reader_key, "/v1/whoami")).await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(reply.json(), envelope("UNAUTHORIZED", REVOKED));
+
+    // Suspension through the Keygate is immediate too, and resuming as well.
+    assert!(
+        keygate
+            .set_tenant_status(&tenant, TenantStatus::Suspended)
+            .await
+            .unwrap()
+    );
+    let reply = send_tcp(addr, req(admin.key.expose_secret(), "/v1/whoami")).await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+    assert_eq!(reply.json(), envelope("FORBIDDEN", "Tenant suspended"));
+    assert!(
+        keygate
+            .set_tenant_status(&tenant, TenantStatus::Active)
+            .await
+            .unwrap()
+    );
+    let reply = send_tcp(addr, req(admin.key.expose_secret(), "/v1/whoami")).await;
+    assert_eq!(reply.status, StatusCode::OK);
+
+    assert_eq!(
+        stored(&db, &tenant, &admin.info.id).await.last_used_at,
+        None
+    );
+    let stopped = keygate.shutdown().await.unwrap();
+    // Both keys were used (the reader before its revocation); the flusher's first interval
+    // has not passed, so shutdown writes both.
+    assert_eq!(stopped.last_used_written, 2);
+    let used = stored(&db, &tenant, &admin.info.id).await.last_used_at;
+    let used = used.expect("last_used_at written");
+    assert!((time::OffsetDateTime::now_utc() - used).whole_seconds() < 10);
+
+    assert_eq!(
+        audit(&db, &tenant).await,
+        vec![
+            ("issue".into(), "setup".into(), admin.info.id.clone()),
+            ("issue".into(), admin.info.id.clone(), reader_id.clone()),
+            ("revoke".into(), "setup".into(), reader_id.clone()),
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keygate_on_sqlite_tracks_last_used_audits_and_revokes_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let keygate = Keygate::sqlite(dir.path().join("keys.db"))
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(keygate.database().kind(), "SQLite");
+    wired_end_to_end(keygate).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keygate_from_an_sqlite_path_or_url() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("from-url.db");
+    let keygate = Keygate::from_url(path.to_str().unwrap())
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(keygate.database().kind(), "SQLite");
+    keygate.shutdown().await.unwrap();
+    assert!(path.exists());
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("url.db").display());
+    let keygate = Keygate::from_url(&url).build().await.unwrap();
+    wired_end_to_end(keygate).await;
+}
+
+#[tokio::test]
+async fn keygate_refuses_an_empty_url() {
+    let error = Keygate::from_url(" ").build().await.unwrap_err();
+    assert!(matches!(error, SetupError::EmptyUrl));
+    assert_eq!(error.to_string(), "the database URL is empty");
+}
+
+/// A file that is not a database is an error, not a panic, and the message does not repeat
+/// the URL.
+#[tokio::test]
+async fn keygate_reports_a_database_it_cannot_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("not-a-db");
+    std::fs::write(&path, b"this is not an SQLite database, not at all").unwrap();
+    let error = Keygate::sqlite(&path).build().await.unwrap_err();
+    assert!(matches!(error, SetupError::Store(_)), "{error:?}");
+    assert!(!error.to_string().contains("not-a-db"), "{error}");
+}
+
+/// Quotas are leased from the database by default: durable, and given back at shutdown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keygate_enforces_quotas_from_the_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("quota.db");
+    let keygate = Keygate::sqlite(&path).build().await.unwrap();
+    let tenant = keygate::store::conformance::tenant();
+    keygate.set_tenant(&tenant, &plan(Some(2))).await.unwrap();
+    let key = keygate
+        .manager()
+        .issue("setup", &tenant, NewKey::new("k", ["read"]))
+        .await
+        .unwrap();
+    let addr = serve(app(&keygate)).await;
+    let secret = key.key.expose_secret();
+    for _ in 0..2 {
+        assert_eq!(
+            send_tcp(addr, req(secret, "/v1/whoami")).await.status,
+            StatusCode::OK
+        );
+    }
+    let reply = send_tcp(addr, req(secret, "/v1/whoami")).await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        reply.json(),
+        envelope("FORBIDDEN", "Quota exhausted for the current period")
+    );
+    keygate.shutdown().await.unwrap();
+
+    // A new process on the same file: the two requests are still counted.
+    let again = Keygate::sqlite(&path).build().await.unwrap();
+    let addr = serve(app(&again)).await;
+    let reply = send_tcp(addr, req(secret, "/v1/whoami")).await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+    again.shutdown().await.unwrap();
+}
+
+/// Each part can be changed: no last-used times, a custom audit sink, known scopes, the
+/// verifier's options.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keygate_options_change_each_part() {
+    let dir = tempfile::tempdir().unwrap();
+    let keygate = Keygate::sqlite(dir.path().join("options.db"))
+        .no_last_used()
+        .no_key_cache()
+        .audit(keygate::audit::TracingAudit)
+        .known_scopes([Scope::READ])
+        .max_active_keys(Some(1))
+        .limiter(keygate::limit::MemoryLimiter::new())
+        .configure_verifier(|v| v.accept_test_keys(false))
+        .build()
+        .await
+        .unwrap();
+    let tenant = keygate::store::conformance::tenant();
+    keygate.set_tenant(&tenant, &plan(None)).await.unwrap();
+    let manager = keygate.manager();
+    assert!(matches!(
+        manager
+            .issue("setup", &tenant, NewKey::new("w", ["write"]))
+            .await,
+        Err(keygate::lifecycle::ManageError::UnknownScope(s)) if s == "write"
+    ));
+    let test_key = manager
+        .issue(
+            "setup",
+            &tenant,
+            NewKey::new("t", ["read"]).environment(Environment::Test),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(
+        manager
+            .issue("setup", &tenant, NewKey::new("2", ["read"]))
+            .await,
+        Err(keygate::lifecycle::ManageError::TooManyKeys(1))
+    ));
+    let addr = serve(app(&keygate)).await;
+    let reply = send_tcp(addr, req(test_key.key.expose_secret(), "/v1/whoami")).await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        reply.json(),
+        envelope(
+            "UNAUTHORIZED",
+            "Test keys are not accepted here: use a live key"
+        )
+    );
+    let db = keygate.database().clone();
+    let stopped = keygate.shutdown().await.unwrap();
+    assert_eq!(
+        (stopped.last_used_written, stopped.quota_given_back),
+        (0, 0)
+    );
+    assert!(
+        audit(&db, &tenant).await.is_empty(),
+        "audit went to tracing"
+    );
+}
+
+/// Bootstrapping: of many callers racing for a tenant's first key, exactly one gets it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_first_issues_one_key_among_racers() {
+    let dir = tempfile::tempdir().unwrap();
+    let keygate = Keygate::sqlite(dir.path().join("first.db"))
+        .build()
+        .await
+        .unwrap();
+    let tenant = keygate::store::conformance::tenant();
+    let calls = (0..8).map(|i| {
+        let manager = keygate.manager().clone();
+        let tenant = tenant.clone();
+        tokio::spawn(async move {
+            manager
+                .issue_first(
+                    "setup",
+                    &tenant,
+                    NewKey::new(format!("admin {i}"), ["admin"]),
+                )
+                .await
+                .unwrap()
+        })
+    });
+    let mut issued = 0;
+    for call in calls.collect::<Vec<_>>() {
+        issued += usize::from(call.await.unwrap().is_some());
+    }
+    assert_eq!(issued, 1);
+    assert_eq!(keygate.manager().list(&tenant).await.unwrap().len(), 1);
+    keygate.shutdown().await.unwrap();
+}
+
+/// The tenant writes: create only once, and status and plan each changed alone.
+async fn tenant_writes(db: &Database) {
+    let tenant = keygate::store::conformance::tenant();
+    let pro = plan(Some(10));
+    assert!(db.create_tenant(&tenant, &pro).await.unwrap());
+    assert!(
+        !db.create_tenant(&tenant, &plan(None)).await.unwrap(),
+        "exists"
+    );
+    assert_eq!(db.tenant(&tenant).await.unwrap(), Some(pro.clone()));
+    assert!(
+        db.set_tenant_status(&tenant, TenantStatus::Suspended)
+            .await
+            .unwrap()
+    );
+    let free = Plan {
+        name: "free".into(),
+        ..Plan::default()
+    };
+    assert!(db.set_tenant_plan(&tenant, &free).await.unwrap());
+    assert_eq!(
+        db.tenant(&tenant).await.unwrap(),
+        Some(TenantEntitlements {
+            status: TenantStatus::Suspended,
+            plan: free,
+        }),
+        "the plan changed, the status kept"
+    );
+    assert!(
+        db.set_tenant_status(&tenant, TenantStatus::Active)
+            .await
+            .unwrap()
+    );
+    assert_eq!(db.tenant(&tenant).await.unwrap().unwrap().plan.name, "free");
+    let nobody = keygate::store::conformance::tenant();
+    assert!(
+        !db.set_tenant_status(&nobody, TenantStatus::Active)
+            .await
+            .unwrap()
+    );
+    assert!(!db.set_tenant_plan(&nobody, &Plan::default()).await.unwrap());
+    assert_eq!(db.tenant(&nobody).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn tenant_writes_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::sqlite(dir.path().join("tenants.db"))
+        .await
+        .unwrap();
+    tenant_writes(&db).await;
+}
+
+#[cfg(feature = "postgres")]
+pub(crate) mod postgres {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// A database of its own on the server of KEYGATE_TEST_POSTGRES_URL: its URL, its name and
+    /// a pool to drop it with.
+    pub(crate) async fn fresh_database() -> (String, String, sqlx::PgPool) {
+        let url = std::env::var("KEYGATE_TEST_POSTGRES_URL").unwrap_or_else(|_| {
+            panic!("KEYGATE_TEST_POSTGRES_URL is not set: point it at a PostgreSQL server, e.g. postgres://postgres@127.0.0.1:5432/test")
+        });
+        let admin = sqlx::PgPool::connect(&url).await.unwrap_or_else(|e| {
+            panic!("cannot reach PostgreSQL at KEYGATE_TEST_POSTGRES_URL={url}: {e}")
+        });
+        let name = keygate::store::conformance::tenant().replace("tenant", "keygate_setup");
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&admin)
+            .await
+            .unwrap();
+        let (base, query) = match url.split_once('?') {
+            Some((base, query)) => (base, format!("?{query}")),
+            None => (url.as_str(), String::new()),
+        };
+        let server = &base[..base.rfind('/').unwrap()];
+        (format!("{server}/{name}{query}"), name, admin)
+    }
+
+    pub(crate) async fn drop_database(name: &str, admin: &sqlx::PgPool) {
+        sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)"))
+            .execute(admin)
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn keygate_on_postgres_tracks_last_used_audits_and_revokes_at_once() {
+        let (url, name, admin) = fresh_database().await;
+        let keygate = Keygate::postgres(&url).build().await.unwrap();
+        assert_eq!(keygate.database().kind(), "PostgreSQL");
+        wired_end_to_end(keygate).await;
+        let keygate = Keygate::from_url(&url.replacen("postgres://", "postgresql://", 1))
+            .build()
+            .await
+            .unwrap();
+        assert_eq!(keygate.database().kind(), "PostgreSQL");
+        keygate.shutdown().await.unwrap();
+        drop_database(&name, &admin).await;
+    }
+
+    #[tokio::test]
+    async fn tenant_writes_on_postgres() {
+        let (url, name, admin) = fresh_database().await;
+        let db = Database::connect(&url).await.unwrap();
+        tenant_writes(&db).await;
+        drop(db);
+        drop_database(&name, &admin).await;
+    }
+
+    /// Two instances on one database: a revocation and a suspension made through one reach
+    /// the other's caches within a second, by the change listener the setup starts.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_keygates_on_one_postgres_database_see_each_others_changes() {
+        let (url, name, admin_pool) = fresh_database().await;
+        let a = Keygate::from_url(&url).build().await.unwrap();
+        let b = Keygate::from_url(&url).build().await.unwrap();
+        let tenant = keygate::store::conformance::tenant();
+        a.set_tenant(&tenant, &plan(None)).await.unwrap();
+        let key = a
+            .manager()
+            .issue("setup", &tenant, NewKey::new("k", ["read"]))
+            .await
+            .unwrap();
+        let other = a
+            .manager()
+            .issue("setup", &tenant, NewKey::new("other", ["read"]))
+            .await
+            .unwrap();
+        let addr_b = serve(app(&b)).await;
+        // Both keys cached by B.
+        for k in [&key, &other] {
+            let reply = send_tcp(addr_b, req(k.key.expose_secret(), "/v1/whoami")).await;
+            assert_eq!(reply.status, StatusCode::OK);
+        }
+
+        a.manager()
+            .revoke("setup", &tenant, &key.info.id)
+            .await
+            .unwrap();
+        let status = eventually(addr_b, key.key.expose_secret(), StatusCode::UNAUTHORIZED).await;
+        assert_eq!(
+            status,
+            StatusCode::UNAUTHORIZED,
+            "revocation not seen by B within 1 s"
+        );
+
+        a.set_tenant_status(&tenant, TenantStatus::Suspended)
+            .await
+            .unwrap();
+        let status = eventually(addr_b, other.key.expose_secret(), StatusCode::FORBIDDEN).await;
+        assert_eq!(
+            status,
+            StatusCode::FORBIDDEN,
+            "suspension not seen by B within 1 s"
+        );
+
+        a.shutdown().await.unwrap();
+        b.shutdown().await.unwrap();
+        drop_database(&name, &admin_pool).await;
+    }
+
+    /// The status of `key`'s request once it is `want`, or after a second.
+    async fn eventually(addr: std::net::SocketAddr, key: &str, want: StatusCode) -> StatusCode {
+        let mut status = StatusCode::OK;
+        for _ in 0..20 {
+            status = send_tcp(addr, req(key, "/v1/whoami")).await.status;
+            if status == want {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        status
+    }
+}
