@@ -87,6 +87,10 @@ impl<M> AuthLayer<M> {
 
     /// A copy of this layer (sharing its verifier and settings) whose requests all need
     /// `scope`; meant for `route_layer` on one route.
+    ///
+    /// Layers nest: inside another `AuthLayer` that admitted the request, a layer reuses the
+    /// tenant it admitted (no second verification, no second count against the limits) and
+    /// checks only its own scope.
     pub fn require_scope(&self, scope: Scope) -> Self {
         self.clone().scope_policy(ScopePolicy::Require(scope))
     }

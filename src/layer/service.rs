@@ -9,7 +9,10 @@ use tower_service::Service;
 use super::config::{Config, admit, render};
 use super::future::ResponseFuture;
 use super::response_body::{BodyMode, Wrapped};
+use crate::error::AuthError;
 use crate::request::RequestHead;
+use crate::tenant::Tenant;
+use crate::verify::Rejection;
 
 /// The service made by [`AuthLayer`](super::AuthLayer); `M` is its responses' body mode
 /// ([`Wrapped`] unless [`AuthLayer::inner_body`](super::AuthLayer::inner_body) chose
@@ -66,6 +69,22 @@ where
             return ResponseFuture::inner(&mut self.inner, req, None);
         }
         let required = config.policy.required(&head);
+        // Nested inside another `AuthLayer` that admitted this request (its credential is
+        // stripped by now): that verification, and that count against the limits, stand; this
+        // layer only checks its own scope.
+        if let Some(tenant) = head
+            .extensions
+            .get::<Tenant>()
+            .filter(|t| t.is_admitted_by_layer())
+        {
+            return match required {
+                Some(scope) if !tenant.grants(&scope) => {
+                    let rejection = Rejection::from(AuthError::InsufficientScope(scope));
+                    ResponseFuture::refused(render(config, &head, &rejection))
+                }
+                _ => ResponseFuture::inner(&mut self.inner, req, None),
+            };
+        }
         match config
             .verifier
             .check_now_with(&head, required.as_ref(), config.limits)

@@ -330,3 +330,128 @@ async fn inner_body_answers_exactly_as_the_default_body() {
     // Two admitted requests on each server reached a handler; no refusal did.
     assert_eq!(calls.count(), 4);
 }
+
+/// Two `AuthLayer`s on one route (`write` inside, `read` outside): the outer one verifies the
+/// key and counts it against the limits once; the inner one reuses its tenant (the credential
+/// is stripped by then) and checks only its own scope.
+#[tokio::test]
+async fn nested_layers_verify_once_and_each_checks_its_scope() {
+    use keygate::key::{Environment, KeyFormat};
+    use keygate::limit::{ManualClock, MemoryLimiter, Quota, QuotaPeriod};
+    use keygate::plan::{MemoryEntitlements, Plan, TenantEntitlements};
+
+    let fixture = Fixture::new();
+    let other = KeyFormat::default().generate(Environment::Live);
+    fixture
+        .store
+        .put(record(&other, "key_other", "acme", &["billing"]));
+    let plans = MemoryEntitlements::new();
+    plans.set(
+        "acme",
+        TenantEntitlements::active(Plan {
+            name: "pro".into(),
+            quota: Some(Quota {
+                limit: 100,
+                period: QuotaPeriod::Day,
+            }),
+            ..Plan::default()
+        }),
+    );
+    let limiter = MemoryLimiter::with_clock(ManualClock::at_unix_secs(1_767_225_600));
+    let verifier = Verifier::builder(fixture.store.clone())
+        .entitlements(plans)
+        .limiter(limiter.clone())
+        .build();
+    let auth = AuthLayer::new(verifier);
+    let calls = Calls::default();
+    let counted = calls.clone();
+    let handler = move |tenant: Tenant| {
+        let calls = counted.clone();
+        async move {
+            calls.hit();
+            tenant.key_id().to_owned()
+        }
+    };
+    let app = Router::new().route(
+        "/v1/docs",
+        get(handler)
+            .route_layer(auth.require_scope(Scope::WRITE))
+            .route_layer(auth.require_scope(Scope::READ)),
+    );
+    let addr = serve(app).await;
+
+    // `write` (which implies `read`): through both.
+    let ok = send_tcp(
+        addr,
+        get_with("/v1/docs", Some(fixture.writer.expose_secret())),
+    )
+    .await;
+    assert_eq!(ok.status, 200);
+    assert_eq!(&ok.body[..], b"key_writer");
+    assert_eq!(ok.headers["ratelimit"], "\"quota\";r=99;t=86400");
+    assert_eq!(limiter.quota_used("acme"), 1);
+
+    // `read` only: the outer layer admits (and counts), the inner one refuses `write`.
+    let inner_refuses = send_tcp(
+        addr,
+        get_with("/v1/docs", Some(fixture.reader.expose_secret())),
+    )
+    .await;
+    assert_eq!(inner_refuses.status, 403);
+    assert_eq!(
+        inner_refuses.headers["www-authenticate"],
+        "Bearer realm=\"api\", error=\"insufficient_scope\", scope=\"write\""
+    );
+    assert_eq!(
+        inner_refuses.json(),
+        envelope("FORBIDDEN", "API key lacks the required scope: write")
+    );
+    assert_eq!(inner_refuses.headers["ratelimit"], "\"quota\";r=98;t=86400");
+    assert_eq!(limiter.quota_used("acme"), 2);
+
+    // Neither: the outer layer refuses `read`, before any count.
+    let outer_refuses = send_tcp(addr, get_with("/v1/docs", Some(other.expose_secret()))).await;
+    assert_eq!(outer_refuses.status, 403);
+    assert_eq!(
+        outer_refuses.json(),
+        envelope("FORBIDDEN", "API key lacks the required scope: read")
+    );
+    assert_eq!(limiter.quota_used("acme"), 2);
+
+    let missing = send_tcp(addr, get_with("/v1/docs", None)).await;
+    assert_eq!(missing.status, 401);
+    assert_eq!(missing.json(), envelope("UNAUTHORIZED", MISSING));
+    assert_eq!(calls.count(), 1);
+}
+
+/// A `Tenant` that other code put into the request authenticates nothing: only one an
+/// `AuthLayer` admitted is reused by a nested layer.
+#[tokio::test]
+async fn a_tenant_put_in_the_request_by_other_code_is_not_trusted() {
+    let fixture = Fixture::new();
+    let forged = Tenant::new(std::sync::Arc::new(record(
+        &fixture.unknown,
+        "key_forged",
+        "acme",
+        &["admin"],
+    )));
+    let calls = Calls::default();
+    let auth = AuthLayer::new(Verifier::builder(fixture.store.clone()).build());
+    let app = routes(calls.clone(), auth).layer(tower::util::MapRequestLayer::new(
+        move |mut req: Request<axum::body::Body>| {
+            req.extensions_mut().insert(forged.clone());
+            req
+        },
+    ));
+    let addr = serve(app).await;
+    let missing = send_tcp(addr, get_with("/v1/admin", None)).await;
+    assert_eq!(missing.status, 401);
+    assert_eq!(missing.json(), envelope("UNAUTHORIZED", MISSING));
+    let reader = send_tcp(
+        addr,
+        get_with("/v1/admin", Some(fixture.reader.expose_secret())),
+    )
+    .await;
+    assert_eq!(reader.status, 403);
+    assert_eq!(calls.count(), 0);
+}
