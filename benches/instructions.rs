@@ -3,8 +3,8 @@
 //! with the machine's load or clock, so small changes to the request path can be compared where
 //! timings on a shared VM cannot.
 //!
-//! Usage: `instructions <side> <requests>`, side `no_auth`, `auth` or `pipeline` (as in the
-//! `layer/*` criterion benchmarks). The script runs each side twice with different request
+//! Usage: `instructions <side> <requests>`, side `no_auth`, `floor` (the hand-written floor of
+//! `support/floor.rs`), `auth` or `pipeline` (as in the `layer/*` criterion benchmarks). The script runs each side twice with different request
 //! counts and divides the difference, so that setup cancels out.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
@@ -14,10 +14,10 @@ use keygate::limit::LimitHeaders;
 use tower::{Service, ServiceExt};
 
 mod support;
-use support::{auth_app, hello_app, pipeline_app, store_with};
+use support::{auth_app, floor_app, hello_app, pipeline_app, store_and_floor_with};
 
 const USAGE: &str = "instructions: counts instructions per request under callgrind; run \
-     scripts/instructions.sh (usage: instructions <no_auth|auth|pipeline> <requests>)";
+     scripts/instructions.sh (usage: instructions <no_auth|floor|auth|pipeline> <requests>)";
 
 fn main() {
     // `cargo bench` runs every bench target, with `--bench` and any filter it was given: only
@@ -28,14 +28,15 @@ fn main() {
         .collect();
     let (side, requests) = match args.as_slice() {
         [side, requests] => match (side.as_str(), requests.parse::<usize>()) {
-            (side @ ("no_auth" | "auth" | "pipeline"), Ok(requests)) => (side, requests),
+            (side @ ("no_auth" | "floor" | "auth" | "pipeline"), Ok(requests)) => (side, requests),
             _ => return println!("{USAGE}"),
         },
         _ => return println!("{USAGE}"),
     };
-    let (store, key) = store_with(1_000);
+    let (store, floor, key) = store_and_floor_with(1_000, side == "floor");
     let mut app = match side {
         "no_auth" => hello_app(),
+        "floor" => floor_app(floor),
         "auth" => auth_app(store),
         _ => pipeline_app(store, LimitHeaders::All),
     };

@@ -1,4 +1,6 @@
-//! End-to-end load benchmark: the same axum hello-world with no auth and with keygate's full
+//! End-to-end load benchmark: the same axum hello-world with no auth, behind the hand-written
+//! floor (`support/floor.rs`: SHA-256, one probe, a constant-time compare, the `Tenant`
+//! extension, nothing else), behind keygate's authentication and scope only, and behind its full
 //! pipeline (authentication, scope, rate limit, quota, limit headers), loaded by `wrk` from a
 //! second process over loopback, in alternating A/B rounds.
 //!
@@ -9,10 +11,10 @@
 //! order keep a shared machine's drift out of the ratios.
 //!
 //! Environment: `LOAD_ROUNDS` (default 20), `LOAD_SECONDS` per side and round (default 2),
-//! `LOAD_CONNECTIONS` (default 32), `LOAD_ONLY` (`plain`, `keygate`, `auth`, `headers`,
-//! `x-headers`: load one side once, for profiling), `LOAD_BREAKDOWN=1` (three more sides: no
-//! auth but the handler returns the same five limit headers, keygate with authentication and
-//! scope only, and keygate's full pipeline sending only the `X-RateLimit-*` headers).
+//! `LOAD_CONNECTIONS` (default 32), `LOAD_ONLY` (`plain`, `floor`, `keygate`, `auth`, `headers`,
+//! `x-headers`: load one side once, for profiling), `LOAD_BREAKDOWN=1` (two more sides: no
+//! auth but the handler returns the same five limit headers, and keygate's full pipeline
+//! sending only the `X-RateLimit-*` headers).
 //! The shared limiters' sides (`support/limits.rs`) run in every round: the quota leased from
 //! SQLite, from PostgreSQL with `KEYGATE_BENCH_POSTGRES_URL` (feature `postgres`), and
 //! `RedisLimiter` with `KEYGATE_BENCH_REDIS_URL` (feature `redis`).
@@ -33,7 +35,7 @@ use http::{HeaderName, HeaderValue};
 use keygate::limit::LimitHeaders;
 
 mod support;
-use support::{auth_app, hello_app, pipeline_app, store_with};
+use support::{auth_app, floor_app, hello_app, pipeline_app, store_and_floor_with};
 #[path = "support/cache_apps.rs"]
 mod cache_apps;
 #[path = "support/limits.rs"]
@@ -375,7 +377,7 @@ fn main() {
         eprintln!("load: LOAD_QUICKSTART needs the sqlite feature (a default one)");
         return;
     }
-    let (store, key) = store_with(100_000);
+    let (store, floor, key) = store_and_floor_with(100_000, true);
     let plain = serve(&rt, hello_app());
     let guarded = serve(&rt, pipeline_app(store.clone(), LimitHeaders::All));
     check_headers(guarded, key.expose_secret());
@@ -385,12 +387,13 @@ fn main() {
     if let Ok(side) = std::env::var("LOAD_ONLY") {
         let addr = match side.as_str() {
             "plain" => plain,
+            "floor" => serve(&rt, floor_app(floor)),
             "auth" => serve(&rt, auth_app(store)),
             "headers" => serve(&rt, plain_with_headers_app()),
             "keygate" => guarded,
             "x-headers" => serve(&rt, pipeline_app(store, LimitHeaders::XRateLimit)),
             other => panic!(
-                "LOAD_ONLY must be plain, keygate, auth, headers or x-headers, not {other:?}"
+                "LOAD_ONLY must be plain, floor, keygate, auth, headers or x-headers, not {other:?}"
             ),
         };
         let run = wrk(addr, Some(key), seconds, connections);
@@ -401,7 +404,12 @@ fn main() {
         return;
     }
 
-    let mut sides = vec![("no-auth", plain), ("keygate", guarded)];
+    let mut sides = vec![
+        ("no-auth", plain),
+        ("floor", serve(&rt, floor_app(floor))),
+        ("keygate-auth-only", serve(&rt, auth_app(store.clone()))),
+        ("keygate", guarded),
+    ];
     // The shared limiters: the same pipeline with the quota leased from SQL, and on Redis.
     let ledger_dir = tempfile::tempdir().unwrap();
     for (name, app) in limits::sides(&rt, store.clone(), ledger_dir.path()) {
@@ -414,7 +422,6 @@ fn main() {
     }
     if std::env::var("LOAD_BREAKDOWN").is_ok_and(|v| v == "1") {
         sides.push(("no-auth+headers", serve(&rt, plain_with_headers_app())));
-        sides.push(("keygate-auth-only", serve(&rt, auth_app(store.clone()))));
         sides.push((
             "keygate-x-headers",
             serve(&rt, pipeline_app(store, LimitHeaders::XRateLimit)),

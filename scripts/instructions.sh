@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Instructions per request through an axum router in process (no network), with no auth, with
-# keygate's authentication, and with its full pipeline, counted by callgrind: repeatable where
-# timings on a shared machine are not. Installs valgrind if needed. Usage: scripts/instructions.sh
+# the hand-written floor (benches/support/floor.rs), with keygate's authentication, and with its
+# full pipeline, counted by callgrind: repeatable where timings on a shared machine are not.
+# Installs valgrind if needed. Usage: scripts/instructions.sh (SIDES="auth floor" for some sides)
 #
 # valgrind does not run SHA-NI, so sha2 falls back to its portable code under it: the SHA-256 of
 # the key counts ~7,000 instructions here for ~80 ns on hardware with SHA-NI; compare the other
@@ -19,7 +20,7 @@ count() { # side requests -> total instructions
   valgrind --tool=callgrind --callgrind-out-file="$out/$1.$2.out" "$bin" "$1" "$2" 2>&1 \
     | sed -n 's/.*Collected : \([0-9]*\).*/\1/p'
 }
-for side in no_auth auth pipeline; do
+for side in ${SIDES:-no_auth floor auth pipeline}; do
   small=$(count "$side" 1000)
   large=$(count "$side" 3000)
   echo "$side: $(((large - small) / 2000)) instructions per request"

@@ -25,6 +25,10 @@ pub struct Tenant {
     key: Arc<KeyRecord>,
     entitlements: Option<Arc<TenantEntitlements>>,
     development: bool,
+    /// Set by an `AuthLayer` that admitted the request: a layer nested inside it reuses this
+    /// tenant instead of verifying again. Not settable outside keygate, so a `Tenant` put into
+    /// the extensions by other code authenticates nothing.
+    admitted_by_layer: bool,
 }
 
 impl Tenant {
@@ -34,6 +38,7 @@ impl Tenant {
             key,
             entitlements: None,
             development: false,
+            admitted_by_layer: false,
         }
     }
 
@@ -46,7 +51,19 @@ impl Tenant {
             key,
             entitlements,
             development: false,
+            admitted_by_layer: false,
         }
+    }
+
+    /// Marks a tenant that an `AuthLayer` admitted, as it hands the request on.
+    pub(crate) fn admitted_by_layer(mut self) -> Self {
+        self.admitted_by_layer = true;
+        self
+    }
+
+    /// Whether an `AuthLayer` admitted the request this tenant came with.
+    pub(crate) fn is_admitted_by_layer(&self) -> bool {
+        self.admitted_by_layer
     }
 
     /// Marks a tenant named by the development-mode header rather than by a key.

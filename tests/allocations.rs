@@ -10,7 +10,9 @@ use std::convert::Infallible;
 
 use common::*;
 use http::{Request, Response};
-use keygate::limit::{Quota, QuotaPeriod, RateLimit};
+use keygate::limit::{
+    Decision, LimitRequest, Limiter, ManualClock, MemoryLimiter, Quota, QuotaPeriod, RateLimit,
+};
 use keygate::plan::{MemoryEntitlements, Plan, TenantEntitlements};
 use keygate::{AuthLayer, Verifier};
 use tower::{Layer, Service, ServiceExt};
@@ -101,7 +103,8 @@ fn allocation_counts() {
     call_limited();
     let with_limits = allocations_during(call_limited) - baseline;
     println!("allocations per request with rate limit, quota and limit headers: {with_limits}");
-    // The tenant (one, as above), one buffer shared by all five header values, and the
+    // The tenant (one, as above), one buffer shared by the three header values that change
+    // per request (the plan's two constant ones are rendered once and reused), and the
     // response's header map, which the bare handler left empty (two blocks, in `http`).
     assert!(with_limits <= 4, "{with_limits} allocations per request");
 
@@ -184,5 +187,102 @@ fn allocation_counts() {
     assert!(
         held <= capacity * keygate::cache::UNKNOWN_ENTRY_BYTES,
         "{held} bytes for at most {capacity} unknown keys"
+    );
+
+    memory_limiter_gives_back_idle_state();
+}
+
+/// `MemoryLimiter` after 300,000 one-off keys of one tenant, and after 300,000 one-off tenants:
+/// once their windows have replenished (and their quota's day ended), further requests evict
+/// them, and the heap returns to within 10% of where it started.
+fn memory_limiter_gives_back_idle_state() {
+    const N: usize = 300_000;
+    let clock = ManualClock::at_unix_secs(1_700_000_000);
+    let limiter = MemoryLimiter::with_clock(clock.clone());
+    let allowed = |r: &LimitRequest<'_>| {
+        assert!(matches!(
+            limiter.acquire_now(r),
+            Some(Ok(Decision::Allowed(_)))
+        ))
+    };
+    // The tenant that keeps sending requests, in its steady state before the start.
+    let live = LimitRequest {
+        tenant_id: "live",
+        key_id: "live_key",
+        tenant_rate: Some(RateLimit::per_second(1_000_000)),
+        key_rate: Some(RateLimit::per_second(1_000_000)),
+        quota: Some(Quota {
+            limit: u64::MAX,
+            period: QuotaPeriod::Month,
+        }),
+        cost: 1,
+    };
+    allowed(&live);
+    let heap = || dhat::HeapStats::get().curr_bytes;
+    let start = heap();
+
+    // 300,000 keys of one tenant, each used once; then that tenant's one busy key.
+    let ids: Vec<String> = (0..N).map(|i| format!("id_{i:07}")).collect();
+    let ids_bytes = heap() - start;
+    let one_off_key = |key_id| LimitRequest {
+        tenant_id: "many_keys",
+        key_id,
+        tenant_rate: None,
+        key_rate: Some(RateLimit::per_minute(10)),
+        quota: None,
+        cost: 1,
+    };
+    for id in &ids {
+        allowed(&one_off_key(id));
+    }
+    let grown = heap().saturating_sub(start + ids_bytes);
+    clock.advance(std::time::Duration::from_secs(60));
+    let mut checks = 0;
+    // The tenant's busy key: soon refused by its own rate limit (the clock stands still), which
+    // does not matter here; every check, admitted or not, takes part in the eviction.
+    while heap().saturating_sub(start + ids_bytes) > grown / 100 && checks < 2 * N {
+        limiter.acquire_now(&one_off_key("busy_key"));
+        checks += 1;
+    }
+    let left = heap().saturating_sub(start + ids_bytes);
+    println!(
+        "MemoryLimiter, {N} one-off keys of one tenant: {grown} bytes; {left} left after {checks} checks of its busy key"
+    );
+    assert!(
+        left <= grown / 10,
+        "{left} bytes left of {grown} after {checks} checks"
+    );
+
+    // 300,000 tenants, each with a rate limit and a daily quota, used once.
+    let start = heap() - ids_bytes;
+    let one_off_tenant = |tenant_id| LimitRequest {
+        tenant_id,
+        key_id: "key",
+        tenant_rate: Some(RateLimit::per_minute(10)),
+        key_rate: None,
+        quota: Some(Quota {
+            limit: 1_000,
+            period: QuotaPeriod::Day,
+        }),
+        cost: 1,
+    };
+    for id in &ids {
+        allowed(&one_off_tenant(id));
+    }
+    let grown = heap().saturating_sub(start + ids_bytes);
+    // The next day: every quota counts a period that has ended.
+    clock.advance(std::time::Duration::from_secs(86_400));
+    let mut checks = 0;
+    while heap().saturating_sub(start + ids_bytes) > grown / 100 && checks < 2 * N {
+        allowed(&live);
+        checks += 1;
+    }
+    let left = heap().saturating_sub(start + ids_bytes);
+    println!(
+        "MemoryLimiter, {N} one-off tenants: {grown} bytes; {left} left after {checks} checks of another tenant"
+    );
+    assert!(
+        left <= grown / 10,
+        "{left} bytes left of {grown} after {checks} checks"
     );
 }

@@ -1,5 +1,12 @@
 //! What the benchmarks share: a store of `n` keys, a plan that never refuses, and the axum
-//! hello-world served bare, behind keygate's authentication, and behind its full pipeline.
+//! hello-world served bare, behind the floor (`floor.rs`: the least an API-key layer can do),
+//! behind keygate's authentication, and behind its full pipeline.
+
+// Not every bench uses the floor.
+#[allow(dead_code)]
+mod floor;
+#[allow(unused_imports)]
+pub(crate) use floor::FloorLayer;
 
 use axum::{Router, routing::get};
 use keygate::hash::KeyHasher;
@@ -23,19 +30,37 @@ pub(crate) fn record(key: &ApiKey, i: usize) -> KeyRecord {
 }
 
 /// A store with `n` keys; returns it and one of its keys.
+#[allow(dead_code)] // not every bench uses it
 pub(crate) fn store_with(n: usize) -> (MemoryStore, ApiKey) {
+    let (store, _, key) = store_and_floor_with(n, false);
+    (store, key)
+}
+
+/// A store with `n` keys, the floor's layer holding the same keys (if `floor`), and one key.
+pub(crate) fn store_and_floor_with(n: usize, floor: bool) -> (MemoryStore, FloorLayer, ApiKey) {
     let format = KeyFormat::default();
     let store = MemoryStore::new();
     store.reserve(n);
+    let mut records = Vec::with_capacity(if floor { n } else { 0 });
     let mut probe = None;
     for i in 0..n {
         let key = format.generate(Environment::Live);
-        store.put(record(&key, i));
+        let record = record(&key, i);
+        if floor {
+            records.push(record.clone());
+        }
+        store.put(record);
         if i == n / 2 {
             probe = Some(key);
         }
     }
-    (store, probe.unwrap())
+    (store, FloorLayer::new(records), probe.unwrap())
+}
+
+/// The floor (`floor.rs`) in front of [`hello_app`].
+#[allow(dead_code)] // not every bench uses it
+pub(crate) fn floor_app(floor: FloorLayer) -> Router {
+    hello_app().layer(floor)
 }
 
 /// The plan every tenant gets in the full-pipeline benches: a tenant rate limit and a monthly
@@ -58,14 +83,15 @@ pub(crate) fn hello_app() -> Router {
 }
 
 /// keygate without a plan in front of [`hello_app`]: authentication and scope only, no limits,
-/// no limit headers.
+/// no limit headers. With axum's own body type (`inner_body`), as an axum service should be.
 pub(crate) fn auth_app(store: MemoryStore) -> Router {
-    hello_app().layer(AuthLayer::new(Verifier::builder(store).build()).require_scope(Scope::READ))
+    let auth = AuthLayer::new(Verifier::builder(store).build());
+    hello_app().layer(auth.require_scope(Scope::READ).inner_body())
 }
 
 /// keygate's full pipeline in front of [`hello_app`]: authentication, scope, the tenant's plan
 /// (rate limit and monthly quota from [`plan`], so every request does the whole work) and the
-/// chosen limit headers on every response.
+/// chosen limit headers on every response; with axum's own body type (`inner_body`).
 pub(crate) fn pipeline_app(store: MemoryStore, headers: LimitHeaders) -> Router {
     let verifier = Verifier::builder(store)
         .entitlements(MemoryEntitlements::with_default(plan()))
@@ -73,6 +99,7 @@ pub(crate) fn pipeline_app(store: MemoryStore, headers: LimitHeaders) -> Router 
     hello_app().layer(
         AuthLayer::new(verifier)
             .require_scope(Scope::READ)
-            .limit_headers(headers),
+            .limit_headers(headers)
+            .inner_body(),
     )
 }

@@ -45,7 +45,8 @@ pub(super) fn admit<B>(config: &Config, mut req: Request<B>, tenant: Tenant) -> 
             tracker.record(tenant.key_id());
         }
     }
-    req.extensions_mut().insert(tenant);
+    // Marked, so that an `AuthLayer` nested inside this one reuses it.
+    req.extensions_mut().insert(tenant.admitted_by_layer());
     req
 }
 

@@ -1,4 +1,5 @@
 use std::future::Future;
+use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
@@ -9,7 +10,7 @@ use pin_project_lite::pin_project;
 use tower_service::Service;
 
 use super::config::{Config, admit, render};
-use super::response_body::AuthBody;
+use super::response_body::{BodyMode, Wrapped};
 use crate::limit::{LimitHeaders, Usage};
 use crate::request::RequestHead;
 use crate::verify::{Admitted, Rejection};
@@ -19,12 +20,13 @@ type CheckFuture<B> =
 
 pin_project! {
     /// The response future of [`AuthService`](super::AuthService).
-    pub struct ResponseFuture<S, B>
+    pub struct ResponseFuture<S, B, M = Wrapped>
     where
         S: Service<Request<B>>,
     {
         #[pin]
         state: State<S, B>,
+        mode: PhantomData<fn() -> M>,
     }
 }
 
@@ -46,7 +48,7 @@ pin_project! {
     }
 }
 
-impl<S, B> ResponseFuture<S, B>
+impl<S, B, M> ResponseFuture<S, B, M>
 where
     S: Service<Request<B>>,
 {
@@ -60,6 +62,7 @@ where
                 future: inner.call(req),
                 usage,
             },
+            mode: PhantomData,
         }
     }
 
@@ -68,6 +71,7 @@ where
             state: State::Refused {
                 response: Some(response),
             },
+            mode: PhantomData,
         }
     }
 
@@ -78,15 +82,17 @@ where
                 inner: Some(inner),
                 config,
             },
+            mode: PhantomData,
         }
     }
 }
 
-impl<S, B, ResBody> Future for ResponseFuture<S, B>
+impl<S, B, ResBody, M> Future for ResponseFuture<S, B, M>
 where
     S: Service<Request<B>, Response = Response<ResBody>>,
+    M: BodyMode<ResBody>,
 {
-    type Output = Result<Response<AuthBody<ResBody>>, S::Error>;
+    type Output = Result<Response<M::Body>, S::Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
@@ -116,10 +122,10 @@ where
                     if let Some((usage, limit_headers)) = usage {
                         limit_headers.apply(response.headers_mut(), usage);
                     }
-                    return Poll::Ready(Ok(response.map(AuthBody::inner)));
+                    return Poll::Ready(Ok(response.map(M::inner)));
                 }
                 StateProj::Refused { response } => {
-                    let response = response.take().map(|r| r.map(AuthBody::refusal));
+                    let response = response.take().map(|r| r.map(M::refusal));
                     return match response {
                         Some(r) => Poll::Ready(Ok(r)),
                         None => Poll::Pending,

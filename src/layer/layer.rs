@@ -1,9 +1,11 @@
 use std::fmt;
+use std::marker::PhantomData;
 use std::sync::Arc;
 
 use tower_layer::Layer;
 
 use super::config::Config;
+use super::response_body::{InnerBody, Wrapped};
 use super::service::AuthService;
 use crate::error::{JsonErrors, RenderError};
 use crate::last_used::LastUsedTracker;
@@ -13,15 +15,28 @@ use crate::scope::{Scope, ScopePolicy};
 use crate::verify::{Limits, Verifier};
 
 /// Applies API-key authentication to a service. See the [module docs](crate::layer).
-#[derive(Clone)]
-pub struct AuthLayer {
+///
+/// `M` is the body mode of its services' responses: [`Wrapped`] (the default) or
+/// [`InnerBody`] (see [`inner_body`](Self::inner_body)).
+pub struct AuthLayer<M = Wrapped> {
     config: Arc<Config>,
+    mode: PhantomData<fn() -> M>,
+}
+
+impl<M> Clone for AuthLayer<M> {
+    fn clone(&self) -> Self {
+        AuthLayer {
+            config: self.config.clone(),
+            mode: PhantomData,
+        }
+    }
 }
 
 impl AuthLayer {
     /// A layer that lets through every request carrying a valid key, whatever its scopes.
     pub fn new(verifier: Verifier) -> Self {
         AuthLayer {
+            mode: PhantomData,
             config: Arc::new(Config {
                 verifier,
                 policy: ScopePolicy::AnyKey,
@@ -32,6 +47,31 @@ impl AuthLayer {
                 limit_headers: LimitHeaders::All,
                 limits: Limits::Apply,
             }),
+        }
+    }
+}
+
+impl<M> AuthLayer<M> {
+    /// A copy of this layer whose responses carry the inner service's own body type instead
+    /// of [`AuthBody`](super::AuthBody); refusals are made with the body type's
+    /// `From<Bytes>`. Admitted responses then pass through untouched: axum, which boxes any
+    /// body type that is not its own, has nothing to box (one allocation less per request).
+    /// For inner services whose body has no `From<Bytes>` (tonic's), keep the default.
+    ///
+    /// ```
+    /// # #[cfg(feature = "axum")] {
+    /// use axum::{Router, routing::get};
+    /// use keygate::{AuthLayer, Verifier, store::MemoryStore};
+    ///
+    /// let auth = AuthLayer::new(Verifier::builder(MemoryStore::new()).build()).inner_body();
+    /// let app: Router = Router::new().route("/", get(|| async { "hello" })).layer(auth);
+    /// # let _ = app;
+    /// # }
+    /// ```
+    pub fn inner_body(self) -> AuthLayer<InnerBody> {
+        AuthLayer {
+            config: self.config,
+            mode: PhantomData,
         }
     }
 
@@ -47,6 +87,10 @@ impl AuthLayer {
 
     /// A copy of this layer (sharing its verifier and settings) whose requests all need
     /// `scope`; meant for `route_layer` on one route.
+    ///
+    /// Layers nest: inside another `AuthLayer` that admitted the request, a layer reuses the
+    /// tenant it admitted (no second verification, no second count against the limits) and
+    /// checks only its own scope.
     pub fn require_scope(&self, scope: Scope) -> Self {
         self.clone().scope_policy(ScopePolicy::Require(scope))
     }
@@ -111,8 +155,9 @@ impl AuthLayer {
         self.with(|c| c.renderer = Arc::new(renderer))
     }
 
-    /// Whether the credential headers are removed before the inner service runs (default
-    /// yes, so that no handler or downstream log ever sees the key). Removing a header frees
+    /// Whether the credential's header (the API-key header or `Authorization`, whichever the
+    /// key came in) is removed before the inner service runs (default yes, so that no handler
+    /// or downstream log ever sees the key); every other header is left as it is. Removing a header frees
     /// its bytes but does not wipe them: they belong to `http` and the server (shared buffers
     /// of the connection), not to keygate.
     pub fn strip_credentials(self, strip: bool) -> Self {
@@ -145,15 +190,15 @@ impl AuthLayer {
     }
 }
 
-impl<S> Layer<S> for AuthLayer {
-    type Service = AuthService<S>;
+impl<S, M> Layer<S> for AuthLayer<M> {
+    type Service = AuthService<S, M>;
 
     fn layer(&self, inner: S) -> Self::Service {
         AuthService::new(inner, self.config.clone())
     }
 }
 
-impl fmt::Debug for AuthLayer {
+impl<M> fmt::Debug for AuthLayer<M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AuthLayer")
             .field("verifier", &self.config.verifier)

@@ -33,5 +33,5 @@ mod service;
 
 pub use future::ResponseFuture;
 pub use layer::AuthLayer;
-pub use response_body::AuthBody;
+pub use response_body::{AuthBody, BodyMode, InnerBody, Wrapped};
 pub use service::AuthService;

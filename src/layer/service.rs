@@ -1,4 +1,5 @@
 use std::fmt;
+use std::marker::PhantomData;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -7,31 +8,38 @@ use tower_service::Service;
 
 use super::config::{Config, admit, render};
 use super::future::ResponseFuture;
-use super::response_body::AuthBody;
+use super::response_body::{BodyMode, Wrapped};
+use crate::error::AuthError;
 use crate::request::RequestHead;
+use crate::tenant::Tenant;
+use crate::verify::Rejection;
 
-/// The service made by [`AuthLayer`](super::AuthLayer).
-pub struct AuthService<S> {
+/// The service made by [`AuthLayer`](super::AuthLayer); `M` is its responses' body mode
+/// ([`Wrapped`] unless [`AuthLayer::inner_body`](super::AuthLayer::inner_body) chose
+/// [`InnerBody`](super::InnerBody)).
+pub struct AuthService<S, M = Wrapped> {
     inner: S,
     config: Arc<Config>,
+    mode: PhantomData<fn() -> M>,
 }
 
-impl<S> AuthService<S> {
+impl<S, M> AuthService<S, M> {
     pub(super) fn new(inner: S, config: Arc<Config>) -> Self {
-        AuthService { inner, config }
-    }
-}
-
-impl<S: Clone> Clone for AuthService<S> {
-    fn clone(&self) -> Self {
         AuthService {
-            inner: self.inner.clone(),
-            config: self.config.clone(),
+            inner,
+            config,
+            mode: PhantomData,
         }
     }
 }
 
-impl<S: fmt::Debug> fmt::Debug for AuthService<S> {
+impl<S: Clone, M> Clone for AuthService<S, M> {
+    fn clone(&self) -> Self {
+        AuthService::new(self.inner.clone(), self.config.clone())
+    }
+}
+
+impl<S: fmt::Debug, M> fmt::Debug for AuthService<S, M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AuthService")
             .field("inner", &self.inner)
@@ -39,14 +47,15 @@ impl<S: fmt::Debug> fmt::Debug for AuthService<S> {
     }
 }
 
-impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for AuthService<S>
+impl<S, M, ReqBody, ResBody> Service<Request<ReqBody>> for AuthService<S, M>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
+    M: BodyMode<ResBody>,
     ReqBody: Send + 'static,
 {
-    type Response = Response<AuthBody<ResBody>>;
+    type Response = Response<M::Body>;
     type Error = S::Error;
-    type Future = ResponseFuture<S, ReqBody>;
+    type Future = ResponseFuture<S, ReqBody, M>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -60,6 +69,22 @@ where
             return ResponseFuture::inner(&mut self.inner, req, None);
         }
         let required = config.policy.required(&head);
+        // Nested inside another `AuthLayer` that admitted this request (its credential is
+        // stripped by now): that verification, and that count against the limits, stand; this
+        // layer only checks its own scope.
+        if let Some(tenant) = head
+            .extensions
+            .get::<Tenant>()
+            .filter(|t| t.is_admitted_by_layer())
+        {
+            return match required {
+                Some(scope) if !tenant.grants(&scope) => {
+                    let rejection = Rejection::from(AuthError::InsufficientScope(scope));
+                    ResponseFuture::refused(render(config, &head, &rejection))
+                }
+                _ => ResponseFuture::inner(&mut self.inner, req, None),
+            };
+        }
         match config
             .verifier
             .check_now_with(&head, required.as_ref(), config.limits)

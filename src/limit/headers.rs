@@ -1,3 +1,4 @@
+use std::cell::RefCell;
 use std::ops::Range;
 
 use bytes::Bytes;
@@ -11,9 +12,9 @@ const X_RATELIMIT_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset
 const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
 const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 
-/// Room for every value at once: five numbers of at most 20 digits, two limit names and the
-/// separators stay well under this.
-const CAPACITY: usize = 256;
+/// Room for every value rendered at once: the changing ones (at most 129 bytes: four numbers
+/// of up to 20 digits, one of 10, two limit names, separators) or the constant ones (fewer).
+const CAPACITY: usize = 160;
 
 /// Which rate-limit header fields a response carries; set with
 /// [`AuthLayer::limit_headers`](crate::AuthLayer::limit_headers).
@@ -77,64 +78,134 @@ impl LimitHeaders {
     /// assert_eq!(headers["ratelimit"], "\"tenant\";r=59;t=1");
     /// ```
     pub fn apply(self, headers: &mut HeaderMap, usage: &Usage) {
-        if usage.rate.is_none() && usage.quota.is_none() {
+        let x_rate = usage.rate.as_ref().filter(|_| self.x_rate_limit());
+        let draft = self.draft() && (usage.rate.is_some() || usage.quota.is_some());
+        if x_rate.is_none() && !draft {
             return;
         }
-        // Every value is written into one stack buffer, which becomes one shared allocation
-        // that all header values point into. Formatting each value into its own `String` costs
-        // an allocation per header and measured ~4x slower; `itoa` beats `core::fmt` for
-        // integers.
+        // `X-RateLimit-Limit` and `RateLimit-Policy` are the plan's: the same on every request
+        // of a tenant, rendered once and reused (a clone is a reference count).
+        let Some(constants) = constants(usage) else {
+            return;
+        };
+        // The values that change with each request are written into one stack buffer, which
+        // becomes one shared allocation that all of them point into. Formatting each value
+        // into its own `String` costs an allocation per header and measured ~4x slower; `itoa`
+        // beats `core::fmt` for integers.
         let mut buf = Buffer::default();
-        let mut x_headers = None;
-        if let Some(rate) = usage.rate.as_ref().filter(|_| self.x_rate_limit()) {
-            let limit = buf.field(u64::from(rate.limit));
+        let x_fields = x_rate.map(|rate| {
             let remaining = buf.field(u64::from(rate.remaining));
             let reset = buf.field(rate.reset_at);
-            x_headers = Some([limit, remaining, reset]);
-        }
-        let mut draft = None;
-        if self.draft() {
-            // `"tenant";q=60;w=60, "quota";q=1000;w=2592000`
-            let policy = buf.list(
-                usage,
-                (";q=", ";w="),
-                |r| (u64::from(r.limit), r.window_secs),
-                |q| (q.limit, q.period_secs),
-            );
-            // `"tenant";r=59;t=1, "quota";r=999;t=86400`
-            let state = buf.list(
+            (remaining, reset)
+        });
+        // `"tenant";r=59;t=1, "quota";r=999;t=86400`
+        let state = draft.then(|| {
+            buf.list(
                 usage,
                 (";r=", ";t="),
                 |r| (u64::from(r.remaining), r.reset_after_secs),
                 |q| (q.remaining, q.reset_after_secs),
-            );
-            draft = Some((policy, state));
-        }
-        if buf.len == 0 || buf.overflowed {
-            // Nothing chosen, or (unreachable with the field sizes above) a value that did not
-            // fit: never send a truncated value.
+            )
+        });
+        if buf.overflowed {
+            // Unreachable with the field sizes above: never send a truncated value.
             return;
         }
 
         let shared = Bytes::from_owner(buf);
         let value = |range: Range<usize>| HeaderValue::from_maybe_shared(shared.slice(range));
-        headers.reserve(x_headers.as_ref().map_or(0, |_| 3) + draft.as_ref().map_or(0, |_| 2));
-        if let Some([limit, remaining, reset]) = x_headers {
-            for (name, range) in [
-                (X_RATELIMIT_LIMIT, limit),
-                (X_RATELIMIT_REMAINING, remaining),
-                (X_RATELIMIT_RESET, reset),
-            ] {
-                if let Ok(v) = value(range) {
-                    headers.insert(name, v);
-                }
-            }
+        // One growth of the map for all of them, not one per insert.
+        headers.reserve(x_fields.as_ref().map_or(0, |_| 3) + state.as_ref().map_or(0, |_| 2));
+        if let (Some((remaining, reset)), Some(limit)) = (x_fields, constants.limit)
+            && let (Ok(remaining), Ok(reset)) = (value(remaining), value(reset))
+        {
+            headers.insert(X_RATELIMIT_LIMIT, limit);
+            headers.insert(X_RATELIMIT_REMAINING, remaining);
+            headers.insert(X_RATELIMIT_RESET, reset);
         }
-        if let Some((Ok(p), Ok(s))) = draft.map(|(p, s)| (value(p), value(s))) {
-            headers.insert(RATELIMIT_POLICY, p);
-            headers.insert(RATELIMIT, s);
+        if let Some(Ok(state)) = state.map(value) {
+            headers.insert(RATELIMIT_POLICY, constants.policy);
+            headers.insert(RATELIMIT, state);
         }
     }
+}
+
+/// What a plan's constant header values are made of.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct PlanLimits {
+    /// Name, limit and window of the reported rate limit.
+    rate: Option<(&'static str, u32, u64)>,
+    /// Limit and period length of the quota (a month's length changes with the month).
+    quota: Option<(u64, u64)>,
+}
+
+/// A plan's constant header values.
+#[derive(Clone)]
+struct Constants {
+    /// `X-RateLimit-Limit`, when a rate limit applies.
+    limit: Option<HeaderValue>,
+    /// `RateLimit-Policy`.
+    policy: HeaderValue,
+}
+
+/// How many plans' constant values each thread keeps.
+const CACHED_PLANS: usize = 8;
+
+thread_local! {
+    /// The constant values of the plans this thread served last. Per thread: no lock, no
+    /// shared cache line; a miss costs one rendering, as every request did before.
+    static CONSTANTS: RefCell<ConstantsCache> = RefCell::new(ConstantsCache::default());
+}
+
+#[derive(Default)]
+struct ConstantsCache {
+    entries: [Option<(PlanLimits, Constants)>; CACHED_PLANS],
+    /// The entry the next miss replaces.
+    next: usize,
+}
+
+/// The constant values for `usage`'s limits, from this thread's cache or rendered into it;
+/// `None` if a value did not render (unreachable with the field sizes below).
+fn constants(usage: &Usage) -> Option<Constants> {
+    let limits = PlanLimits {
+        rate: usage.rate.map(|r| (r.name, r.limit, r.window_secs)),
+        quota: usage.quota.map(|q| (q.limit, q.period_secs)),
+    };
+    CONSTANTS.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        if let Some((_, found)) = cache.entries.iter().flatten().find(|(l, _)| *l == limits) {
+            return Some(found.clone());
+        }
+        let rendered = render_constants(usage)?;
+        let next = cache.next;
+        cache.entries[next] = Some((limits, rendered.clone()));
+        cache.next = (next + 1) % CACHED_PLANS;
+        Some(rendered)
+    })
+}
+
+fn render_constants(usage: &Usage) -> Option<Constants> {
+    let mut buf = Buffer::default();
+    let limit = usage.rate.map(|r| buf.field(u64::from(r.limit)));
+    // `"tenant";q=60;w=60, "quota";q=1000;w=2592000`
+    let policy = buf.list(
+        usage,
+        (";q=", ";w="),
+        |r| (u64::from(r.limit), r.window_secs),
+        |q| (q.limit, q.period_secs),
+    );
+    if buf.overflowed {
+        return None;
+    }
+    let shared = Bytes::from_owner(buf);
+    let value = |range: Range<usize>| HeaderValue::from_maybe_shared(shared.slice(range)).ok();
+    Some(Constants {
+        limit: match limit {
+            Some(range) => Some(value(range)?),
+            None => None,
+        },
+        policy: value(policy)?,
+    })
 }
 
 /// A fixed-size text buffer on the stack.

@@ -1,8 +1,8 @@
-use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use foldhash::fast::RandomState;
+use indexmap::IndexMap;
 
 use async_trait::async_trait;
 
@@ -20,6 +20,24 @@ const NANOS: u64 = 1_000_000_000;
 /// Tenants are spread over 64 independently locked maps, so that requests of different
 /// tenants rarely wait for each other.
 ///
+/// # Eviction
+///
+/// Memory follows the tenants and keys that are active, not every one ever seen. A tenant's
+/// state is dropped once nothing in it would change a decision: its rate limit and every one of
+/// its keys' rate limits fully replenished (the bucket full again, as for a tenant never seen)
+/// and its quota either unused in the current period or counting a period that has ended. A
+/// key's state is dropped alone once its own rate limit is replenished. An evicted tenant or
+/// key is therefore decided exactly as before its eviction: eviction never lets a request
+/// through that would have been refused, nor the reverse (given a clock that does not go
+/// back). A tenant that used some of a monthly quota is kept until the month ends.
+///
+/// Eviction is incremental and needs no background task: every eighth check of a map looks at
+/// 32 entries of it (its own tenant's keys first) while it holds that map's lock anyway, then
+/// at 32 entries of another map in turn, if that map's lock is free. No sweep stops the world
+/// and no lock is added that all requests share. A map gives memory back once three quarters
+/// of it are unused. So idle state is reclaimed as requests arrive: after a burst of 300,000
+/// one-off tenants, some 80,000 further checks (by any tenant) reclaim it all.
+///
 /// GCRA is written here rather than taken from `governor`: `governor` consumes as it checks
 /// and cannot give back, so a request refused by a later limit would still have used up the
 /// earlier ones. Checking every limit first and consuming only when all pass needs the state
@@ -28,43 +46,143 @@ const NANOS: u64 = 1_000_000_000;
 pub struct MemoryLimiter {
     clock: Arc<dyn Clock>,
     shards: Arc<Shards>,
+    evict: bool,
 }
 
 /// How many independently locked maps hold the tenants' state.
 const SHARDS: usize = 64;
 
+/// Every this many checks of a map, eviction runs: in that map (among the tenant's keys first),
+/// then in another map in turn.
+const SWEEP_EVERY: u32 = 8;
+/// How many entries (tenants or keys) each of those two sweeps looks at: 4 a check on average.
+const SWEEP: usize = 32;
+
 /// Tenant ids come from the key store, never from the client, so a fast seeded hash is safe
 /// here; SipHash cost ~15 ns more per request.
 struct Shards {
     hasher: RandomState,
-    maps: [Mutex<TenantMap>; SHARDS],
+    maps: [Mutex<Shard>; SHARDS],
 }
 
-type TenantMap = HashMap<String, TenantState, RandomState>;
+/// One locked map of tenants, and where its eviction stands.
+#[derive(Default)]
+struct Shard {
+    tenants: IndexMap<String, TenantState, RandomState>,
+    cursor: usize,
+    /// Checks made in this map: when to sweep, and which other map.
+    checks: u32,
+}
 
 impl Shards {
     fn new() -> Self {
         Shards {
             hasher: RandomState::default(),
-            maps: std::array::from_fn(|_| Mutex::new(TenantMap::default())),
+            maps: std::array::from_fn(|_| Mutex::new(Shard::default())),
         }
     }
 
-    /// The locked map that holds `tenant_id`.
-    fn lock(&self, tenant_id: &str) -> MutexGuard<'_, TenantMap> {
+    /// Which map holds `tenant_id`.
+    fn index(&self, tenant_id: &str) -> usize {
         // The top bits pick the shard: the map itself uses the low ones for its buckets.
         let hash = self.hasher.hash_one(tenant_id);
-        let index = usize::try_from(hash >> 58).unwrap_or(0) % SHARDS;
+        usize::try_from(hash >> 58).unwrap_or(0) % SHARDS
+    }
+
+    /// The map at `index`, locked.
+    fn lock_at(&self, index: usize) -> MutexGuard<'_, Shard> {
         self.maps[index].lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The locked map that holds `tenant_id`.
+    fn lock(&self, tenant_id: &str) -> MutexGuard<'_, Shard> {
+        self.lock_at(self.index(tenant_id))
     }
 }
 
 #[derive(Default)]
 struct TenantState {
     tat: u64,
-    keys: HashMap<String, u64, RandomState>,
+    keys: IndexMap<String, u64, RandomState>,
+    /// The latest of the keys' theoretical arrival times: once it has passed, every key's rate
+    /// limit is replenished.
+    keys_until: u64,
+    key_cursor: usize,
     period: Option<Period>,
     used: u64,
+}
+
+impl TenantState {
+    /// Whether this state decides every request exactly as a fresh one would, at `now` and
+    /// later: every bucket full, and no quota counted in a period that is still running. (A
+    /// GCRA state only counts through `max(tat, now)`: a past `tat` is the same as none.)
+    fn is_idle(&self, now: u64) -> bool {
+        self.tat <= now
+            && self.keys_until <= now
+            && match self.period {
+                None => true,
+                Some(p) => self.used == 0 || now / NANOS >= p.end,
+            }
+    }
+
+    /// Drops the state of keys whose rate limit is replenished, looking at up to `budget` of
+    /// them from where the last look stopped; returns what is left of `budget`.
+    fn sweep_keys(&mut self, now: u64, mut budget: usize) -> usize {
+        let mut visits = self.keys.len();
+        while budget > 0 && visits > 0 {
+            budget -= 1;
+            visits -= 1;
+            if self.key_cursor >= self.keys.len() {
+                self.key_cursor = 0;
+            }
+            match self.keys.get_index(self.key_cursor) {
+                // The last entry moves into the hole, to be looked at next.
+                Some((_, &tat)) if tat <= now => {
+                    self.keys.swap_remove_index(self.key_cursor);
+                }
+                Some(_) => self.key_cursor += 1,
+                None => break,
+            }
+        }
+        give_back(&mut self.keys);
+        budget
+    }
+}
+
+impl Shard {
+    /// Evicts idle tenants (and replenished keys), looking at up to `budget` entries from where
+    /// the last look stopped, at most one lap.
+    fn sweep(&mut self, now: u64, mut budget: usize) {
+        let mut visits = self.tenants.len();
+        while budget > 0 && visits > 0 {
+            budget -= 1;
+            visits -= 1;
+            if self.cursor >= self.tenants.len() {
+                self.cursor = 0;
+            }
+            let Some((_, state)) = self.tenants.get_index_mut(self.cursor) else {
+                break;
+            };
+            budget = state.sweep_keys(now, budget);
+            if !state.is_idle(now) {
+                self.cursor += 1;
+            } else if state.keys.is_empty() {
+                // The last entry moves into the hole, to be looked at next.
+                self.tenants.swap_remove_index(self.cursor);
+            }
+            // Idle with keys left: they go a few at a time (dropping thousands at once would
+            // stall this request); the cursor stays here.
+        }
+        give_back(&mut self.tenants);
+    }
+}
+
+/// Shrinks `map` once three quarters of its room are unused, to twice what it holds: the
+/// rebuild costs as many moves as entries are left, paid once for every three removed.
+fn give_back<V>(map: &mut IndexMap<String, V, RandomState>) {
+    if map.capacity() > 8 && map.len() < map.capacity() / 4 {
+        map.shrink_to(map.len() * 2);
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -207,6 +325,7 @@ impl MemoryLimiter {
         MemoryLimiter {
             clock: Arc::new(clock),
             shards: Arc::new(Shards::new()),
+            evict: true,
         }
     }
 
@@ -215,6 +334,7 @@ impl MemoryLimiter {
         let now = self.clock.now_nanos() / NANOS;
         self.shards
             .lock(tenant_id)
+            .tenants
             .get(tenant_id)
             .filter(|t| t.period.is_some_and(|p| p.start <= now && now < p.end))
             .map_or(0, |t| t.used)
@@ -222,63 +342,103 @@ impl MemoryLimiter {
 
     fn decide(&self, r: &LimitRequest<'_>) -> Decision {
         let now = self.clock.now_nanos();
-        // One lock for the whole check-and-consume: all-or-nothing, exact under concurrency.
-        let mut tenants = self.shards.lock(r.tenant_id);
-        let state = match tenants.get_mut(r.tenant_id) {
-            Some(state) => state,
-            None => tenants.entry(r.tenant_id.to_owned()).or_default(),
-        };
-
-        let quota = r.quota.map(|q| quota_status(state, q, now, r.cost));
-        let tenant = r
-            .tenant_rate
-            .map(|l| gcra("tenant", l, state.tat, now, r.cost));
-        let key_tat = state.keys.get(r.key_id).copied().unwrap_or(0);
-        let key = r.key_rate.map(|l| gcra("key", l, key_tat, now, r.cost));
-        let quota_fits = quota.is_none_or(|(_, fits)| fits);
-        let rate_fits = [&tenant, &key].into_iter().flatten().all(|g| g.allowed);
-        let consumed = quota_fits && rate_fits;
-        // Report the most constraining rate limit, as it stands after this decision.
-        let rate = [&tenant, &key]
-            .into_iter()
-            .flatten()
-            .map(|g| g.status(consumed))
-            .min_by_key(|status| status.remaining);
-        let usage = Usage {
-            rate,
-            quota: quota.map(|(status, _)| status),
-        };
-
-        if !quota_fits {
-            return Decision::QuotaExhausted { usage };
-        }
-        let refused = [&tenant, &key].into_iter().flatten().filter(|g| !g.allowed);
-        if let Some(retry_after_secs) = refused.map(Gcra::retry_after_secs).max() {
-            return Decision::RateLimited {
-                retry_after_secs,
-                usage,
-            };
-        }
-
-        // Every limit passed: consume them all.
-        if let Some(g) = &tenant {
-            state.tat = g.new_tat;
-        }
-        if let Some(g) = &key {
-            match state.keys.get_mut(r.key_id) {
-                Some(tat) => *tat = g.new_tat,
+        let own = self.shards.index(r.tenant_id);
+        let (decision, sweep_another) = {
+            // One lock for the whole check-and-consume: all-or-nothing, exact under concurrency.
+            let mut shard = self.shards.lock_at(own);
+            let index = match shard.tenants.get_index_of(r.tenant_id) {
+                Some(index) => index,
                 None => {
-                    state.keys.insert(r.key_id.to_owned(), g.new_tat);
+                    shard
+                        .tenants
+                        .insert_full(r.tenant_id.to_owned(), TenantState::default())
+                        .0
                 }
+            };
+            let decision = decide(&mut shard.tenants[index], r, now);
+            shard.checks = shard.checks.wrapping_add(1);
+            let turn = shard.checks / SWEEP_EVERY;
+            let sweep = self.evict && shard.checks.is_multiple_of(SWEEP_EVERY);
+            if sweep {
+                let left = shard.tenants[index].sweep_keys(now, SWEEP / 2);
+                shard.sweep(now, SWEEP / 2 + left);
+            }
+            (decision, sweep.then_some(turn))
+        };
+        // Another map in turn (each map's sweeps go round all the others), if its lock is
+        // free: so that maps whose tenants went quiet are reclaimed too.
+        if let Some(turn) = sweep_another {
+            let offset = 1 + usize::try_from(turn).unwrap_or(0) % (SHARDS - 1);
+            if let Ok(mut shard) = self.shards.maps[(own + offset) % SHARDS].try_lock() {
+                shard.sweep(now, SWEEP);
             }
         }
-        let mut usage = usage;
-        if let (Some(q), Some(status)) = (r.quota, usage.quota.as_mut()) {
-            state.used += u64::from(r.cost);
-            status.remaining = q.limit.saturating_sub(state.used);
-        }
-        Decision::Allowed(usage)
+        decision
     }
+
+    /// How many tenants have state held (for tests of eviction).
+    #[cfg(test)]
+    fn tenants_held(&self) -> usize {
+        self.shards
+            .maps
+            .iter()
+            .map(|m| m.lock().unwrap_or_else(|e| e.into_inner()).tenants.len())
+            .sum()
+    }
+}
+
+/// One check-and-consume against `state`.
+fn decide(state: &mut TenantState, r: &LimitRequest<'_>, now: u64) -> Decision {
+    let quota = r.quota.map(|q| quota_status(state, q, now, r.cost));
+    let tenant = r
+        .tenant_rate
+        .map(|l| gcra("tenant", l, state.tat, now, r.cost));
+    let key_tat = state.keys.get(r.key_id).copied().unwrap_or(0);
+    let key = r.key_rate.map(|l| gcra("key", l, key_tat, now, r.cost));
+    let quota_fits = quota.is_none_or(|(_, fits)| fits);
+    let rate_fits = [&tenant, &key].into_iter().flatten().all(|g| g.allowed);
+    let consumed = quota_fits && rate_fits;
+    // Report the most constraining rate limit, as it stands after this decision.
+    let rate = [&tenant, &key]
+        .into_iter()
+        .flatten()
+        .map(|g| g.status(consumed))
+        .min_by_key(|status| status.remaining);
+    let usage = Usage {
+        rate,
+        quota: quota.map(|(status, _)| status),
+    };
+
+    if !quota_fits {
+        return Decision::QuotaExhausted { usage };
+    }
+    let refused = [&tenant, &key].into_iter().flatten().filter(|g| !g.allowed);
+    if let Some(retry_after_secs) = refused.map(Gcra::retry_after_secs).max() {
+        return Decision::RateLimited {
+            retry_after_secs,
+            usage,
+        };
+    }
+
+    // Every limit passed: consume them all.
+    if let Some(g) = &tenant {
+        state.tat = g.new_tat;
+    }
+    if let Some(g) = &key {
+        match state.keys.get_mut(r.key_id) {
+            Some(tat) => *tat = g.new_tat,
+            None => {
+                state.keys.insert(r.key_id.to_owned(), g.new_tat);
+            }
+        }
+        state.keys_until = state.keys_until.max(g.new_tat);
+    }
+    let mut usage = usage;
+    if let (Some(q), Some(status)) = (r.quota, usage.quota.as_mut()) {
+        state.used += u64::from(r.cost);
+        status.remaining = q.limit.saturating_sub(state.used);
+    }
+    Decision::Allowed(usage)
 }
 
 /// The quota's state, and whether `cost` more fits; resets the count when a new period began.
@@ -318,7 +478,194 @@ impl Limiter for MemoryLimiter {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use super::super::ManualClock;
     use super::*;
+
+    /// The same limiter, never evicting: the reference eviction must not depart from.
+    fn without_eviction(clock: &ManualClock) -> MemoryLimiter {
+        MemoryLimiter {
+            evict: false,
+            ..MemoryLimiter::with_clock(clock.clone())
+        }
+    }
+
+    fn request<'a>(tenant_id: &'a str, key_id: &'a str) -> LimitRequest<'a> {
+        LimitRequest {
+            tenant_id,
+            key_id,
+            tenant_rate: Some(RateLimit {
+                limit: 3,
+                window: Duration::from_secs(60),
+            }),
+            key_rate: Some(RateLimit {
+                limit: 2,
+                window: Duration::from_secs(10),
+            }),
+            quota: Some(Quota {
+                limit: 5,
+                period: QuotaPeriod::Day,
+            }),
+            cost: 1,
+        }
+    }
+
+    fn keys_held(limiter: &MemoryLimiter, tenant_id: &str) -> usize {
+        limiter
+            .shards
+            .lock(tenant_id)
+            .tenants
+            .get(tenant_id)
+            .map_or(0, |t| t.keys.len())
+    }
+
+    /// Enough checks of one other tenant (which stays held: it keeps using its rate limit) for
+    /// every map to be swept at least once.
+    fn churn(limiter: &MemoryLimiter) {
+        let other = LimitRequest {
+            tenant_id: "busy",
+            key_id: "busy_key",
+            tenant_rate: Some(RateLimit::per_second(u32::MAX)),
+            key_rate: None,
+            quota: None,
+            cost: 1,
+        };
+        for _ in 0..(SWEEP_EVERY as usize * SHARDS * 4) {
+            limiter.decide(&other);
+        }
+    }
+
+    #[test]
+    fn idle_tenants_are_evicted_only_once_replenished() {
+        let clock = ManualClock::at_unix_secs(1_700_000_000);
+        let limiter = MemoryLimiter::with_clock(clock.clone());
+        for i in 0..1_000 {
+            let tenant = format!("tenant_{i}");
+            assert!(matches!(
+                limiter.decide(&LimitRequest {
+                    quota: None,
+                    ..request(&tenant, "key")
+                }),
+                Decision::Allowed(_)
+            ));
+        }
+        // One request of a 3-a-minute limit takes 20 s to replenish: 19 s later the tenants'
+        // buckets are not full yet, and nothing may go.
+        clock.advance(Duration::from_secs(19));
+        churn(&limiter);
+        assert_eq!(limiter.tenants_held(), 1_001);
+        // At 20 s, all of it may.
+        clock.advance(Duration::from_secs(1));
+        churn(&limiter);
+        assert_eq!(limiter.tenants_held(), 1);
+    }
+
+    #[test]
+    fn a_quota_in_use_keeps_its_tenant_until_the_period_ends() {
+        // 2023-11-14T22:13:20Z: the day ends in 6,400 s.
+        let clock = ManualClock::at_unix_secs(1_700_000_000);
+        let limiter = MemoryLimiter::with_clock(clock.clone());
+        limiter.decide(&request("acme", "key"));
+        clock.advance(Duration::from_secs(6_399));
+        churn(&limiter);
+        assert_eq!(limiter.quota_used("acme"), 1);
+        assert_eq!(limiter.tenants_held(), 2);
+        clock.advance(Duration::from_secs(1));
+        churn(&limiter);
+        assert_eq!(limiter.tenants_held(), 1);
+    }
+
+    #[test]
+    fn replenished_keys_are_evicted_from_a_busy_tenant() {
+        let clock = ManualClock::at_unix_secs(1_700_000_000);
+        let limiter = MemoryLimiter::with_clock(clock.clone());
+        let no_tenant_limits = |key: &'static str| LimitRequest {
+            tenant_rate: None,
+            quota: None,
+            ..request("acme", key)
+        };
+        let keys: Vec<String> = (0..1_000).map(|i| format!("key_{i}")).collect();
+        for key in &keys {
+            let r = LimitRequest {
+                tenant_rate: None,
+                quota: None,
+                ..request("acme", key)
+            };
+            assert!(matches!(limiter.decide(&r), Decision::Allowed(_)));
+        }
+        assert_eq!(keys_held(&limiter, "acme"), 1_000);
+        // One key stays busy; the others' buckets (2 per 10 s) are full after 5 s.
+        clock.advance(Duration::from_secs(5));
+        for _ in 0..1_000 {
+            limiter.decide(&no_tenant_limits("live"));
+            clock.advance(Duration::from_millis(5));
+        }
+        assert_eq!(keys_held(&limiter, "acme"), 1);
+    }
+
+    #[test]
+    fn an_evicted_tenant_is_decided_as_a_fresh_one() {
+        let clock = ManualClock::at_unix_secs(1_700_000_000);
+        let limiter = MemoryLimiter::with_clock(clock.clone());
+        let reference = without_eviction(&clock);
+        let both = |r: &LimitRequest<'_>| {
+            let (evicting, kept) = (limiter.decide(r), reference.decide(r));
+            assert_eq!(evicting, kept);
+            evicting
+        };
+        // The tenant's limit (3 a minute) used up, then refused.
+        for _ in 0..3 {
+            assert!(matches!(both(&request("acme", "k1")), Decision::Allowed(_)));
+            clock.advance(Duration::from_secs(5));
+        }
+        assert!(matches!(
+            both(&request("acme", "k1")),
+            Decision::RateLimited { .. }
+        ));
+        // A new day, every bucket full: the state goes, and the same requests get the same
+        // answers as from the limiter that kept it, and as from a limiter that never saw it.
+        clock.advance(Duration::from_secs(86_400));
+        churn(&limiter);
+        churn(&reference);
+        // Only the churning tenant is left.
+        assert_eq!(limiter.tenants_held(), 1);
+        let fresh = without_eviction(&clock);
+        for _ in 0..4 {
+            let decision = both(&request("acme", "k1"));
+            assert_eq!(decision, fresh.decide(&request("acme", "k1")));
+        }
+    }
+
+    proptest::proptest! {
+        /// Whatever the requests and the time between them, a limiter that evicts answers every
+        /// request exactly as one that keeps everything.
+        #[test]
+        fn eviction_never_changes_a_decision(
+            steps in proptest::collection::vec((0..8usize, 0..4usize, 0u64..20_000, 0..4u8), 1..600)
+        ) {
+            let clock = ManualClock::at_unix_secs(1_700_006_000);
+            let limiter = MemoryLimiter::with_clock(clock.clone());
+            let reference = without_eviction(&clock);
+            let tenants: Vec<String> = (0..8).map(|i| format!("tenant_{i}")).collect();
+            let keys = ["k0", "k1", "k2", "k3"];
+            for (tenant, key, advance_ms, shape) in steps {
+                clock.advance(Duration::from_millis(advance_ms));
+                let full = request(&tenants[tenant], keys[key]);
+                let r = match shape {
+                    0 => full,
+                    1 => LimitRequest { quota: None, ..full },
+                    2 => LimitRequest { tenant_rate: None, key_rate: None, ..full },
+                    _ => LimitRequest { key_rate: None, cost: 2, ..full },
+                };
+                proptest::prop_assert_eq!(limiter.decide(&r), reference.decide(&r));
+                proptest::prop_assert_eq!(
+                    limiter.quota_used(&tenants[tenant]),
+                    reference.quota_used(&tenants[tenant])
+                );
+            }
+        }
+    }
 
     #[test]
     fn calendar_months() {

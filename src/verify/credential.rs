@@ -58,10 +58,12 @@ impl CredentialSource {
         self.bearer
     }
 
-    /// Removes the credential headers, so the inner service never sees the key.
+    /// Removes the credential's header, so the inner service never sees the key. Called on
+    /// admitted requests only, which carry exactly one credential header (a second one, or an
+    /// `Authorization` of another scheme next to the API-key header, is refused): when the
+    /// API-key header was it, there is no `Authorization` to look for.
     pub(crate) fn strip(&self, headers: &mut HeaderMap) {
-        headers.remove(&self.api_key_header);
-        if self.bearer {
+        if headers.remove(&self.api_key_header).is_none() && self.bearer {
             headers.remove(AUTHORIZATION);
         }
     }

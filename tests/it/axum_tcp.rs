@@ -180,3 +180,278 @@ async fn tenant_extractor_without_the_layer_fails_closed() {
     assert_eq!(reply.status, 401);
     assert_eq!(reply.json(), envelope("UNAUTHORIZED", MISSING));
 }
+
+/// Two servers, one with the default body and one with `inner_body()`, answer the same
+/// requests with the same status, headers and body: admitted (with the five limit headers),
+/// refused by the rate limit, refused for a missing or unknown key. The handler sees every
+/// header the client sent but the one the key came in.
+#[tokio::test]
+async fn inner_body_answers_exactly_as_the_default_body() {
+    use keygate::limit::{ManualClock, MemoryLimiter, Quota, QuotaPeriod, RateLimit};
+    use keygate::plan::{MemoryEntitlements, Plan, TenantEntitlements};
+
+    const T0: u64 = 1_767_225_600; // 2026-01-01T00:00:00Z
+    let fixture = Fixture::new();
+    let calls = Calls::default();
+    let app = |inner_body: bool| {
+        let plans = MemoryEntitlements::new();
+        plans.set(
+            "acme",
+            TenantEntitlements::active(Plan {
+                name: "pro".into(),
+                rate_limit: Some(RateLimit::per_minute(2)),
+                quota: Some(Quota {
+                    limit: 10,
+                    period: QuotaPeriod::Day,
+                }),
+                ..Plan::default()
+            }),
+        );
+        let verifier = Verifier::builder(fixture.store.clone())
+            .entitlements(plans)
+            .limiter(MemoryLimiter::with_clock(ManualClock::at_unix_secs(T0)))
+            .build();
+        let calls = calls.clone();
+        // The names of the headers the handler received, sorted.
+        let seen = move |headers: http::HeaderMap| {
+            let calls = calls.clone();
+            async move {
+                calls.hit();
+                let mut names: Vec<&str> = headers.keys().map(|n| n.as_str()).collect();
+                names.sort_unstable();
+                names.join(",")
+            }
+        };
+        let routes = Router::new().route("/v1/seen", get(seen));
+        let auth = AuthLayer::new(verifier);
+        if inner_body {
+            routes.layer(auth.inner_body())
+        } else {
+            routes.layer(auth)
+        }
+    };
+    let (wrapped, inner) = (serve(app(false)).await, serve(app(true)).await);
+    let reader = fixture.reader.expose_secret();
+    let requests = [
+        Request::get("/v1/seen")
+            .header("x-api-key", reader)
+            .header("x-other", "1")
+            .header("accept", "text/plain"),
+        Request::get("/v1/seen")
+            .header("authorization", format!("Bearer {reader}"))
+            .header("x-other", "2"),
+        Request::get("/v1/seen").header("x-api-key", reader),
+        Request::get("/v1/seen"),
+        Request::get("/v1/seen").header("x-api-key", "sk_live_nope"),
+    ];
+    let mut replies = Vec::new();
+    for request in requests {
+        let request = request.body(String::new()).unwrap();
+        let (parts, body) = request.into_parts();
+        let again = Request::from_parts(parts.clone(), body.clone());
+        let from_wrapped = send_tcp(wrapped, Request::from_parts(parts, body)).await;
+        let from_inner = send_tcp(inner, again).await;
+        let without_date = |h: &http::HeaderMap| {
+            let mut h = h.clone();
+            h.remove("date");
+            h
+        };
+        assert_eq!(from_inner.status, from_wrapped.status);
+        assert_eq!(
+            without_date(&from_inner.headers),
+            without_date(&from_wrapped.headers)
+        );
+        assert_eq!(from_inner.body, from_wrapped.body);
+        replies.push(from_inner);
+    }
+
+    let limit_headers = |reply: &Reply| -> Vec<String> {
+        [
+            "x-ratelimit-limit",
+            "x-ratelimit-remaining",
+            "x-ratelimit-reset",
+            "ratelimit-policy",
+            "ratelimit",
+        ]
+        .iter()
+        .map(|name| reply.headers[*name].to_str().unwrap().to_owned())
+        .collect()
+    };
+    let policy = "\"tenant\";q=2;w=60, \"quota\";q=10;w=86400";
+    // Admitted by the API-key header: only that header is gone.
+    let [by_header, by_bearer, limited, missing, unknown] = &replies[..] else {
+        unreachable!()
+    };
+    assert_eq!(by_header.status, 200);
+    assert_eq!(&by_header.body[..], b"accept,host,x-other");
+    assert_eq!(
+        limit_headers(by_header),
+        [
+            "2",
+            "1",
+            &(T0 + 30).to_string(),
+            policy,
+            "\"tenant\";r=1;t=30, \"quota\";r=9;t=86400"
+        ]
+    );
+    // Admitted by `Authorization: Bearer`: only that header is gone.
+    assert_eq!(by_bearer.status, 200);
+    assert_eq!(&by_bearer.body[..], b"host,x-other");
+    assert_eq!(
+        limit_headers(by_bearer),
+        [
+            "2",
+            "0",
+            &(T0 + 60).to_string(),
+            policy,
+            "\"tenant\";r=0;t=60, \"quota\";r=8;t=86400"
+        ]
+    );
+    // Refused by the rate limit: the envelope, `Retry-After` and the limit headers.
+    assert_eq!(limited.status, 429);
+    assert_eq!(limited.headers["retry-after"], "30");
+    assert_eq!(limited.headers["cache-control"], "no-store");
+    assert_eq!(limited.json()["error"]["code"], "RATE_LIMITED");
+    assert_eq!(
+        limit_headers(limited),
+        [
+            "2",
+            "0",
+            &(T0 + 60).to_string(),
+            policy,
+            "\"tenant\";r=0;t=60, \"quota\";r=8;t=86400"
+        ]
+    );
+    assert_eq!(missing.status, 401);
+    assert_eq!(missing.headers["www-authenticate"], WWW_MISSING);
+    assert_eq!(missing.json(), envelope("UNAUTHORIZED", MISSING));
+    assert_eq!(unknown.status, 401);
+    assert!(unknown.headers.get("x-ratelimit-limit").is_none());
+    // Two admitted requests on each server reached a handler; no refusal did.
+    assert_eq!(calls.count(), 4);
+}
+
+/// Two `AuthLayer`s on one route (`write` inside, `read` outside): the outer one verifies the
+/// key and counts it against the limits once; the inner one reuses its tenant (the credential
+/// is stripped by then) and checks only its own scope.
+#[tokio::test]
+async fn nested_layers_verify_once_and_each_checks_its_scope() {
+    use keygate::key::{Environment, KeyFormat};
+    use keygate::limit::{ManualClock, MemoryLimiter, Quota, QuotaPeriod};
+    use keygate::plan::{MemoryEntitlements, Plan, TenantEntitlements};
+
+    let fixture = Fixture::new();
+    let other = KeyFormat::default().generate(Environment::Live);
+    fixture
+        .store
+        .put(record(&other, "key_other", "acme", &["billing"]));
+    let plans = MemoryEntitlements::new();
+    plans.set(
+        "acme",
+        TenantEntitlements::active(Plan {
+            name: "pro".into(),
+            quota: Some(Quota {
+                limit: 100,
+                period: QuotaPeriod::Day,
+            }),
+            ..Plan::default()
+        }),
+    );
+    let limiter = MemoryLimiter::with_clock(ManualClock::at_unix_secs(1_767_225_600));
+    let verifier = Verifier::builder(fixture.store.clone())
+        .entitlements(plans)
+        .limiter(limiter.clone())
+        .build();
+    let auth = AuthLayer::new(verifier);
+    let calls = Calls::default();
+    let counted = calls.clone();
+    let handler = move |tenant: Tenant| {
+        let calls = counted.clone();
+        async move {
+            calls.hit();
+            tenant.key_id().to_owned()
+        }
+    };
+    let app = Router::new().route(
+        "/v1/docs",
+        get(handler)
+            .route_layer(auth.require_scope(Scope::WRITE))
+            .route_layer(auth.require_scope(Scope::READ)),
+    );
+    let addr = serve(app).await;
+
+    // `write` (which implies `read`): through both.
+    let ok = send_tcp(
+        addr,
+        get_with("/v1/docs", Some(fixture.writer.expose_secret())),
+    )
+    .await;
+    assert_eq!(ok.status, 200);
+    assert_eq!(&ok.body[..], b"key_writer");
+    assert_eq!(ok.headers["ratelimit"], "\"quota\";r=99;t=86400");
+    assert_eq!(limiter.quota_used("acme"), 1);
+
+    // `read` only: the outer layer admits (and counts), the inner one refuses `write`.
+    let inner_refuses = send_tcp(
+        addr,
+        get_with("/v1/docs", Some(fixture.reader.expose_secret())),
+    )
+    .await;
+    assert_eq!(inner_refuses.status, 403);
+    assert_eq!(
+        inner_refuses.headers["www-authenticate"],
+        "Bearer realm=\"api\", error=\"insufficient_scope\", scope=\"write\""
+    );
+    assert_eq!(
+        inner_refuses.json(),
+        envelope("FORBIDDEN", "API key lacks the required scope: write")
+    );
+    assert_eq!(inner_refuses.headers["ratelimit"], "\"quota\";r=98;t=86400");
+    assert_eq!(limiter.quota_used("acme"), 2);
+
+    // Neither: the outer layer refuses `read`, before any count.
+    let outer_refuses = send_tcp(addr, get_with("/v1/docs", Some(other.expose_secret()))).await;
+    assert_eq!(outer_refuses.status, 403);
+    assert_eq!(
+        outer_refuses.json(),
+        envelope("FORBIDDEN", "API key lacks the required scope: read")
+    );
+    assert_eq!(limiter.quota_used("acme"), 2);
+
+    let missing = send_tcp(addr, get_with("/v1/docs", None)).await;
+    assert_eq!(missing.status, 401);
+    assert_eq!(missing.json(), envelope("UNAUTHORIZED", MISSING));
+    assert_eq!(calls.count(), 1);
+}
+
+/// A `Tenant` that other code put into the request authenticates nothing: only one an
+/// `AuthLayer` admitted is reused by a nested layer.
+#[tokio::test]
+async fn a_tenant_put_in_the_request_by_other_code_is_not_trusted() {
+    let fixture = Fixture::new();
+    let forged = Tenant::new(std::sync::Arc::new(record(
+        &fixture.unknown,
+        "key_forged",
+        "acme",
+        &["admin"],
+    )));
+    let calls = Calls::default();
+    let auth = AuthLayer::new(Verifier::builder(fixture.store.clone()).build());
+    let app = routes(calls.clone(), auth).layer(tower::util::MapRequestLayer::new(
+        move |mut req: Request<axum::body::Body>| {
+            req.extensions_mut().insert(forged.clone());
+            req
+        },
+    ));
+    let addr = serve(app).await;
+    let missing = send_tcp(addr, get_with("/v1/admin", None)).await;
+    assert_eq!(missing.status, 401);
+    assert_eq!(missing.json(), envelope("UNAUTHORIZED", MISSING));
+    let reader = send_tcp(
+        addr,
+        get_with("/v1/admin", Some(fixture.reader.expose_secret())),
+    )
+    .await;
+    assert_eq!(reader.status, 403);
+    assert_eq!(calls.count(), 0);
+}
