@@ -12,7 +12,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::{Router, routing::get};
+// keygate re-exports `http` and `async_trait`: a store needs no extra dependency for them.
 use keygate::hash::{KeyDigest, KeyHasher};
+use keygate::http::StatusCode;
 use keygate::key::{Environment, KeyFormat, KeyScheme};
 use keygate::scope::{Scope, Scopes};
 use keygate::store::{KeyRecord, KeyStore, Lookup, StoreError};
@@ -72,7 +74,7 @@ impl ImportedKeys {
     }
 }
 
-#[async_trait::async_trait]
+#[keygate::async_trait]
 impl KeyStore for ImportedKeys {
     async fn find(&self, digest: &KeyDigest) -> Lookup {
         // A networked store would await its database here and map failures with
@@ -129,7 +131,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 /// A minimal HTTP/1.1 GET over a raw socket, so the example needs no HTTP client crate.
-async fn get_once(addr: std::net::SocketAddr, key: Option<&str>) -> std::io::Result<(u16, String)> {
+async fn get_once(
+    addr: std::net::SocketAddr,
+    key: Option<&str>,
+) -> std::io::Result<(StatusCode, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(addr).await?;
     let auth = key
@@ -142,8 +147,8 @@ async fn get_once(addr: std::net::SocketAddr, key: Option<&str>) -> std::io::Res
     stream.read_to_string(&mut response).await?;
     let status = response
         .get(9..12)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
+        .and_then(|s| StatusCode::from_bytes(s.as_bytes()).ok())
+        .unwrap_or(StatusCode::BAD_GATEWAY);
     let body = response
         .split("\r\n\r\n")
         .nth(1)

@@ -16,6 +16,15 @@ use super::record::KeyRecord;
 /// `expires_at` is unset or later than `t` ([`KeyRecord::is_active_at`]). A key in a rotation
 /// grace period is active (its `revoked_at` lies in the future) and counts against the
 /// `max_active` cap of [`insert`](Self::insert) and [`rotate`](Self::rotate).
+/// [`get`](Self::get), [`list`](Self::list) and the cap count only active keys; revoked and
+/// expired records stay in the store (so that [`find`](KeyStore::find) can name them).
+///
+/// The cap is checked in the same atomic step as the write: concurrent inserts never leave
+/// more than `max_active` active keys. [`insert`](Self::insert) counts the keys active at
+/// `record.created_at`; [`rotate`](Self::rotate) counts at its judged time (see
+/// [Times](ManagedKeyStore#times)) and only when it keeps the old key active beside its
+/// successor. A refusal is [`StoreError::ActiveKeyLimit`] carrying the `max_active` the call
+/// was given, not the current count.
 ///
 /// # Times
 /// `now` is the caller's clock, read before the call. [`rename`](Self::rename),
@@ -25,8 +34,17 @@ use super::record::KeyRecord;
 /// it, such as a revocation stamped after this call's `now`.
 ///
 /// Every time given to a store, in a record or as `now`, must lie within
-/// [`MIN_TIME`](super::MIN_TIME)..=[`MAX_TIME`](super::MAX_TIME); any other is refused with
-/// [`StoreError::TimeOutOfRange`] and nothing is written.
+/// [`MIN_TIME`](super::MIN_TIME)..=[`MAX_TIME`](super::MAX_TIME) (the range of signed 64-bit
+/// nanoseconds since the Unix epoch, which is how keygate's SQL stores keep times); any other
+/// is refused with [`StoreError::TimeOutOfRange`] and nothing is written. A stored time comes
+/// back as written (the conformance suite writes times truncated to the microsecond).
+///
+/// # Atomicity
+/// Each call is one atomic step. In particular, of concurrent rotations of one key exactly
+/// one succeeds and leaves exactly one successor (the others answer
+/// [`StoreError::AlreadyRotated`] or `Ok(None)`), and a revocation racing a rotation either
+/// follows it (and ends the old key at once) or precedes it (and the rotation answers
+/// `Ok(None)`, writing nothing).
 ///
 /// The [`conformance`](super::conformance) suite checks all of this, concurrency included.
 #[async_trait]
