@@ -42,7 +42,7 @@ impl ImportedKeys {
     /// Parses the export. Bad data is an error here, at start-up, never on the request path.
     fn from_json(json: &str) -> Result<Self, StoreError> {
         let exported: Vec<ExportedKey> = serde_json::from_str(json).map_err(StoreError::backend)?;
-        let mut by_digest = HashMap::new();
+        let mut records = Vec::with_capacity(exported.len());
         for key in exported {
             let digest = KeyDigest::from_hex(&key.sha256).map_err(StoreError::backend)?;
             let scopes = key
@@ -63,9 +63,18 @@ impl ImportedKeys {
                 .scopes(scopes)
                 .environment(environment)
                 .build();
-            by_digest.insert(digest, Arc::new(record));
+            records.push(record);
         }
-        Ok(ImportedKeys { by_digest })
+        Ok(Self::from_records(records))
+    }
+
+    /// Holds `records`, indexed by digest.
+    fn from_records(records: impl IntoIterator<Item = KeyRecord>) -> Self {
+        let by_digest = records
+            .into_iter()
+            .map(|record| (record.digest, Arc::new(record)))
+            .collect();
+        ImportedKeys { by_digest }
     }
 
     fn get(&self, digest: &KeyDigest) -> Option<Arc<KeyRecord>> {
@@ -155,4 +164,17 @@ async fn get_once(
         .unwrap_or_default()
         .to_owned();
     Ok((status, body))
+}
+
+/// The store passes keygate's conformance checks for stores that only look keys up.
+#[cfg(test)]
+mod tests {
+    use super::ImportedKeys;
+    use keygate::store::conformance;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn imported_keys_conform_read_only() {
+        conformance::run_read_only(|records| async move { ImportedKeys::from_records(records) })
+            .await;
+    }
 }
