@@ -47,6 +47,76 @@ use super::record::KeyRecord;
 /// `Ok(None)`, writing nothing).
 ///
 /// The [`conformance`](super::conformance) suite checks all of this, concurrency included.
+///
+/// # Example
+/// A store that wraps another and refuses to issue keys for a closed tenant; everything else
+/// is passed through, so the inner store's atomicity carries over.
+///
+/// ```
+/// use keygate::hash::KeyDigest;
+/// use keygate::store::{
+///     KeyRecord, KeyStore, Lookup, ManagedKeyStore, MemoryStore, StoreError, conformance,
+/// };
+/// use time::OffsetDateTime;
+///
+/// #[derive(Clone)]
+/// struct NoIssueFor<S> {
+///     inner: S,
+///     closed_tenant: String,
+/// }
+///
+/// #[keygate::async_trait]
+/// impl<S: KeyStore> KeyStore for NoIssueFor<S> {
+///     async fn find(&self, digest: &KeyDigest) -> Lookup {
+///         self.inner.find(digest).await
+///     }
+///     fn find_now(&self, digest: &KeyDigest) -> Option<Lookup> {
+///         self.inner.find_now(digest)
+///     }
+/// }
+///
+/// #[keygate::async_trait]
+/// impl<S: ManagedKeyStore> ManagedKeyStore for NoIssueFor<S> {
+///     async fn insert(&self, record: KeyRecord, max_active: Option<usize>) -> Result<(), StoreError> {
+///         if record.tenant_id == self.closed_tenant {
+///             return Err(StoreError::Conflict("the tenant is closed".into()));
+///         }
+///         self.inner.insert(record, max_active).await
+///     }
+///     async fn get(&self, tenant: &str, id: &str, now: OffsetDateTime)
+///         -> Result<Option<KeyRecord>, StoreError> {
+///         self.inner.get(tenant, id, now).await
+///     }
+///     async fn list(&self, tenant: &str, now: OffsetDateTime)
+///         -> Result<Vec<KeyRecord>, StoreError> {
+///         self.inner.list(tenant, now).await
+///     }
+///     async fn rename(&self, tenant: &str, id: &str, name: &str, now: OffsetDateTime)
+///         -> Result<Option<KeyRecord>, StoreError> {
+///         self.inner.rename(tenant, id, name, now).await
+///     }
+///     async fn revoke(&self, tenant: &str, id: &str, now: OffsetDateTime)
+///         -> Result<Option<KeyRecord>, StoreError> {
+///         self.inner.revoke(tenant, id, now).await
+///     }
+///     async fn rotate(&self, tenant: &str, id: &str, replacement: KeyRecord,
+///         old_until: OffsetDateTime, now: OffsetDateTime, max_active: Option<usize>)
+///         -> Result<Option<KeyRecord>, StoreError> {
+///         self.inner.rotate(tenant, id, replacement, old_until, now, max_active).await
+///     }
+///     async fn touch(&self, used: &[(String, OffsetDateTime)]) -> Result<(), StoreError> {
+///         self.inner.touch(used).await
+///     }
+/// }
+///
+/// # #[tokio::main]
+/// # async fn main() {
+/// let store = || async {
+///     NoIssueFor { inner: MemoryStore::new(), closed_tenant: "closed".to_owned() }
+/// };
+/// conformance::run_all(store).await;
+/// # }
+/// ```
 #[async_trait]
 pub trait ManagedKeyStore: KeyStore {
     /// Inserts a new record. Fails with [`StoreError::Conflict`] when the id or digest exists,
