@@ -12,7 +12,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::{Router, routing::get};
+// keygate re-exports `http` and `async_trait`: a store needs no extra dependency for them.
 use keygate::hash::{KeyDigest, KeyHasher};
+use keygate::http::StatusCode;
 use keygate::key::{Environment, KeyFormat, KeyScheme};
 use keygate::scope::{Scope, Scopes};
 use keygate::store::{KeyRecord, KeyStore, Lookup, StoreError};
@@ -40,7 +42,7 @@ impl ImportedKeys {
     /// Parses the export. Bad data is an error here, at start-up, never on the request path.
     fn from_json(json: &str) -> Result<Self, StoreError> {
         let exported: Vec<ExportedKey> = serde_json::from_str(json).map_err(StoreError::backend)?;
-        let mut by_digest = HashMap::new();
+        let mut records = Vec::with_capacity(exported.len());
         for key in exported {
             let digest = KeyDigest::from_hex(&key.sha256).map_err(StoreError::backend)?;
             let scopes = key
@@ -61,9 +63,18 @@ impl ImportedKeys {
                 .scopes(scopes)
                 .environment(environment)
                 .build();
-            by_digest.insert(digest, Arc::new(record));
+            records.push(record);
         }
-        Ok(ImportedKeys { by_digest })
+        Ok(Self::from_records(records))
+    }
+
+    /// Holds `records`, indexed by digest.
+    fn from_records(records: impl IntoIterator<Item = KeyRecord>) -> Self {
+        let by_digest = records
+            .into_iter()
+            .map(|record| (record.digest, Arc::new(record)))
+            .collect();
+        ImportedKeys { by_digest }
     }
 
     fn get(&self, digest: &KeyDigest) -> Option<Arc<KeyRecord>> {
@@ -72,7 +83,7 @@ impl ImportedKeys {
     }
 }
 
-#[async_trait::async_trait]
+#[keygate::async_trait]
 impl KeyStore for ImportedKeys {
     async fn find(&self, digest: &KeyDigest) -> Lookup {
         // A networked store would await its database here and map failures with
@@ -129,7 +140,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 /// A minimal HTTP/1.1 GET over a raw socket, so the example needs no HTTP client crate.
-async fn get_once(addr: std::net::SocketAddr, key: Option<&str>) -> std::io::Result<(u16, String)> {
+async fn get_once(
+    addr: std::net::SocketAddr,
+    key: Option<&str>,
+) -> std::io::Result<(StatusCode, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(addr).await?;
     let auth = key
@@ -142,12 +156,25 @@ async fn get_once(addr: std::net::SocketAddr, key: Option<&str>) -> std::io::Res
     stream.read_to_string(&mut response).await?;
     let status = response
         .get(9..12)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
+        .and_then(|s| StatusCode::from_bytes(s.as_bytes()).ok())
+        .unwrap_or(StatusCode::BAD_GATEWAY);
     let body = response
         .split("\r\n\r\n")
         .nth(1)
         .unwrap_or_default()
         .to_owned();
     Ok((status, body))
+}
+
+/// The store passes keygate's conformance checks for stores that only look keys up.
+#[cfg(test)]
+mod tests {
+    use super::ImportedKeys;
+    use keygate::store::conformance;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn imported_keys_conform_read_only() {
+        conformance::run_read_only(|records| async move { ImportedKeys::from_records(records) })
+            .await;
+    }
 }

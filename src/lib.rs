@@ -150,6 +150,35 @@ pub use setup::Keygate;
 pub use tenant::Tenant;
 pub use verify::Verifier;
 
+/// The attribute macro the store and backend traits are written with, re-exported so that a
+/// crate implementing [`KeyStore`](store::KeyStore) or
+/// [`ManagedKeyStore`](store::ManagedKeyStore) needs no `async-trait` dependency of its own.
+///
+/// ```
+/// use keygate::hash::KeyDigest;
+/// use keygate::store::{KeyStore, Lookup};
+///
+/// struct NoKeys;
+///
+/// #[keygate::async_trait]
+/// impl KeyStore for NoKeys {
+///     async fn find(&self, _digest: &KeyDigest) -> Lookup {
+///         Ok(None)
+///     }
+/// }
+/// ```
+pub use async_trait::async_trait;
+
+/// The `http` crate, at the version keygate's public API uses (requests, headers and status
+/// codes in [`request`], [`error`] and [`layer`]), re-exported so that a custom store or
+/// integration names the same types without depending on `http` itself.
+///
+/// ```
+/// let status = keygate::http::StatusCode::SERVICE_UNAVAILABLE;
+/// assert_eq!(status.as_u16(), 503);
+/// ```
+pub use http;
+
 // The README's Rust examples compile as doctests, so that they cannot drift from the API.
 #[cfg(all(doctest, feature = "axum", feature = "sqlite"))]
 #[doc = include_str!("../README.md")]

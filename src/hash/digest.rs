@@ -94,6 +94,32 @@ impl Hash for KeyDigest {
     }
 }
 
+/// Serializes as its 64 lowercase hex characters ([`KeyDigest::to_hex`]), the whole digest:
+/// keep serialized records where the store's own contents may go, not in logs.
+///
+/// ```
+/// use keygate::hash::KeyDigest;
+///
+/// let digest = KeyDigest::from_bytes([0xab; 32]);
+/// let json = serde_json::to_string(&digest).unwrap();
+/// assert_eq!(json, format!("\"{}\"", "ab".repeat(32)));
+/// assert_eq!(serde_json::from_str::<KeyDigest>(&json).unwrap(), digest);
+/// ```
+impl serde::Serialize for KeyDigest {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.to_hex())
+    }
+}
+
+/// Deserializes from 64 hex characters, either case ([`KeyDigest::from_hex`]); anything else
+/// is an error naming what a digest must be.
+impl<'de> serde::Deserialize<'de> for KeyDigest {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let hex = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        KeyDigest::from_hex(&hex).map_err(serde::de::Error::custom)
+    }
+}
+
 impl fmt::Debug for KeyDigest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "KeyDigest({}…)", &self.to_hex()[..8])

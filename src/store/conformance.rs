@@ -13,15 +13,33 @@
 //! conformance::run_all(|| async { MemoryStore::new() }).await;
 //! # }
 //! ```
+//!
+//! A store that implements only [`KeyStore`] (keys from a config file, an import, another
+//! service) runs [`run_read_only`] instead: it hands the store the records to hold and checks
+//! what [`KeyStore::find`] and [`KeyStore::find_now`] answer.
+//!
+//! # What the suite writes
+//! Every record the suite makes comes from [`record`]: tenant id `tenant_` followed by 16
+//! random hex digits ([`tenant`]), key id `key_` followed by 16 random hex digits, name
+//! `conformance` (some checks rename keys to `renamed`), scopes `read` and `write`, metadata
+//! `{"plan": {"tier": 2}}`. [`run_all`] inserts such records through the store, rotates,
+//! revokes, renames and touches them, and deletes nothing, since [`ManagedKeyStore`] has no
+//! delete. Point it at a store of its own (an in-memory store, a fresh SQLite file, a scratch
+//! PostgreSQL schema or database, as keygate's own tests do) and drop that afterwards;
+//! against a shared database, delete the rows whose tenant id starts with `tenant_` and is
+//! followed by 16 hex digits, once no real tenant is named so. [`run_read_only`] writes
+//! nothing itself: what the store does with the records it is given is up to it.
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
 use std::future::Future;
+use std::sync::Arc;
 
 use time::{Duration, OffsetDateTime};
 
 use super::error::StoreError;
 use super::managed::ManagedKeyStore;
 use super::record::KeyRecord;
+use super::{KeyStore, Lookup};
 use super::{MAX_TIME, MIN_TIME};
 use crate::key::{Environment, KeyScheme};
 use crate::restriction::Restrictions;
@@ -52,6 +70,115 @@ where
     rotation_with_grace_counts_against_the_cap(&make().await).await;
     a_key_in_grace_cannot_be_rotated_again(&make().await).await;
     times_out_of_range_are_refused(&make().await).await;
+}
+
+/// Runs the checks that need only [`KeyStore`], on one store from `hold`.
+///
+/// `hold` is called once, with the records the store must hold (keys of two fresh tenants:
+/// active, revoked, expired, in a rotation grace period, expiring at [`MAX_TIME`], created at
+/// [`MIN_TIME`]), and returns a store holding exactly those records, or those among others.
+/// The suite then checks that [`find`](KeyStore::find) returns each record unchanged, that an
+/// unknown digest misses, that [`find_now`](KeyStore::find_now), where it answers, agrees
+/// with `find`, and that concurrent lookups agree. Run it on a multi-threaded runtime.
+///
+/// ```
+/// use keygate::store::{ManagedKeyStore, MemoryStore, conformance};
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// conformance::run_read_only(|records| async move {
+///     let store = MemoryStore::new();
+///     for record in records {
+///         store.insert(record, None).await.expect("insert");
+///     }
+///     store
+/// })
+/// .await;
+/// # }
+/// ```
+pub async fn run_read_only<S, F, Fut>(hold: F)
+where
+    S: KeyStore,
+    F: FnOnce(Vec<KeyRecord>) -> Fut,
+    Fut: Future<Output = S>,
+{
+    let (a, b) = (tenant(), tenant());
+    let at = now();
+    let past = at - Duration::hours(1);
+    let future = at + Duration::hours(1);
+    let records = vec![
+        record(&a, past),
+        KeyRecord {
+            revoked_at: Some(past),
+            ..record(&a, past - Duration::hours(1))
+        },
+        KeyRecord {
+            expires_at: Some(past),
+            ..record(&a, past - Duration::hours(1))
+        },
+        KeyRecord {
+            revoked_at: Some(future),
+            last_used_at: Some(past),
+            ..record(&a, past)
+        },
+        KeyRecord {
+            expires_at: Some(MAX_TIME),
+            ..record(&b, at)
+        },
+        KeyRecord {
+            revoked_at: Some(MIN_TIME),
+            ..record(&b, MIN_TIME)
+        },
+    ];
+    let store = Arc::new(hold(records.clone()).await);
+
+    for r in &records {
+        let found = store
+            .find(&r.digest)
+            .await
+            .unwrap_or_else(|e| panic!("find {}: unexpected error {e}", r.id));
+        let found = found.unwrap_or_else(|| panic!("find {}: record missing", r.id));
+        assert_eq!(
+            *found, *r,
+            "find: the record must come back exactly as given"
+        );
+        agrees_now(&*store, r, Some(&found));
+    }
+    let unknown = record(&a, at);
+    assert!(
+        store.find(&unknown.digest).await.expect("find").is_none(),
+        "find: an unknown digest must miss"
+    );
+    agrees_now(&*store, &unknown, None);
+
+    // Lookups from many tasks at once, as on a busy request path.
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..32 {
+        let (store, r) = (store.clone(), records[i % records.len()].clone());
+        tasks.spawn(async move {
+            let found = store.find(&r.digest).await.expect("concurrent find");
+            assert_eq!(
+                found.as_deref(),
+                Some(&r),
+                "concurrent find: the same record"
+            );
+        });
+    }
+    while let Some(joined) = tasks.join_next().await {
+        joined.expect("concurrent find task");
+    }
+}
+
+/// `find_now`, when it answers, answers as `find` did.
+fn agrees_now<S: KeyStore + ?Sized>(store: &S, r: &KeyRecord, expected: Option<&KeyRecord>) {
+    let answer: Option<Lookup> = store.find_now(&r.digest);
+    if let Some(lookup) = answer {
+        let found = lookup.unwrap_or_else(|e| panic!("find_now {}: unexpected error {e}", r.id));
+        assert_eq!(
+            found.as_deref(),
+            expected,
+            "find_now must answer as find does"
+        );
+    }
 }
 
 /// A fresh tenant id, unique across runs.

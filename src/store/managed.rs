@@ -16,6 +16,15 @@ use super::record::KeyRecord;
 /// `expires_at` is unset or later than `t` ([`KeyRecord::is_active_at`]). A key in a rotation
 /// grace period is active (its `revoked_at` lies in the future) and counts against the
 /// `max_active` cap of [`insert`](Self::insert) and [`rotate`](Self::rotate).
+/// [`get`](Self::get), [`list`](Self::list) and the cap count only active keys; revoked and
+/// expired records stay in the store (so that [`find`](KeyStore::find) can name them).
+///
+/// The cap is checked in the same atomic step as the write: concurrent inserts never leave
+/// more than `max_active` active keys. [`insert`](Self::insert) counts the keys active at
+/// `record.created_at`; [`rotate`](Self::rotate) counts at its judged time (see
+/// [Times](ManagedKeyStore#times)) and only when it keeps the old key active beside its
+/// successor. A refusal is [`StoreError::ActiveKeyLimit`] carrying the `max_active` the call
+/// was given, not the current count.
 ///
 /// # Times
 /// `now` is the caller's clock, read before the call. [`rename`](Self::rename),
@@ -25,10 +34,89 @@ use super::record::KeyRecord;
 /// it, such as a revocation stamped after this call's `now`.
 ///
 /// Every time given to a store, in a record or as `now`, must lie within
-/// [`MIN_TIME`](super::MIN_TIME)..=[`MAX_TIME`](super::MAX_TIME); any other is refused with
-/// [`StoreError::TimeOutOfRange`] and nothing is written.
+/// [`MIN_TIME`](super::MIN_TIME)..=[`MAX_TIME`](super::MAX_TIME) (the range of signed 64-bit
+/// nanoseconds since the Unix epoch, which is how keygate's SQL stores keep times); any other
+/// is refused with [`StoreError::TimeOutOfRange`] and nothing is written. A stored time comes
+/// back as written (the conformance suite writes times truncated to the microsecond).
+///
+/// # Atomicity
+/// Each call is one atomic step. In particular, of concurrent rotations of one key exactly
+/// one succeeds and leaves exactly one successor (the others answer
+/// [`StoreError::AlreadyRotated`] or `Ok(None)`), and a revocation racing a rotation either
+/// follows it (and ends the old key at once) or precedes it (and the rotation answers
+/// `Ok(None)`, writing nothing).
 ///
 /// The [`conformance`](super::conformance) suite checks all of this, concurrency included.
+///
+/// # Example
+/// A store that wraps another and refuses to issue keys for a closed tenant; everything else
+/// is passed through, so the inner store's atomicity carries over.
+///
+/// ```
+/// use keygate::hash::KeyDigest;
+/// use keygate::store::{
+///     KeyRecord, KeyStore, Lookup, ManagedKeyStore, MemoryStore, StoreError, conformance,
+/// };
+/// use time::OffsetDateTime;
+///
+/// #[derive(Clone)]
+/// struct NoIssueFor<S> {
+///     inner: S,
+///     closed_tenant: String,
+/// }
+///
+/// #[keygate::async_trait]
+/// impl<S: KeyStore> KeyStore for NoIssueFor<S> {
+///     async fn find(&self, digest: &KeyDigest) -> Lookup {
+///         self.inner.find(digest).await
+///     }
+///     fn find_now(&self, digest: &KeyDigest) -> Option<Lookup> {
+///         self.inner.find_now(digest)
+///     }
+/// }
+///
+/// #[keygate::async_trait]
+/// impl<S: ManagedKeyStore> ManagedKeyStore for NoIssueFor<S> {
+///     async fn insert(&self, record: KeyRecord, max_active: Option<usize>) -> Result<(), StoreError> {
+///         if record.tenant_id == self.closed_tenant {
+///             return Err(StoreError::Conflict("the tenant is closed".into()));
+///         }
+///         self.inner.insert(record, max_active).await
+///     }
+///     async fn get(&self, tenant: &str, id: &str, now: OffsetDateTime)
+///         -> Result<Option<KeyRecord>, StoreError> {
+///         self.inner.get(tenant, id, now).await
+///     }
+///     async fn list(&self, tenant: &str, now: OffsetDateTime)
+///         -> Result<Vec<KeyRecord>, StoreError> {
+///         self.inner.list(tenant, now).await
+///     }
+///     async fn rename(&self, tenant: &str, id: &str, name: &str, now: OffsetDateTime)
+///         -> Result<Option<KeyRecord>, StoreError> {
+///         self.inner.rename(tenant, id, name, now).await
+///     }
+///     async fn revoke(&self, tenant: &str, id: &str, now: OffsetDateTime)
+///         -> Result<Option<KeyRecord>, StoreError> {
+///         self.inner.revoke(tenant, id, now).await
+///     }
+///     async fn rotate(&self, tenant: &str, id: &str, replacement: KeyRecord,
+///         old_until: OffsetDateTime, now: OffsetDateTime, max_active: Option<usize>)
+///         -> Result<Option<KeyRecord>, StoreError> {
+///         self.inner.rotate(tenant, id, replacement, old_until, now, max_active).await
+///     }
+///     async fn touch(&self, used: &[(String, OffsetDateTime)]) -> Result<(), StoreError> {
+///         self.inner.touch(used).await
+///     }
+/// }
+///
+/// # #[tokio::main]
+/// # async fn main() {
+/// let store = || async {
+///     NoIssueFor { inner: MemoryStore::new(), closed_tenant: "closed".to_owned() }
+/// };
+/// conformance::run_all(store).await;
+/// # }
+/// ```
 #[async_trait]
 pub trait ManagedKeyStore: KeyStore {
     /// Inserts a new record. Fails with [`StoreError::Conflict`] when the id or digest exists,

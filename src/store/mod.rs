@@ -18,6 +18,10 @@
 //!   let through.
 //! - If a lookup can be answered without waiting (memory, a local cache), also implement
 //!   [`KeyStore::find_now`]: the request path then skips the future entirely.
+//! - Write the trait impls with [`keygate::async_trait`](crate::async_trait); a store needs
+//!   no `async-trait` dependency of its own.
+//! - Run [`conformance::run_read_only`] on a [`KeyStore`], or [`conformance::run_all`] on a
+//!   [`ManagedKeyStore`], in your tests.
 
 pub mod conformance;
 mod error;
@@ -103,6 +107,28 @@ pub type Lookup = Result<Option<Arc<KeyRecord>>, StoreError>;
 
 /// Finds key records by digest; the only store call on the request path.
 ///
+/// # What a store must do
+/// - [`find`](Self::find) returns the record whose [`KeyRecord::digest`] equals the digest
+///   given, or `Ok(None)`; at most one record per digest.
+/// - It returns every record it holds, active or not: revoked (`revoked_at` at or before now),
+///   expired (`expires_at` at or before now) and in a rotation grace period (`revoked_at`
+///   still to come). The verifier judges the record at the request's time `t` with
+///   [`KeyRecord::is_revoked_at`] and [`KeyRecord::is_expired_at`]: revoked when `revoked_at`
+///   is set and at or before `t`, expired likewise with `expires_at`. A key is *active* at `t`
+///   ([`KeyRecord::is_active_at`]) when it is neither: a key revoked or expiring at `t` is no
+///   longer active at `t`.
+/// - It returns the record with every field as it was stored. keygate's SQL stores keep
+///   times as signed 64-bit nanoseconds since the Unix epoch, so their range is
+///   [`MIN_TIME`]..=[`MAX_TIME`]; the [`conformance`] suite writes times truncated to the
+///   microsecond, so a backend that keeps microseconds passes it too.
+/// - A backend failure is [`StoreError`] (`Backend` or `Timeout`): the request is refused
+///   with 503 and the service is not called. Never answer `Ok(None)` for a failure: the
+///   client would be told its key is unknown.
+/// - [`find_now`](Self::find_now) answers `Some` only when it needs no waiting, and then
+///   answers exactly as `find` would.
+///
+/// [`conformance::run_read_only`] checks this for a store that only implements `KeyStore`.
+///
 /// ```
 /// use std::sync::Arc;
 /// use keygate::hash::KeyDigest;
@@ -111,7 +137,7 @@ pub type Lookup = Result<Option<Arc<KeyRecord>>, StoreError>;
 /// /// A store holding exactly one key, e.g. from the environment.
 /// struct SingleKey(Arc<KeyRecord>);
 ///
-/// #[async_trait::async_trait]
+/// #[keygate::async_trait]
 /// impl KeyStore for SingleKey {
 ///     async fn find(&self, digest: &KeyDigest) -> Lookup {
 ///         Ok((self.0.digest == *digest).then(|| self.0.clone()))

@@ -8,7 +8,24 @@ use crate::scope::Scopes;
 
 /// Everything a store keeps about one key. Never the secret: only its digest, its visible
 /// prefix and its last four characters.
-#[derive(Debug, Clone, PartialEq)]
+///
+/// Serializes with serde (for a store that keeps records as documents, or an export): times
+/// as RFC 3339 with their nanoseconds, the digest as 64 hex characters. A record holds no
+/// secret, so neither does its serialized form; the digest is whole, though, so keep it where
+/// the store's contents may go.
+///
+/// ```
+/// use keygate::key::{Environment, KeyScheme};
+/// use keygate::store::KeyRecord;
+///
+/// let (key, digest) = KeyScheme::default().generate(Environment::Live);
+/// let record = KeyRecord::builder("key_1", "acme", digest).key(&key).build();
+/// let json = serde_json::to_value(&record).unwrap();
+/// assert_eq!(json["digest"], digest.to_hex());
+/// assert!(!json.to_string().contains(key.expose_secret()));
+/// assert_eq!(serde_json::from_value::<KeyRecord>(json).unwrap(), record);
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct KeyRecord {
     /// Stable public identifier, e.g. `key_01h…`; used by the management API.
     pub id: String,
@@ -27,12 +44,16 @@ pub struct KeyRecord {
     /// `live` or `test`.
     pub environment: Environment,
     /// When the key was issued.
+    #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
     /// When the key stops working, if ever.
+    #[serde(with = "time::serde::rfc3339::option")]
     pub expires_at: Option<OffsetDateTime>,
     /// When the key stopped (or, during a rotation grace period, will stop) working.
+    #[serde(with = "time::serde::rfc3339::option")]
     pub revoked_at: Option<OffsetDateTime>,
     /// When the key was last used, as last flushed.
+    #[serde(with = "time::serde::rfc3339::option")]
     pub last_used_at: Option<OffsetDateTime>,
     /// Free-form data handed to the service with the [`Tenant`](crate::Tenant).
     pub metadata: serde_json::Map<String, serde_json::Value>,

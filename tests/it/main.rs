@@ -42,6 +42,7 @@ mod setup;
 mod store_memory;
 #[cfg(feature = "postgres")]
 mod store_postgres;
+mod store_record_serde;
 #[cfg(all(feature = "sqlite", feature = "axum"))]
 mod store_rotation;
 #[cfg(feature = "sqlite")]
