@@ -1942,3 +1942,45 @@ async fn management_refusals_are_no_store() {
         assert_eq!(reply.json()["success"], json!(false), "{what}");
     }
 }
+
+/// Found by the `management_api` fuzz target: tabs around a name are surrounding whitespace,
+/// trimmed before the name is checked and stored; tabs inside it are control characters.
+#[tokio::test]
+async fn names_are_trimmed_before_they_are_checked_and_stored() {
+    let s = setup().await;
+    let admin = s.acme_admin.clone();
+    let (status, created) = s
+        .json(
+            "POST",
+            "/v1/api-keys",
+            &admin,
+            json!({"name": " \tdeploy\n", "scopes": ["read"]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_eq!(created["data"]["name"], json!("deploy"));
+    let id = created["data"]["id"].as_str().unwrap().to_owned();
+
+    let path = format!("/v1/api-keys/{id}");
+    let (status, renamed) = s
+        .json("PATCH", &path, &admin, json!({"name": "\t\t\t\t\t!\t\t\t"}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{renamed}");
+    assert_eq!(renamed["data"]["name"], json!("!"));
+    let (status, got) = s.json("GET", &path, &admin, Value::Null).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(got["data"]["name"], json!("!"));
+
+    for name in ["\t\t", "a\tb", "a\nb"] {
+        let (status, refused) = s.json("PATCH", &path, &admin, json!({"name": name})).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{name:?}");
+        assert_eq!(
+            refused,
+            bad_request(
+                "Name must be 1 to 128 characters without control or bidirectional-formatting characters"
+            )
+        );
+    }
+    let (_, got) = s.json("GET", &path, &admin, Value::Null).await;
+    assert_eq!(got["data"]["name"], json!("!"), "a refused rename wrote");
+}
