@@ -18,6 +18,12 @@ use crate::verify::{Limits, Verifier};
 ///
 /// `M` is the body mode of its services' responses: [`Wrapped`] (the default) or
 /// [`InnerBody`] (see [`inner_body`](Self::inner_body)).
+///
+/// Its methods follow one rule. Settings consume the layer and return it changed, so they
+/// chain: `AuthLayer::new(v).limit_headers(..).track_last_used(..)`. The two methods that
+/// derive a layer for one route from a shared one, [`require_scope`](Self::require_scope) and
+/// [`management`](Self::management), borrow it and return a new layer, so one `auth` serves
+/// every route: `get(h).route_layer(auth.require_scope(Scope::READ))`.
 pub struct AuthLayer<M = Wrapped> {
     config: Arc<Config>,
     mode: PhantomData<fn() -> M>,

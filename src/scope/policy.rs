@@ -37,6 +37,14 @@ pub enum ScopePolicy {
         /// Scope for every other method.
         unsafe_methods: Scope,
     },
+    /// Each listed method needs its scope; any other method needs `otherwise` (`None`: any
+    /// valid key). Built with [`ScopePolicy::per_method`].
+    PerMethod {
+        /// The methods and their scopes, first match wins.
+        scopes: Arc<[(Method, Scope)]>,
+        /// The scope for every method not listed.
+        otherwise: Option<Scope>,
+    },
     /// Decided by a function of the request head; `None` means any valid key.
     Custom(Arc<ScopeFn>),
 }
@@ -47,6 +55,38 @@ impl ScopePolicy {
         ScopePolicy::ByMethod {
             safe: Scope::READ,
             unsafe_methods: Scope::WRITE,
+        }
+    }
+
+    /// A scope per HTTP method, for routes whose methods need more than `read`/`write`: each
+    /// listed method needs its scope, any other method `otherwise` (`None`: any valid key).
+    ///
+    /// ```
+    /// use keygate::http::Method;
+    /// use keygate::scope::{Scope, ScopePolicy};
+    ///
+    /// // Reading needs `read`, writing `write`, deleting `admin`; nothing else is allowed
+    /// // without `admin` either.
+    /// let policy = ScopePolicy::per_method(
+    ///     [
+    ///         (Method::GET, Scope::READ),
+    ///         (Method::POST, Scope::WRITE),
+    ///         (Method::PUT, Scope::WRITE),
+    ///         (Method::DELETE, Scope::ADMIN),
+    ///     ],
+    ///     Some(Scope::ADMIN),
+    /// );
+    /// let delete = http::Request::delete("/v1/documents/7").body(()).unwrap();
+    /// let head = keygate::request::RequestHead::from(&delete);
+    /// assert_eq!(policy.required(&head), Some(Scope::ADMIN));
+    /// ```
+    pub fn per_method(
+        scopes: impl IntoIterator<Item = (Method, Scope)>,
+        otherwise: Option<Scope>,
+    ) -> Self {
+        ScopePolicy::PerMethod {
+            scopes: scopes.into_iter().collect(),
+            otherwise,
         }
     }
 
@@ -70,6 +110,10 @@ impl ScopePolicy {
                     Some(unsafe_methods.clone())
                 }
             }
+            ScopePolicy::PerMethod { scopes, otherwise } => scopes
+                .iter()
+                .find(|(method, _)| method == head.method)
+                .map_or_else(|| otherwise.clone(), |(_, scope)| Some(scope.clone())),
             ScopePolicy::Custom(f) => f(head),
         }
     }
@@ -87,6 +131,11 @@ impl fmt::Debug for ScopePolicy {
                 .debug_struct("ByMethod")
                 .field("safe", safe)
                 .field("unsafe_methods", unsafe_methods)
+                .finish(),
+            ScopePolicy::PerMethod { scopes, otherwise } => f
+                .debug_struct("PerMethod")
+                .field("scopes", scopes)
+                .field("otherwise", otherwise)
                 .finish(),
             ScopePolicy::Custom(_) => f.write_str("Custom(..)"),
         }

@@ -455,3 +455,76 @@ async fn a_tenant_put_in_the_request_by_other_code_is_not_trusted() {
     assert_eq!(reader.status, 403);
     assert_eq!(calls.count(), 0);
 }
+
+/// `ScopePolicy::per_method` over TCP: each method needs its own scope, unlisted methods the
+/// fallback; `write` still grants `read`.
+#[tokio::test]
+async fn per_method_scopes_over_tcp() {
+    use http::Method;
+    use keygate::scope::ScopePolicy;
+
+    let fixture = Fixture::new();
+    let policy = ScopePolicy::per_method(
+        [
+            (Method::GET, Scope::READ),
+            (Method::POST, Scope::WRITE),
+            (Method::DELETE, Scope::ADMIN),
+        ],
+        Some(Scope::ADMIN),
+    );
+    let auth =
+        AuthLayer::new(Verifier::builder(fixture.store.clone()).build()).scope_policy(policy);
+    let handler = |tenant: Tenant| async move { tenant.key_id().to_owned() };
+    let app = Router::new().route(
+        "/v1/documents",
+        get(handler)
+            .post(handler)
+            .delete(handler)
+            .patch(handler)
+            .route_layer(auth),
+    );
+    let addr = serve(app).await;
+    let send = |method: Method, key: &keygate::key::ApiKey| {
+        send_tcp(
+            addr,
+            Request::builder()
+                .method(method)
+                .uri("/v1/documents")
+                .header("x-api-key", key.expose_secret())
+                .body(String::new())
+                .unwrap(),
+        )
+    };
+    for (method, key, id) in [
+        (Method::GET, &fixture.reader, "key_reader"),
+        (Method::GET, &fixture.writer, "key_writer"),
+        (Method::POST, &fixture.writer, "key_writer"),
+        (Method::DELETE, &fixture.test_admin, "key_test_admin"),
+        (Method::PATCH, &fixture.test_admin, "key_test_admin"),
+    ] {
+        let reply = send(method.clone(), key).await;
+        assert_eq!(reply.status, 200, "{method} {id}");
+        assert_eq!(reply.body, id, "{method} {id}");
+    }
+    for (method, key, needed) in [
+        (Method::POST, &fixture.reader, "write"),
+        (Method::DELETE, &fixture.writer, "admin"),
+        (Method::PATCH, &fixture.writer, "admin"),
+    ] {
+        let reply = send(method.clone(), key).await;
+        assert_eq!(reply.status, 403, "{method} needs {needed}");
+        assert_eq!(
+            reply.json(),
+            envelope(
+                "FORBIDDEN",
+                &format!("API key lacks the required scope: {needed}")
+            ),
+            "{method}"
+        );
+        assert_eq!(
+            reply.headers["www-authenticate"],
+            format!("Bearer realm=\"api\", error=\"insufficient_scope\", scope=\"{needed}\""),
+            "{method}"
+        );
+    }
+}
