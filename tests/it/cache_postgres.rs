@@ -19,9 +19,7 @@ use keygate::{AuthError, Tenant, Verifier};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 fn url() -> String {
-    std::env::var("KEYGATE_TEST_POSTGRES_URL").unwrap_or_else(|_| {
-        panic!("KEYGATE_TEST_POSTGRES_URL is not set: point it at a PostgreSQL server, e.g. postgres://postgres@127.0.0.1:5432/test")
-    })
+    crate::common::postgres_url()
 }
 
 /// A store on a pool of its own, its connections named `application_name`.

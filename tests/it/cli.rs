@@ -703,7 +703,7 @@ fn cli_help_lists_the_commands_and_the_exit_codes() {
 #[cfg(feature = "postgres")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_on_postgres() {
-    let (url, name, admin) = crate::setup::postgres::fresh_database().await;
+    let (url, name, admin) = crate::common::fresh_postgres_database("keygate_setup").await;
     every_command(&url, "PostgreSQL").await;
     import(&url).await;
     bad_input(&url).await;

@@ -270,3 +270,32 @@ impl std::io::Write for BufferWriter {
         Ok(())
     }
 }
+
+/// The PostgreSQL server of KEYGATE_TEST_POSTGRES_URL; fails with a clear message when unset.
+#[cfg(feature = "postgres")]
+pub fn postgres_url() -> String {
+    std::env::var("KEYGATE_TEST_POSTGRES_URL").unwrap_or_else(|_| {
+        panic!("KEYGATE_TEST_POSTGRES_URL is not set: point it at a PostgreSQL server, e.g. postgres://postgres@127.0.0.1:5432/test")
+    })
+}
+
+/// A database of its own for one test, named `<label>_<16 hex digits>`, on the server of
+/// KEYGATE_TEST_POSTGRES_URL: its URL, its name, and a pool on the test database to drop it with.
+#[cfg(feature = "postgres")]
+pub async fn fresh_postgres_database(label: &str) -> (String, String, sqlx::PgPool) {
+    let url = postgres_url();
+    let admin = sqlx::PgPool::connect(&url).await.unwrap_or_else(|e| {
+        panic!("cannot reach PostgreSQL at KEYGATE_TEST_POSTGRES_URL={url}: {e}")
+    });
+    let name = keygate::store::conformance::tenant().replace("tenant", label);
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&admin)
+        .await
+        .unwrap();
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, format!("?{query}")),
+        None => (url.as_str(), String::new()),
+    };
+    let server = &base[..base.rfind('/').unwrap()];
+    (format!("{server}/{name}{query}"), name, admin)
+}

@@ -593,9 +593,7 @@ mod postgres {
     /// One pool for every case, on the runtime that runs them. Tenants are fresh per case, so
     /// cases and other tests never see each other's keys.
     fn connect(runtime: &tokio::runtime::Runtime) -> PostgresStore {
-        let url = std::env::var("KEYGATE_TEST_POSTGRES_URL").unwrap_or_else(|_| {
-            panic!("KEYGATE_TEST_POSTGRES_URL is not set: point it at a PostgreSQL server, e.g. postgres://postgres@127.0.0.1:5432/test")
-        });
+        let url = crate::common::postgres_url();
         runtime
             .block_on(PostgresStore::connect(&url))
             .unwrap_or_else(|e| {

@@ -522,9 +522,7 @@ async fn quickstart_quota_survives_a_clean_restart_and_a_kill_9_within_its_bound
 #[cfg(all(feature = "postgres", feature = "redis"))]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_quickstarts_share_one_rate_limit_and_one_quota() {
-    let server = std::env::var("KEYGATE_TEST_POSTGRES_URL").unwrap_or_else(|_| {
-        panic!("KEYGATE_TEST_POSTGRES_URL is not set: point it at a PostgreSQL server, e.g. postgres://postgres@127.0.0.1:5432/test")
-    });
+    let server = crate::common::postgres_url();
     let redis = std::env::var("KEYGATE_TEST_REDIS_URL").unwrap_or_else(|_| {
         panic!("KEYGATE_TEST_REDIS_URL is not set: point it at a Redis server, e.g. redis://127.0.0.1:6379")
     });
@@ -639,29 +637,6 @@ fn quickstart_refuses_a_backend_it_was_built_without() {
     );
 }
 
-/// A database of its own for one test, on the server of KEYGATE_TEST_POSTGRES_URL: its URL,
-/// and a pool on the test database to drop it with.
-#[cfg(feature = "postgres")]
-async fn fresh_postgres_database() -> (String, String, sqlx::PgPool) {
-    let url = std::env::var("KEYGATE_TEST_POSTGRES_URL").unwrap_or_else(|_| {
-        panic!("KEYGATE_TEST_POSTGRES_URL is not set: point it at a PostgreSQL server, e.g. postgres://postgres@127.0.0.1:5432/test")
-    });
-    let admin = sqlx::PgPool::connect(&url).await.unwrap_or_else(|e| {
-        panic!("cannot reach PostgreSQL at KEYGATE_TEST_POSTGRES_URL={url}: {e}")
-    });
-    let name = keygate::store::conformance::tenant().replace("tenant", "keygate_qs");
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&admin)
-        .await
-        .unwrap();
-    let (base, query) = match url.split_once('?') {
-        Some((base, query)) => (base, format!("?{query}")),
-        None => (url.as_str(), String::new()),
-    };
-    let server = &base[..base.rfind('/').unwrap()];
-    (format!("{server}/{name}{query}"), name, admin)
-}
-
 /// A quickstart process whose stdout lines arrive on a channel, so that a test can look for a
 /// line without blocking on a process that prints none.
 #[cfg(feature = "postgres")]
@@ -744,7 +719,7 @@ impl Instance {
 #[cfg(feature = "postgres")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_quickstarts_on_one_postgres_database() {
-    let (url, name, admin_pool) = fresh_postgres_database().await;
+    let (url, name, admin_pool) = crate::common::fresh_postgres_database("keygate_qs").await;
 
     // Both start at once on an empty database: exactly one prints the admin key.
     let mut a = Instance::start(&url);

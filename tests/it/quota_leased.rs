@@ -337,9 +337,7 @@ async fn two_instances_on_one_sqlite_file_admit_exactly_the_quota() {
 #[cfg(feature = "postgres")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_on_one_postgres_admit_exactly_the_quota() {
-    let url = std::env::var("KEYGATE_TEST_POSTGRES_URL").unwrap_or_else(|_| {
-        panic!("KEYGATE_TEST_POSTGRES_URL is not set: point it at a PostgreSQL server, e.g. postgres://postgres@127.0.0.1:5432/test")
-    });
+    let url = crate::common::postgres_url();
     two_instances_admit_exactly_the_quota(|| {
         let url = url.clone();
         async move {

@@ -384,28 +384,6 @@ pub(crate) mod postgres {
 
     use super::*;
 
-    /// A database of its own on the server of KEYGATE_TEST_POSTGRES_URL: its URL, its name and
-    /// a pool to drop it with.
-    pub(crate) async fn fresh_database() -> (String, String, sqlx::PgPool) {
-        let url = std::env::var("KEYGATE_TEST_POSTGRES_URL").unwrap_or_else(|_| {
-            panic!("KEYGATE_TEST_POSTGRES_URL is not set: point it at a PostgreSQL server, e.g. postgres://postgres@127.0.0.1:5432/test")
-        });
-        let admin = sqlx::PgPool::connect(&url).await.unwrap_or_else(|e| {
-            panic!("cannot reach PostgreSQL at KEYGATE_TEST_POSTGRES_URL={url}: {e}")
-        });
-        let name = keygate::store::conformance::tenant().replace("tenant", "keygate_setup");
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&admin)
-            .await
-            .unwrap();
-        let (base, query) = match url.split_once('?') {
-            Some((base, query)) => (base, format!("?{query}")),
-            None => (url.as_str(), String::new()),
-        };
-        let server = &base[..base.rfind('/').unwrap()];
-        (format!("{server}/{name}{query}"), name, admin)
-    }
-
     pub(crate) async fn drop_database(name: &str, admin: &sqlx::PgPool) {
         sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)"))
             .execute(admin)
@@ -415,7 +393,7 @@ pub(crate) mod postgres {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn keygate_on_postgres_tracks_last_used_audits_and_revokes_at_once() {
-        let (url, name, admin) = fresh_database().await;
+        let (url, name, admin) = fresh_postgres_database("keygate_setup").await;
         let keygate = Keygate::postgres(&url).build().await.unwrap();
         assert_eq!(keygate.database().kind(), "PostgreSQL");
         wired_end_to_end(keygate).await;
@@ -430,7 +408,7 @@ pub(crate) mod postgres {
 
     #[tokio::test]
     async fn tenant_writes_on_postgres() {
-        let (url, name, admin) = fresh_database().await;
+        let (url, name, admin) = fresh_postgres_database("keygate_setup").await;
         let db = Database::connect(&url).await.unwrap();
         tenant_writes(&db).await;
         drop(db);
@@ -441,7 +419,7 @@ pub(crate) mod postgres {
     /// the other's caches within a second, by the change listener the setup starts.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn two_keygates_on_one_postgres_database_see_each_others_changes() {
-        let (url, name, admin_pool) = fresh_database().await;
+        let (url, name, admin_pool) = fresh_postgres_database("keygate_setup").await;
         let a = Keygate::from_url(&url).build().await.unwrap();
         let b = Keygate::from_url(&url).build().await.unwrap();
         let tenant = keygate::store::conformance::tenant();

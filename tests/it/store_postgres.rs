@@ -5,9 +5,7 @@ use keygate::lifecycle::{KeyManager, NewKey};
 use keygate::store::{KeyStore, PostgresStore, conformance};
 
 fn url() -> String {
-    std::env::var("KEYGATE_TEST_POSTGRES_URL").unwrap_or_else(|_| {
-        panic!("KEYGATE_TEST_POSTGRES_URL is not set: point it at a PostgreSQL server, e.g. postgres://postgres@127.0.0.1:5432/test")
-    })
+    crate::common::postgres_url()
 }
 
 async fn connect() -> PostgresStore {
