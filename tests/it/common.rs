@@ -299,3 +299,11 @@ pub async fn fresh_postgres_database(label: &str) -> (String, String, sqlx::PgPo
     let server = &base[..base.rfind('/').unwrap()];
     (format!("{server}/{name}{query}"), name, admin)
 }
+
+/// `GET /` with `key` in `x-api-key`.
+pub fn get_req(key: &ApiKey) -> http::Request<String> {
+    http::Request::get("/")
+        .header("x-api-key", key.expose_secret())
+        .body(String::new())
+        .unwrap()
+}

@@ -71,13 +71,6 @@ async fn instance<L: QuotaLedger>(
     .await
 }
 
-fn get_req(key: &ApiKey) -> Request<String> {
-    Request::get("/")
-        .header("x-api-key", key.expose_secret())
-        .body(String::new())
-        .unwrap()
-}
-
 async fn statuses(addr: std::net::SocketAddr, key: &ApiKey, n: usize) -> Vec<u16> {
     let mut out = Vec::new();
     for _ in 0..n {

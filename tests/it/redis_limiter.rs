@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use crate::common::*;
 use axum::{Router, routing::get};
-use http::{Request, StatusCode};
+use http::StatusCode;
 use keygate::key::{ApiKey, Environment, KeyFormat};
 use keygate::limit::{Quota, QuotaPeriod, RateLimit, RedisLimiter};
 use keygate::plan::{MemoryEntitlements, Plan, TenantEntitlements};
@@ -283,13 +283,6 @@ async fn instance_with_timeout(
             .layer(AuthLayer::new(verifier)),
     )
     .await
-}
-
-fn get_req(key: &ApiKey) -> Request<String> {
-    Request::get("/")
-        .header("x-api-key", key.expose_secret())
-        .body(String::new())
-        .unwrap()
 }
 
 async fn status(addr: SocketAddr, key: &ApiKey) -> u16 {
