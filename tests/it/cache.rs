@@ -140,9 +140,8 @@ pub(crate) async fn thousand_concurrent_misses<S: KeyStore + Clone>(
     for _ in 0..1000 {
         let (cache, joined) = (cache.clone(), joined.clone());
         tasks.push(tokio::spawn(async move {
-            // The lookup joins the flight in its first poll, with this increment.
-            joined.fetch_add(1, Ordering::SeqCst);
-            cache.find(&digest).await
+            // Counted once the lookup's first poll is over: it has joined the flight by then.
+            joined_after_first_poll(cache.find(&digest), &joined).await
         }));
     }
     while joined.load(Ordering::SeqCst) < 1000 {
@@ -154,6 +153,22 @@ pub(crate) async fn thousand_concurrent_misses<S: KeyStore + Clone>(
         answers.push(task.await.unwrap());
     }
     answers
+}
+
+/// Polls `future` once, counts it in `joined`, then finishes it. A lookup that missed has
+/// joined the flight (or led it, held by the gate) by the end of its first poll, so once every
+/// task is counted, releasing the gate cannot leave a late joiner to start a second query.
+pub(crate) async fn joined_after_first_poll<F: std::future::Future>(
+    future: F,
+    joined: &AtomicUsize,
+) -> F::Output {
+    let mut future = std::pin::pin!(future);
+    let first = std::future::poll_fn(|cx| std::task::Poll::Ready(future.as_mut().poll(cx))).await;
+    joined.fetch_add(1, Ordering::SeqCst);
+    match first {
+        std::task::Poll::Ready(output) => output,
+        std::task::Poll::Pending => future.await,
+    }
 }
 
 pub(crate) fn digest_of(key: &ApiKey) -> KeyDigest {
@@ -270,17 +285,16 @@ async fn a_thousand_requests_on_a_failing_store_make_one_query_and_all_get_503()
     for _ in 0..1000 {
         let (verifier, request, joined) = (verifier.clone(), request.clone(), joined.clone());
         tasks.push(tokio::spawn(async move {
-            joined.fetch_add(1, Ordering::SeqCst);
             let head = keygate::request::RequestHead::from(&request);
-            verifier.verify(&head, None).await.map(|_| ())
+            // Its first poll hashes the key and joins the flight.
+            joined_after_first_poll(verifier.verify(&head, None), &joined)
+                .await
+                .map(|_| ())
         }));
     }
     while joined.load(Ordering::SeqCst) < 1000 {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    // Every verification has hashed the key and joined the flight by now: its first poll runs
-    // up to the wait.
-    tokio::time::sleep(Duration::from_millis(50)).await;
     gated.release();
     for task in tasks {
         let error = task.await.unwrap().unwrap_err();
