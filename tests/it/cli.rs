@@ -51,7 +51,7 @@ fn keygate(url: &str, args: &[&str]) -> Run {
 }
 
 fn keygate_with(url: &str, args: &[&str], env: &[(&str, &str)]) -> Run {
-    let output = Command::new(env!("CARGO_BIN_EXE_keygate"))
+    let output = Command::new(keygate_binary("bin", "keygate"))
         .args(args)
         .env_remove("KEYGATE_PEPPER")
         .env_remove("KEYGATE_KEY_PREFIX")

@@ -307,3 +307,45 @@ pub fn get_req(key: &ApiKey) -> http::Request<String> {
         .body(String::new())
         .unwrap()
 }
+
+/// A binary of the keygate package, built with this suite's features: `--bin keygate` (the
+/// CLI) or `--example quickstart`. The suite is a package of its own, so cargo does not build
+/// them for it; each is built here once per run (a no-op when up to date), never taken stale.
+pub fn keygate_binary(kind: &str, name: &str) -> std::path::PathBuf {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    static BUILT: OnceLock<Mutex<HashMap<String, std::path::PathBuf>>> = OnceLock::new();
+    let mut built = BUILT.get_or_init(Default::default).lock().unwrap();
+    let target = format!("--{kind} {name}");
+    if let Some(path) = built.get(&target) {
+        return path.clone();
+    }
+    let features: Vec<&str> = [
+        ("axum", cfg!(feature = "axum")),
+        ("sqlite", cfg!(feature = "sqlite")),
+        ("postgres", cfg!(feature = "postgres")),
+        ("redis", cfg!(feature = "redis")),
+        ("dev-mode", cfg!(feature = "dev-mode")),
+        ("cli", cfg!(feature = "cli")),
+    ]
+    .into_iter()
+    .filter_map(|(feature, on)| on.then_some(feature))
+    .collect();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let status = std::process::Command::new(env!("CARGO"))
+        .args(["build", "--quiet", "-p", "keygate", &format!("--{kind}"), name])
+        .args(["--no-default-features", "--features", &features.join(",")])
+        .current_dir(root)
+        .status()
+        .unwrap();
+    assert!(status.success(), "building keygate's {target} failed");
+    // Next to this test's binary: target/<profile>/deps/it-… -> target/<profile>/.
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().unwrap().parent().unwrap();
+    let path = match kind {
+        "example" => profile_dir.join("examples").join(name),
+        _ => profile_dir.join(name),
+    };
+    built.insert(target, path.clone());
+    path
+}

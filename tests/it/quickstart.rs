@@ -11,20 +11,8 @@ use crate::common::*;
 use http::{Request, StatusCode};
 use keygate::store::SqliteStore;
 
-/// The example binary next to this test's binary, built by `cargo test`; built here if absent.
 fn quickstart_binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().unwrap().parent().unwrap();
-    let binary = profile_dir.join("examples").join("quickstart");
-    if !binary.exists() {
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "--example", "quickstart"])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .unwrap();
-        assert!(status.success(), "building the quickstart failed");
-    }
-    binary
+    keygate_binary("example", "quickstart")
 }
 
 fn free_addr() -> SocketAddr {

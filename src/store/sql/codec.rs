@@ -20,7 +20,6 @@ pub(crate) enum Arg {
 }
 
 /// A row of `keygate_keys` as the database holds it.
-#[derive(sqlx::FromRow)]
 pub(crate) struct KeyRow {
     id: String,
     tenant_id: String,
@@ -36,6 +35,36 @@ pub(crate) struct KeyRow {
     last_used_at: Option<i64>,
     metadata: String,
     restrictions: String,
+}
+
+// Written out rather than derived: sqlx's derive macros would compile sqlx (and tokio, serde,
+// time…) a second time for the host, about a third of a first build.
+impl<'r, R> sqlx::FromRow<'r, R> for KeyRow
+where
+    R: sqlx::Row,
+    &'r str: sqlx::ColumnIndex<R>,
+    String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    Vec<u8>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    fn from_row(row: &'r R) -> Result<Self, sqlx::Error> {
+        Ok(KeyRow {
+            id: row.try_get("id")?,
+            tenant_id: row.try_get("tenant_id")?,
+            name: row.try_get("name")?,
+            digest: row.try_get("digest")?,
+            prefix: row.try_get("prefix")?,
+            last4: row.try_get("last4")?,
+            scopes: row.try_get("scopes")?,
+            environment: row.try_get("environment")?,
+            created_at: row.try_get("created_at")?,
+            expires_at: row.try_get("expires_at")?,
+            revoked_at: row.try_get("revoked_at")?,
+            last_used_at: row.try_get("last_used_at")?,
+            metadata: row.try_get("metadata")?,
+            restrictions: row.try_get("restrictions")?,
+        })
+    }
 }
 
 impl KeyRow {
@@ -86,10 +115,23 @@ impl KeyRow {
 }
 
 /// A row of `keygate_tenants`.
-#[derive(sqlx::FromRow)]
 pub(crate) struct TenantRow {
     status: String,
     plan: String,
+}
+
+impl<'r, R> sqlx::FromRow<'r, R> for TenantRow
+where
+    R: sqlx::Row,
+    &'r str: sqlx::ColumnIndex<R>,
+    String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    fn from_row(row: &'r R) -> Result<Self, sqlx::Error> {
+        Ok(TenantRow {
+            status: row.try_get("status")?,
+            plan: row.try_get("plan")?,
+        })
+    }
 }
 
 impl TenantRow {

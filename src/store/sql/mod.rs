@@ -15,6 +15,7 @@
 //! | `codec.rs` | rows and records: times, JSON, digests |
 //! | `dialect.rs`, `sqlite.rs`, `postgres.rs` | what differs, and each engine's constructors |
 //! | `driver.rs` | running a statement on any sqlx database |
+//! | `migrations.rs` | the embedded migrations of each engine |
 
 mod audit;
 pub(crate) mod changes;
@@ -22,6 +23,7 @@ mod codec;
 mod dialect;
 mod driver;
 mod keys;
+mod migrations;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod quota;

@@ -139,7 +139,7 @@ impl SqlStore<Postgres> {
     /// Runs the embedded migrations: those already applied are skipped, and concurrent runs
     /// from several instances are serialised by sqlx's advisory lock.
     pub async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
-        sqlx::migrate!("migrations/postgres")
+        super::migrations::postgres()
             .run(pool)
             .await
             .map_err(StoreError::backend)

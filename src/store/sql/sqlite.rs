@@ -162,7 +162,7 @@ async fn migrate<'a, A>(conn: A) -> Result<(), StoreError>
 where
     A: sqlx::Acquire<'a, Database = sqlx::Sqlite>,
 {
-    sqlx::migrate!("migrations/sqlite")
+    super::migrations::sqlite()
         .run(conn)
         .await
         .map_err(StoreError::backend)
