@@ -10,7 +10,8 @@
 //!   quotas are durable in the database (leased in blocks) and rate limits are per process;
 //! - `KEYGATE_RATE_LIMIT_PER_MINUTE` (default 60) and `KEYGATE_MONTHLY_QUOTA` (default
 //!   unlimited): tenant `demo`'s plan, stored in the database at every start;
-//! - `RUST_LOG` for logs (default `info`).
+//! - `RUST_LOG` for logs: a level or `target=level` directives, e.g. `warn,keygate=debug`
+//!   (default `info`).
 //!
 //! On a database without keys it creates tenant `demo` with an admin key (environment `test`)
 //! and prints it once as `admin key: <key>`; of several instances starting at once on one
@@ -30,6 +31,8 @@ use keygate::plan::{Plan, TenantEntitlements};
 use keygate::scope::Scope;
 use keygate::setup::{Keygate, KeygateBuilder};
 use serde_json::json;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::prelude::*;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
@@ -45,11 +48,14 @@ async fn main() -> std::process::ExitCode {
 type BoxError = Box<dyn std::error::Error>;
 
 async fn run() -> Result<(), BoxError> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
+    // `RUST_LOG` as `target=level` directives, e.g. `info` or `warn,keygate=trace`.
+    let filter = setting("RUST_LOG").unwrap_or_else(|| "info".into());
+    let filter: Targets = filter
+        .parse()
+        .map_err(|e| format!("RUST_LOG must be `level` or `target=level` directives: {e}"))?;
+    tracing_subscriber::registry()
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .with(filter)
         .init();
     let addr = std::env::var("KEYGATE_ADDR").unwrap_or_else(|_| "127.0.0.1:3000".into());
     let demo = TenantEntitlements::active(demo_plan()?);

@@ -199,8 +199,6 @@ fn endpoint_within(outer: &EndpointRule, inner: &EndpointRule) -> bool {
 mod tests {
     use super::*;
     use crate::request::RequestHead;
-    use crate::scope::Scope;
-    use proptest::prelude::*;
     use std::fmt;
     use std::net::IpAddr;
 
@@ -383,14 +381,6 @@ mod tests {
         "/", "/v1/", "/v1/a", "/v1/a/", "/v1/a/1", "/v1/ab", "/v1/b", "/v2/x",
     ];
     const REQUEST_METHODS: &[&str] = &["GET", "POST"];
-    const SCOPES: &[&str] = &[
-        "admin",
-        "read",
-        "write",
-        "docs:read",
-        "docs:write",
-        "search",
-    ];
 
     fn rules() -> Vec<EndpointRule> {
         let mut rules = Vec::new();
@@ -492,131 +482,5 @@ mod tests {
             }
             matched
         });
-    }
-
-    #[derive(Debug, Clone)]
-    struct Key {
-        environment: Environment,
-        scopes: Scopes,
-        restrictions: Restrictions,
-        expires_at: Option<OffsetDateTime>,
-    }
-
-    impl Key {
-        fn bounds(&self) -> KeyBounds<'_> {
-            KeyBounds {
-                environment: self.environment,
-                scopes: &self.scopes,
-                plan_scopes: None,
-                restrictions: &self.restrictions,
-                expires_at: self.expires_at,
-            }
-        }
-
-        /// Each attribute taken from `self` where `keep` says so, else from `other`: keys
-        /// built this way are often, but not always, inside `self`.
-        fn mixed(&self, other: &Key, keep: [bool; 6]) -> Key {
-            fn either<T>(keep: bool, mine: T, theirs: T) -> T {
-                if keep { mine } else { theirs }
-            }
-            Key {
-                environment: either(keep[0], self.environment, other.environment),
-                scopes: either(keep[1], &self.scopes, &other.scopes).clone(),
-                restrictions: Restrictions {
-                    ip_ranges: either(keep[2], &self.restrictions, &other.restrictions)
-                        .ip_ranges
-                        .clone(),
-                    referrers: either(keep[3], &self.restrictions, &other.restrictions)
-                        .referrers
-                        .clone(),
-                    endpoints: either(keep[4], &self.restrictions, &other.restrictions)
-                        .endpoints
-                        .clone(),
-                },
-                expires_at: either(keep[5], self.expires_at, other.expires_at),
-            }
-        }
-    }
-
-    fn pick<T: Clone + fmt::Debug + 'static>(
-        pool: &'static [T],
-        max: usize,
-    ) -> impl Strategy<Value = Vec<T>> {
-        prop::collection::vec(prop::sample::select(pool), 0..=max)
-    }
-
-    fn key() -> impl Strategy<Value = Key> {
-        (
-            prop::bool::weighted(0.2),
-            prop::collection::vec(prop::sample::select(SCOPES), 1..=3),
-            pick(NETS, 2),
-            pick(REFERRERS, 2),
-            prop::collection::vec(prop::sample::select(rules()), 0..=2),
-            prop::option::of(0i64..4),
-        )
-            .prop_map(|(test, scopes, nets, referrers, endpoints, expiry)| Key {
-                environment: if test {
-                    Environment::Test
-                } else {
-                    Environment::Live
-                },
-                scopes: scopes.iter().map(|s| Scope::from_static(s)).collect(),
-                restrictions: Restrictions {
-                    ip_ranges: nets.iter().map(|n| n.parse().unwrap()).collect(),
-                    referrers: referrers.iter().map(|r| (*r).to_owned()).collect(),
-                    endpoints,
-                },
-                expires_at: expiry
-                    .map(|d| OffsetDateTime::UNIX_EPOCH + time::Duration::days(20_000 + d)),
-            })
-    }
-
-    fn keep() -> impl Strategy<Value = [bool; 6]> {
-        prop::array::uniform6(prop::bool::weighted(0.75))
-    }
-
-    proptest! {
-        #![proptest_config(ProptestConfig::with_cases(1024))]
-
-        #[test]
-        fn reflexive(a in key()) {
-            prop_assert_eq!(a.bounds().contains(&a.bounds()), Ok(()));
-        }
-
-        #[test]
-        fn transitive(a in key(), r1 in key(), r2 in key(), k1 in keep(), k2 in keep()) {
-            let b = a.mixed(&r1, k1);
-            let c = b.mixed(&r2, k2);
-            if a.bounds().contains(&b.bounds()).is_ok() && b.bounds().contains(&c.bounds()).is_ok() {
-                prop_assert_eq!(a.bounds().contains(&c.bounds()), Ok(()));
-            }
-        }
-
-        #[test]
-        fn never_widens(
-            a in key(),
-            r in key(),
-            k in keep(),
-            method in prop::sample::select(REQUEST_METHODS),
-            path in prop::sample::select(REQUEST_PATHS),
-            referrer in prop::sample::select(REQUEST_REFERRERS),
-            ip in prop::sample::select(IPS),
-            scope in prop::sample::select(SCOPES),
-        ) {
-            let b = a.mixed(&r, k);
-            if a.bounds().contains(&b.bounds()).is_ok() {
-                if allows(&b.restrictions, method, path, referrer, ip) {
-                    prop_assert!(allows(&a.restrictions, method, path, referrer, ip));
-                }
-                let scope = Scope::from_static(scope);
-                if b.scopes.grants(&scope) {
-                    prop_assert!(a.scopes.grants(&scope));
-                }
-                if let Some(limit) = a.expires_at {
-                    prop_assert!(b.expires_at.is_some_and(|at| at <= limit));
-                }
-                prop_assert_eq!(a.environment, b.environment);
-            }
-        }
     }
 }

@@ -637,31 +637,58 @@ mod tests {
         }
     }
 
-    proptest::proptest! {
-        /// Whatever the requests and the time between them, a limiter that evicts answers every
-        /// request exactly as one that keeps everything.
-        #[test]
-        fn eviction_never_changes_a_decision(
-            steps in proptest::collection::vec((0..8usize, 0..4usize, 0u64..20_000, 0..4u8), 1..600)
-        ) {
+    /// Whatever the requests and the time between them, a limiter that evicts answers every
+    /// request exactly as one that keeps everything: 256 random sequences of up to 600 steps.
+    ///
+    /// The sequences come from a fixed seed, so a failure names its case and a rerun replays
+    /// it. A small generator rather than proptest: proptest would be a dependency of every
+    /// example's first build for this one unit test (the integration tests use proptest).
+    #[test]
+    fn eviction_never_changes_a_decision() {
+        // xorshift64*: enough to spread requests over tenants, keys, shapes and time.
+        let mut state = 0x9E37_79B9_7F4A_7C15_u64;
+        let mut below = |n: u64| {
+            state ^= state >> 12;
+            state ^= state << 25;
+            state ^= state >> 27;
+            state.wrapping_mul(0x2545_F491_4F6C_DD1D) % n
+        };
+        let tenants: Vec<String> = (0..8).map(|i| format!("tenant_{i}")).collect();
+        let keys = ["k0", "k1", "k2", "k3"];
+        for case in 0..256 {
             let clock = ManualClock::at_unix_secs(1_700_006_000);
             let limiter = MemoryLimiter::with_clock(clock.clone());
             let reference = without_eviction(&clock);
-            let tenants: Vec<String> = (0..8).map(|i| format!("tenant_{i}")).collect();
-            let keys = ["k0", "k1", "k2", "k3"];
-            for (tenant, key, advance_ms, shape) in steps {
-                clock.advance(Duration::from_millis(advance_ms));
+            for step in 0..1 + below(600) {
+                let (tenant, key) = (below(8) as usize, below(4) as usize);
+                clock.advance(Duration::from_millis(below(20_000)));
                 let full = request(&tenants[tenant], keys[key]);
-                let r = match shape {
+                let r = match below(4) {
                     0 => full,
-                    1 => LimitRequest { quota: None, ..full },
-                    2 => LimitRequest { tenant_rate: None, key_rate: None, ..full },
-                    _ => LimitRequest { key_rate: None, cost: 2, ..full },
+                    1 => LimitRequest {
+                        quota: None,
+                        ..full
+                    },
+                    2 => LimitRequest {
+                        tenant_rate: None,
+                        key_rate: None,
+                        ..full
+                    },
+                    _ => LimitRequest {
+                        key_rate: None,
+                        cost: 2,
+                        ..full
+                    },
                 };
-                proptest::prop_assert_eq!(limiter.decide(&r), reference.decide(&r));
-                proptest::prop_assert_eq!(
+                assert_eq!(
+                    limiter.decide(&r),
+                    reference.decide(&r),
+                    "case {case}, step {step}"
+                );
+                assert_eq!(
                     limiter.quota_used(&tenants[tenant]),
-                    reference.quota_used(&tenants[tenant])
+                    reference.quota_used(&tenants[tenant]),
+                    "case {case}, step {step}"
                 );
             }
         }

@@ -331,9 +331,18 @@ pub fn keygate_binary(kind: &str, name: &str) -> std::path::PathBuf {
     .into_iter()
     .filter_map(|(feature, on)| on.then_some(feature))
     .collect();
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap();
     let status = std::process::Command::new(env!("CARGO"))
-        .args(["build", "--quiet", "-p", "keygate", &format!("--{kind}"), name])
+        .args([
+            "build",
+            "--quiet",
+            "-p",
+            "keygate",
+            &format!("--{kind}"),
+            name,
+        ])
         .args(["--no-default-features", "--features", &features.join(",")])
         .current_dir(root)
         .status()

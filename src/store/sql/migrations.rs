@@ -17,9 +17,21 @@ type File = (i64, &'static str, &'static str);
 #[cfg(feature = "sqlite")]
 pub(super) fn sqlite() -> Migrator {
     migrator(&[
-        (1, "keys", include_str!("../../../migrations/sqlite/0001_keys.sql")),
-        (2, "tenants", include_str!("../../../migrations/sqlite/0002_tenants.sql")),
-        (3, "quota usage", include_str!("../../../migrations/sqlite/0003_quota_usage.sql")),
+        (
+            1,
+            "keys",
+            include_str!("../../../migrations/sqlite/0001_keys.sql"),
+        ),
+        (
+            2,
+            "tenants",
+            include_str!("../../../migrations/sqlite/0002_tenants.sql"),
+        ),
+        (
+            3,
+            "quota usage",
+            include_str!("../../../migrations/sqlite/0003_quota_usage.sql"),
+        ),
     ])
 }
 
@@ -27,9 +39,21 @@ pub(super) fn sqlite() -> Migrator {
 #[cfg(feature = "postgres")]
 pub(super) fn postgres() -> Migrator {
     migrator(&[
-        (1, "keys", include_str!("../../../migrations/postgres/0001_keys.sql")),
-        (2, "tenants", include_str!("../../../migrations/postgres/0002_tenants.sql")),
-        (3, "quota usage", include_str!("../../../migrations/postgres/0003_quota_usage.sql")),
+        (
+            1,
+            "keys",
+            include_str!("../../../migrations/postgres/0001_keys.sql"),
+        ),
+        (
+            2,
+            "tenants",
+            include_str!("../../../migrations/postgres/0002_tenants.sql"),
+        ),
+        (
+            3,
+            "quota usage",
+            include_str!("../../../migrations/postgres/0003_quota_usage.sql"),
+        ),
     ])
 }
 
