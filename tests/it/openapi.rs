@@ -35,6 +35,8 @@ struct Call<'a> {
     /// `application/json` unless said otherwise; `None`: no body and no content type.
     body: Option<String>,
     content_type: &'a str,
+    /// The key as `Authorization: Bearer` instead of `x-api-key`.
+    bearer: bool,
 }
 
 impl<'a> Call<'a> {
@@ -45,6 +47,7 @@ impl<'a> Call<'a> {
             key: Some(key),
             body: None,
             content_type: "application/json",
+            bearer: false,
         }
     }
     fn id(mut self, id: &'a str) -> Self {
@@ -61,6 +64,10 @@ impl<'a> Call<'a> {
     }
     fn content_type(mut self, content_type: &'a str) -> Self {
         self.content_type = content_type;
+        self
+    }
+    fn bearer(mut self) -> Self {
+        self.bearer = true;
         self
     }
     fn anonymous(mut self) -> Self {
@@ -131,8 +138,12 @@ impl Checked {
         let mut request = http::Request::builder()
             .method(method.to_uppercase().as_str())
             .uri(&path);
-        if let Some(key) = call.key {
-            request = request.header("x-api-key", key);
+        match call.key {
+            Some(key) if call.bearer => {
+                request = request.header("authorization", format!("Bearer {key}"));
+            }
+            Some(key) => request = request.header("x-api-key", key),
+            None => {}
         }
         if call.body.is_some() {
             request = request.header("content-type", call.content_type);
@@ -395,9 +406,15 @@ async fn every_documented_call_and_status_is_what_the_api_answers() {
         .await;
     assert_eq!(minimal.status, StatusCode::CREATED);
     let minimal_id = minimal.json()["data"]["id"].as_str().unwrap().to_owned();
-    let listed = doc.call(a, Call::new("listKeys", admin)).await;
-    assert_eq!(listed.status, StatusCode::OK);
-    assert_eq!(listed.json()["data"].as_array().unwrap().len(), 5);
+    // Both security schemes of the document.
+    for call in [
+        Call::new("listKeys", admin),
+        Call::new("listKeys", admin).bearer(),
+    ] {
+        let listed = doc.call(a, call).await;
+        assert_eq!(listed.status, StatusCode::OK);
+        assert_eq!(listed.json()["data"].as_array().unwrap().len(), 5);
+    }
     for id in [&s.detailed_key_id, &created_id] {
         let got = doc.call(a, Call::new("getKey", admin).id(id)).await;
         assert_eq!(got.status, StatusCode::OK);
