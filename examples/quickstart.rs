@@ -12,6 +12,8 @@
 //!   unlimited): tenant `demo`'s plan, stored in the database at every start;
 //! - `RUST_LOG` for logs (default `info`).
 //!
+//! The management API's OpenAPI 3.1 document is at `GET /openapi.json`, without a key.
+//!
 //! On a database without keys it creates tenant `demo` with an admin key (environment `test`)
 //! and prints it once as `admin key: <key>`; of several instances starting at once on one
 //! database, exactly one does. Everything is wired by `keygate::Keygate` in one call: keys and
@@ -21,7 +23,8 @@
 //! Ctrl-C and SIGTERM, writing pending last-used times and giving back unused quota blocks
 //! first.
 
-use axum::{Json, Router, http::StatusCode, routing::get};
+use axum::http::{StatusCode, header::CONTENT_TYPE};
+use axum::{Json, Router, routing::get};
 use keygate::Tenant;
 use keygate::key::Environment;
 use keygate::lifecycle::NewKey;
@@ -77,6 +80,10 @@ async fn run() -> Result<(), BoxError> {
     }
 
     let auth = keygate.layer().clone();
+    let openapi = (
+        [(CONTENT_TYPE, "application/json")],
+        keygate::api::openapi().to_json()?,
+    );
     let app = Router::new()
         .route("/v1/whoami", get(whoami).route_layer(auth.clone()))
         .route(
@@ -100,7 +107,9 @@ async fn run() -> Result<(), BoxError> {
         .route(
             "/health",
             get(|| async { Json(json!({"success": true, "data": {"status": "ok"}})) }),
-        );
+        )
+        // The management API's OpenAPI 3.1 document, public.
+        .route("/openapi.json", get(move || async move { openapi }));
 
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     // The database's kind only: a URL may hold a password.
