@@ -13,6 +13,8 @@
 //! - `RUST_LOG` for logs: a level or `target=level` directives, e.g. `warn,keygate=debug`
 //!   (default `info`).
 //!
+//! The management API's OpenAPI 3.1 document is at `GET /openapi.json`, without a key.
+//!
 //! On a database without keys it creates tenant `demo` with an admin key (environment `test`)
 //! and prints it once as `admin key: <key>`; of several instances starting at once on one
 //! database, exactly one does. Everything is wired by `keygate::Keygate` in one call: keys and
@@ -22,7 +24,8 @@
 //! Ctrl-C and SIGTERM, writing pending last-used times and giving back unused quota blocks
 //! first.
 
-use axum::{Json, Router, http::StatusCode, routing::get};
+use axum::http::{StatusCode, header::CONTENT_TYPE};
+use axum::{Json, Router, routing::get};
 use keygate::Tenant;
 use keygate::key::Environment;
 use keygate::lifecycle::NewKey;
@@ -83,6 +86,10 @@ async fn run() -> Result<(), BoxError> {
     }
 
     let auth = keygate.layer().clone();
+    let openapi = (
+        [(CONTENT_TYPE, "application/json")],
+        keygate::api::openapi().to_json()?,
+    );
     let app = Router::new()
         .route("/v1/whoami", get(whoami).route_layer(auth.clone()))
         .route(
@@ -106,7 +113,9 @@ async fn run() -> Result<(), BoxError> {
         .route(
             "/health",
             get(|| async { Json(json!({"success": true, "data": {"status": "ok"}})) }),
-        );
+        )
+        // The management API's OpenAPI 3.1 document, public.
+        .route("/openapi.json", get(move || async move { openapi }));
 
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     // The database's kind only: a URL may hold a password.

@@ -28,10 +28,16 @@ use crate::request::{RequestHead, canonical_net};
 /// silently give an unrestricted key.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(
+    feature = "openapi",
+    schema(description = "Where and for what a key may be used; an empty list does not restrict.")
+)]
 pub struct Restrictions {
     /// Client addresses allowed to use the key (CIDR, IPv4 or IPv6; an IPv4-mapped IPv6 range
     /// such as `::ffff:10.0.0.0/104` is the IPv4 range it maps, and an IPv4 client matches
     /// IPv4 ranges however the server's socket sees it).
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<String>))]
     pub ip_ranges: Vec<IpNet>,
     /// Allowed `Referer`/`Origin` values: an exact origin such as `https://app.example.com`, or
     /// a prefix ending in `*`.
@@ -53,8 +59,9 @@ impl Restrictions {
 /// what comes before the `*`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EndpointRule {
-    /// `GET`, `POST`, …; `None` allows every method.
+    /// `GET`, `POST`, …; none (absent) allows every method.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub method: Option<String>,
     /// The path pattern, e.g. `/v1/documents` or `/v1/documents/*`.

@@ -15,7 +15,7 @@ use crate::scope::Scope;
 use crate::store::KeyInfo;
 use crate::{AuthError, Tenant};
 
-const SHOWN_ONCE: &str = "Store this key securely — it cannot be retrieved again.";
+pub(super) const SHOWN_ONCE: &str = "Store this key securely — it cannot be retrieved again.";
 
 #[derive(Serialize)]
 struct Success<T> {

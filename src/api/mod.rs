@@ -46,6 +46,9 @@
 //! Nothing is written when a call is refused. Each change and its audit event are written
 //! together even if the client disconnects mid-call (see [`KeyManager`]).
 //!
+//! With the `openapi` feature (on by default), [`openapi()`] is the OpenAPI 3.1 document of these
+//! calls, refusals and envelopes.
+//!
 //! ```
 //! use axum::Router;
 //! use keygate::{AuthLayer, Verifier, api, key::KeyScheme, lifecycle::KeyManager, store::MemoryStore};
@@ -62,9 +65,13 @@
 
 mod error;
 mod handlers;
+#[cfg(feature = "openapi")]
+mod openapi;
 mod request_body;
 
 pub use error::ApiError;
+#[cfg(feature = "openapi")]
+pub use openapi::openapi;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;

@@ -79,15 +79,30 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for OptionalJsonBody<T>
 /// `POST /v1/api-keys`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(
+    feature = "openapi",
+    schema(as = CreateKeyRequest, description = "A key to issue for the caller's tenant.")
+)]
 pub(super) struct CreateKey {
+    /// 1 to 128 characters once surrounding whitespace is trimmed, without control or
+    /// bidirectional-formatting characters.
     pub(super) name: String,
+    /// 1 to 64 scope names, each known to the server and granted to the caller.
     pub(super) scopes: Vec<String>,
+    /// The environment of the caller's key, the only one allowed (the default).
     #[serde(default)]
     pub(super) environment: Option<Environment>,
+    /// When the key stops working (RFC 3339), default never: in the future, no later than
+    /// 2262-01-01T00:00:00Z nor than the caller's key's expiry.
     #[serde(default, with = "time::serde::rfc3339::option")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
     pub(super) expires_at: Option<time::OffsetDateTime>,
+    /// Free-form data handed to the service with the tenant: at most 4096 bytes of JSON.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub(super) metadata: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Default none; at least as tight as the caller's key's.
     #[serde(default)]
     pub(super) restrictions: Option<Restrictions>,
 }
@@ -95,14 +110,28 @@ pub(super) struct CreateKey {
 /// `PATCH /v1/api-keys/{id}`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(
+    feature = "openapi",
+    schema(as = RenameKeyRequest, description = "The key's new name.")
+)]
 pub(super) struct Rename {
+    /// 1 to 128 characters once surrounding whitespace is trimmed, without control or
+    /// bidirectional-formatting characters.
     pub(super) name: String,
 }
 
 /// `POST /v1/api-keys/{id}/rotate`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(
+    feature = "openapi",
+    schema(as = RotateKeyRequest, description = "How long the old key keeps working.")
+)]
 pub(super) struct Rotate {
+    /// Seconds the old key keeps working beside its successor, 0 to 2592000 (30 days).
+    /// Default: 0, the old key stops at once.
     #[serde(default)]
     pub(super) grace_period_seconds: Option<u64>,
 }

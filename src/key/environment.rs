@@ -13,6 +13,11 @@ use serde::{Deserialize, Serialize};
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(
+    feature = "openapi",
+    schema(description = "The environment of a key: the `live` or `test` segment of the key.")
+)]
 pub enum Environment {
     /// Production keys: `…_live_…`.
     Live,

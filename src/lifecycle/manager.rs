@@ -20,7 +20,7 @@ use crate::store::{KeyInfo, KeyRecord, ManagedKeyStore, StoreError};
 use crate::tenant::Tenant;
 
 /// The longest rotation grace period: 30 days.
-const MAX_GRACE_SECONDS: u64 = 30 * 24 * 3600;
+pub(crate) const MAX_GRACE_SECONDS: u64 = 30 * 24 * 3600;
 
 /// Issues and manages keys on a [`ManagedKeyStore`]. Cheap to clone.
 ///

@@ -211,33 +211,46 @@ impl KeyRecordBuilder {
     }
 }
 
-/// The public view of a record, for listings: no digest.
+/// The public view of a record, for listings: no digest. The management API answers with it.
+///
+/// With the `openapi` feature it is a `utoipa` schema (`KeyInfo`), so that a service can use it
+/// in its own OpenAPI document.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(
+    feature = "openapi",
+    schema(description = "An API key as the management API shows it: never its secret.")
+)]
 pub struct KeyInfo {
-    /// See [`KeyRecord::id`].
+    /// Stable public identifier of the key, used in the management API's paths.
     pub id: String,
-    /// See [`KeyRecord::name`].
+    /// Human-readable name, e.g. "Production API".
     pub name: String,
-    /// See [`KeyRecord::prefix`].
+    /// The visible prefix with the environment, e.g. `sk_live_`.
     pub prefix: String,
-    /// See [`KeyRecord::last4`].
+    /// The last four characters of the secret, for display.
     pub last4: String,
-    /// See [`KeyRecord::scopes`].
+    /// What the key may do.
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<String>))]
     pub scopes: Scopes,
-    /// See [`KeyRecord::environment`].
+    /// `live` or `test`.
     pub environment: Environment,
-    /// See [`KeyRecord::created_at`].
+    /// When the key was issued (RFC 3339).
     #[serde(with = "time::serde::rfc3339")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub created_at: OffsetDateTime,
-    /// See [`KeyRecord::expires_at`].
+    /// When the key stops working (RFC 3339); null if never.
     #[serde(with = "time::serde::rfc3339::option")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
     pub expires_at: Option<OffsetDateTime>,
-    /// See [`KeyRecord::last_used_at`].
+    /// When the key was last used (RFC 3339), as last written; null if never.
     #[serde(with = "time::serde::rfc3339::option")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
     pub last_used_at: Option<OffsetDateTime>,
-    /// See [`KeyRecord::metadata`].
+    /// Free-form data handed to the service with the tenant.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub metadata: serde_json::Map<String, serde_json::Value>,
-    /// See [`KeyRecord::restrictions`].
+    /// Where and for what the key may be used.
     pub restrictions: Restrictions,
 }
 

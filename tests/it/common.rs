@@ -146,6 +146,77 @@ impl keygate::store::KeyStore for HangingStore {
     }
 }
 
+/// A managed store whose backend is down: every lookup and every change times out.
+#[derive(Clone)]
+pub struct DownStore;
+
+#[async_trait::async_trait]
+impl keygate::store::KeyStore for DownStore {
+    async fn find(&self, _: &keygate::hash::KeyDigest) -> keygate::store::Lookup {
+        Err(keygate::store::StoreError::Timeout)
+    }
+}
+
+#[async_trait::async_trait]
+impl keygate::store::ManagedKeyStore for DownStore {
+    async fn insert(
+        &self,
+        _: keygate::store::KeyRecord,
+        _: Option<usize>,
+    ) -> Result<(), keygate::store::StoreError> {
+        Err(keygate::store::StoreError::Timeout)
+    }
+    async fn get(
+        &self,
+        _: &str,
+        _: &str,
+        _: time::OffsetDateTime,
+    ) -> Result<Option<keygate::store::KeyRecord>, keygate::store::StoreError> {
+        Err(keygate::store::StoreError::Timeout)
+    }
+    async fn list(
+        &self,
+        _: &str,
+        _: time::OffsetDateTime,
+    ) -> Result<Vec<keygate::store::KeyRecord>, keygate::store::StoreError> {
+        Err(keygate::store::StoreError::Timeout)
+    }
+    async fn rename(
+        &self,
+        _: &str,
+        _: &str,
+        _: &str,
+        _: time::OffsetDateTime,
+    ) -> Result<Option<keygate::store::KeyRecord>, keygate::store::StoreError> {
+        Err(keygate::store::StoreError::Timeout)
+    }
+    async fn revoke(
+        &self,
+        _: &str,
+        _: &str,
+        _: time::OffsetDateTime,
+    ) -> Result<Option<keygate::store::KeyRecord>, keygate::store::StoreError> {
+        Err(keygate::store::StoreError::Timeout)
+    }
+    async fn rotate(
+        &self,
+        _: &str,
+        _: &str,
+        _: keygate::store::KeyRecord,
+        _: time::OffsetDateTime,
+        _: time::OffsetDateTime,
+        _: Option<usize>,
+    ) -> Result<Option<keygate::store::KeyRecord>, keygate::store::StoreError> {
+        Err(keygate::store::StoreError::Timeout)
+    }
+    async fn touch(
+        &self,
+        _: &[(String, time::OffsetDateTime)],
+    ) -> Result<(), keygate::store::StoreError> {
+        Err(keygate::store::StoreError::Timeout)
+    }
+}
+
 /// Serves `app` on a fresh loopback port; the server lives as long as the test's runtime.
 pub async fn serve(app: axum::Router) -> std::net::SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -327,6 +398,7 @@ pub fn keygate_binary(kind: &str, name: &str) -> std::path::PathBuf {
         ("redis", cfg!(feature = "redis")),
         ("dev-mode", cfg!(feature = "dev-mode")),
         ("cli", cfg!(feature = "cli")),
+        ("openapi", cfg!(feature = "openapi")),
     ]
     .into_iter()
     .filter_map(|(feature, on)| on.then_some(feature))

@@ -26,6 +26,8 @@ mod layer_contract;
 mod lifecycle;
 mod limits;
 mod model;
+#[cfg(feature = "openapi")]
+mod openapi;
 mod properties;
 #[cfg(all(feature = "sqlite", feature = "axum", unix))]
 mod quickstart;

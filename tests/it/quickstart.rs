@@ -328,6 +328,29 @@ async fn quickstart_plan_from_the_environment() {
     assert!(exit.success());
 }
 
+/// The quickstart serves the management API's OpenAPI document, without a key: the very
+/// document the `openapi` tests check against the API.
+#[cfg(feature = "openapi")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quickstart_serves_the_openapi_document() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut qs = Quickstart::start(&dir.path().join("quickstart.db"));
+    qs.admin_key();
+    qs.wait_ready().await;
+    let reply = send_tcp(
+        qs.addr,
+        Request::get("/openapi.json").body(String::new()).unwrap(),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.headers["content-type"], "application/json");
+    let doc = reply.json();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"), "{doc}");
+    assert_eq!(doc, serde_json::to_value(keygate::api::openapi()).unwrap());
+    let (exit, _, _) = qs.stop();
+    assert!(exit.success());
+}
+
 #[test]
 fn quickstart_refuses_a_bad_setting_clearly() {
     let dir = tempfile::tempdir().unwrap();
