@@ -3,7 +3,7 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use http::header::CONTENT_TYPE;
+use http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use http::{HeaderValue, StatusCode};
 use serde::Serialize;
 use zeroize::Zeroizing;
@@ -69,9 +69,10 @@ fn issued(key: &IssuedKey) -> Response {
     }
     let mut response = Response::new(Body::from(Bytes::from_owner(json)));
     *response.status_mut() = StatusCode::CREATED;
-    response
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    // The answer holds the secret: no cache between keygate and the caller may keep it.
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
 }
 

@@ -9,6 +9,8 @@
 //! | `POST /v1/api-keys/{id}/rotate` `[{"grace_period_seconds"}]` | 201, the new key with its secret, once |
 //! | `DELETE /v1/api-keys/{id}` | 204 |
 //!
+//! The two answers that hold a secret carry `Cache-Control: no-store`, like every refusal.
+//!
 //! Every call acts on the caller's own tenant and needs the `admin` scope, granted by the
 //! caller's key and allowed by its plan. Mount the router behind
 //! [`AuthLayer::management`](crate::AuthLayer::management): it requires `admin` and applies

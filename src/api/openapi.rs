@@ -305,6 +305,15 @@ fn operation(call: &Call) -> Operation {
     if let Some(schema) = schema {
         success = success.content(JSON, Content::new(Some(Ref::from_schema_name(schema))));
     }
+    if schema == Some("IssuedKeyResponse") {
+        success = success.header(
+            "Cache-Control",
+            Header::builder()
+                .schema(constant(Type::String, "no-store"))
+                .description(Some("The answer holds a secret: no cache may keep it."))
+                .build(),
+        );
+    }
     let mut responses = Responses::builder().response(status, success);
     for refusal in call.refusals {
         responses = responses.response(refusal.status, Ref::from_response_name(refusal.name));

@@ -577,6 +577,8 @@ async fn management_over_tcp_and_no_secret_in_logs() {
     let reply = send_tcp(addr, post).await;
     assert_eq!(reply.status, StatusCode::CREATED);
     assert_eq!(reply.headers["content-type"], "application/json");
+    // The answer holds the secret: no cache may keep it.
+    assert_eq!(reply.headers["cache-control"], "no-store");
     let created = reply.json();
     let key = created["data"]["key"].as_str().unwrap().to_owned();
     let id = created["data"]["id"].as_str().unwrap().to_owned();
@@ -586,6 +588,7 @@ async fn management_over_tcp_and_no_secret_in_logs() {
         .unwrap();
     let rotated = send_tcp(addr, rotate).await;
     assert_eq!(rotated.status, StatusCode::CREATED);
+    assert_eq!(rotated.headers["cache-control"], "no-store");
     let new_key = rotated.json()["data"]["key"].as_str().unwrap().to_owned();
     let new_id = rotated.json()["data"]["id"].as_str().unwrap().to_owned();
     let delete = http::Request::delete(format!("/v1/api-keys/{new_id}"))
