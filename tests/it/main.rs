@@ -25,6 +25,8 @@ mod grpc;
 mod layer_contract;
 mod lifecycle;
 mod limits;
+#[cfg(all(feature = "metrics", feature = "axum"))]
+mod metrics;
 mod model;
 mod properties;
 #[cfg(all(feature = "sqlite", feature = "axum", unix))]
