@@ -104,7 +104,7 @@
 //! | 2 | [`audit`] | lifecycle events and where they go |
 //! | 3 | [`error`] | [`AuthError`], its rendering as JSON or a gRPC status |
 //! | 3 | [`plan`] | tenants' status and plans, and where they come from |
-//! | 4 | `metrics` | what keygate records through the `metrics` facade, and when (feature `metrics`: [`metrics`](crate::metrics)) |
+//! | 4 | [`metrics`] | what keygate records through the `metrics` facade, and when (feature `metrics`) |
 //! | 4 | [`store`] | key records and the stores that keep them; [`store::sql`] for SQLite and PostgreSQL; the conformance suite |
 //! | 5 | [`last_used`] | last-used times, noted in memory and written in the background |
 //! | 5 | [`cache`] | the key cache ([`CachedStore`](cache::CachedStore)), change notifications and their listener; the staleness table and the outage policy |
