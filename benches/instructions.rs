@@ -6,6 +6,8 @@
 //! Usage: `instructions <side> <requests>`, side `no_auth`, `floor` (the hand-written floor of
 //! `support/floor.rs`), `auth` or `pipeline` (as in the `layer/*` criterion benchmarks). The script runs each side twice with different request
 //! counts and divides the difference, so that setup cancels out.
+//! `KEYGATE_BENCH_RECORDER=prometheus` (feature `metrics`) installs a Prometheus recorder
+//! first, so that the counts include what counting costs.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 use axum::body::Body;
@@ -33,6 +35,14 @@ fn main() {
         },
         _ => return println!("{USAGE}"),
     };
+    if std::env::var("KEYGATE_BENCH_RECORDER").as_deref() == Ok("prometheus") {
+        #[cfg(feature = "metrics")]
+        metrics_exporter_prometheus::PrometheusBuilder::new()
+            .install_recorder()
+            .unwrap();
+        #[cfg(not(feature = "metrics"))]
+        panic!("KEYGATE_BENCH_RECORDER needs the `metrics` feature");
+    }
     let (store, floor, key) = store_and_floor_with(1_000, side == "floor");
     let mut app = match side {
         "no_auth" => hello_app(),

@@ -8,6 +8,9 @@
 //! a hit) and `verify/cached_postgres/100000` (through the key cache in front of PostgreSQL, on
 //! a hit: needs the `postgres` feature and `KEYGATE_BENCH_POSTGRES_URL`, else it is skipped
 //! with a message; its 100,000 keys are inserted under a tenant of their own and deleted after).
+//!
+//! `KEYGATE_BENCH_RECORDER=prometheus` (feature `metrics`) installs a Prometheus recorder before
+//! anything is built, so that the figures include what counting costs.
 #![allow(missing_docs, clippy::unwrap_used)]
 
 use std::hint::black_box;
@@ -29,7 +32,27 @@ use support::{auth_app, hello_app, pipeline_app, plan, record, store_with};
 #[path = "support/cache_apps.rs"]
 mod cache_apps;
 
+/// A Prometheus recorder, once, if `KEYGATE_BENCH_RECORDER=prometheus`.
+fn install_recorder() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if std::env::var("KEYGATE_BENCH_RECORDER").as_deref() != Ok("prometheus") {
+            return;
+        }
+        #[cfg(feature = "metrics")]
+        {
+            metrics_exporter_prometheus::PrometheusBuilder::new()
+                .install_recorder()
+                .unwrap();
+            println!("metrics: a Prometheus recorder is installed");
+        }
+        #[cfg(not(feature = "metrics"))]
+        panic!("KEYGATE_BENCH_RECORDER needs the `metrics` feature");
+    });
+}
+
 fn bench_verify(c: &mut Criterion) {
+    install_recorder();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -91,6 +114,7 @@ fn bench_verify(c: &mut Criterion) {
 }
 
 fn bench_stages(c: &mut Criterion) {
+    install_recorder();
     let (store, key) = store_with(100_000);
     let format = KeyFormat::default();
     let hasher = KeyHasher::sha256();
@@ -235,6 +259,7 @@ fn bench_stages(c: &mut Criterion) {
 /// One request through an axum router in process (no network), with and without the layer: what
 /// keygate adds to a request inside axum, allocations and boxing included.
 fn bench_layer(c: &mut Criterion) {
+    install_recorder();
     use axum::body::Body;
     use tower::{Service, ServiceExt};
 

@@ -15,6 +15,8 @@
 //!
 //! The management API's OpenAPI 3.1 document is at `GET /openapi.json`, without a key.
 //!
+//! `GET /metrics` (public, no key) answers keygate's metrics in Prometheus' text format.
+//!
 //! On a database without keys it creates tenant `demo` with an admin key (environment `test`)
 //! and prints it once as `admin key: <key>`; of several instances starting at once on one
 //! database, exactly one does. Everything is wired by `keygate::Keygate` in one call: keys and
@@ -33,6 +35,7 @@ use keygate::limit::{Quota, QuotaPeriod, RateLimit};
 use keygate::plan::{Plan, TenantEntitlements};
 use keygate::scope::Scope;
 use keygate::setup::{Keygate, KeygateBuilder};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use serde_json::json;
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::prelude::*;
@@ -62,6 +65,8 @@ async fn run() -> Result<(), BoxError> {
         .init();
     let addr = std::env::var("KEYGATE_ADDR").unwrap_or_else(|_| "127.0.0.1:3000".into());
     let demo = TenantEntitlements::active(demo_plan()?);
+    // Before keygate is built: it registers its metrics with the recorder installed then.
+    let metrics = prometheus()?;
 
     // Keys and plans cached, a change listener on PostgreSQL, quotas leased from the database
     // (or everything on Redis), last-used times and the audit trail in the database.
@@ -115,7 +120,15 @@ async fn run() -> Result<(), BoxError> {
             get(|| async { Json(json!({"success": true, "data": {"status": "ok"}})) }),
         )
         // The management API's OpenAPI 3.1 document, public.
-        .route("/openapi.json", get(move || async move { openapi }));
+        .route("/openapi.json", get(move || async move { openapi }))
+        // keygate's metrics in Prometheus' text format, public.
+        .route(
+            "/metrics",
+            get(move || {
+                let body = metrics.render();
+                async move { ([(CONTENT_TYPE, "text/plain; version=0.0.4")], body) }
+            }),
+        );
 
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     // The database's kind only: a URL may hold a password.
@@ -136,6 +149,28 @@ async fn run() -> Result<(), BoxError> {
         "stopped"
     );
     Ok(())
+}
+
+/// The Prometheus recorder, installed for the whole process, with histogram buckets for the
+/// waits keygate records (in seconds), and its upkeep every few seconds.
+fn prometheus() -> Result<PrometheusHandle, BoxError> {
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Suffix("_seconds".into()),
+            &[
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+            ],
+        )?
+        .install_recorder()?;
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(5));
+        loop {
+            every.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
+    Ok(handle)
 }
 
 /// A setting from the environment; unset and empty are the same.

@@ -38,10 +38,11 @@
 //!      axum ──► tenant error
 //!  6   verify ──► tenant store plan limit error      lifecycle ──► tenant store audit plan
 //!                 scope restriction request key                    scope restriction key
-//!                 hash backend                                     backend limit
+//!                 hash backend metrics                             backend limit
 //!  5   tenant ──► store plan error scope key         last_used ──► store
-//!      cache ──► store plan hash
+//!      cache ──► store plan hash metrics
 //!  4   store ──► plan audit restriction scope key hash limit backend
+//!      metrics ──► error
 //!  3   error ──► restriction scope key request       plan ──► limit scope backend
 //!  2   key ──► hash   scope ──► request   restriction ──► request   limit ──► backend
 //!      audit ──► backend
@@ -103,6 +104,7 @@
 //! | 2 | [`audit`] | lifecycle events and where they go |
 //! | 3 | [`error`] | [`AuthError`], its rendering as JSON or a gRPC status |
 //! | 3 | [`plan`] | tenants' status and plans, and where they come from |
+//! | 4 | [`metrics`] | what keygate records through the `metrics` facade, and when (feature `metrics`) |
 //! | 4 | [`store`] | key records and the stores that keep them; [`store::sql`] for SQLite and PostgreSQL; the conformance suite |
 //! | 5 | [`last_used`] | last-used times, noted in memory and written in the background |
 //! | 5 | [`cache`] | the key cache ([`CachedStore`](cache::CachedStore)), change notifications and their listener; the staleness table and the outage policy |
@@ -132,6 +134,12 @@ pub mod last_used;
 pub mod layer;
 pub mod lifecycle;
 pub mod limit;
+#[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+pub mod metrics;
+// Without the feature: the same handles, empty.
+#[cfg(not(feature = "metrics"))]
+mod metrics;
 pub mod plan;
 pub mod request;
 pub mod restriction;

@@ -43,6 +43,12 @@ fn allocations_during(f: impl FnOnce()) -> u64 {
 #[test]
 fn allocation_counts() {
     let _profiler = dhat::Profiler::builder().testing().build();
+    // With the `metrics` feature, a Prometheus recorder installed as an application installs
+    // it, before anything is built: counting on the request path must not allocate either.
+    #[cfg(feature = "metrics")]
+    let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
@@ -161,6 +167,13 @@ fn allocation_counts() {
         with_cache, keygate_allocations,
         "a cache hit allocates nothing more"
     );
+    // ... and the recorder did count it.
+    #[cfg(feature = "metrics")]
+    {
+        let text = prometheus.render();
+        let hit = r#"keygate_key_cache_total{result="hit"} 1"#;
+        assert!(text.lines().any(|l| l == hit), "{hit} not in\n{text}");
+    }
 
     // Memory held by the key cache's record of unknown keys after 100,000 distinct unknown
     // keys: bounded by its capacity.

@@ -12,13 +12,14 @@ use std::time::Duration;
 use async_trait::async_trait;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use quick_cache::sync::Cache;
-use quick_cache::{OptionsBuilder, UnitWeighter};
+use quick_cache::{Lifecycle, OptionsBuilder, UnitWeighter};
 use time::OffsetDateTime;
 
 use super::changes::{Change, Invalidate};
 use super::clock::{millis, now_ms};
 use super::single_flight::{Flight, SingleFlight, Waited, wait};
 use crate::hash::{DigestHasher, KeyDigest};
+use crate::metrics::{KeyCacheMetrics, Tally};
 use crate::store::{KeyRecord, KeyStore, Lookup, ManagedKeyStore, StoreError};
 
 /// The default number of key records kept.
@@ -97,10 +98,12 @@ impl<S> Clone for CachedStore<S> {
     }
 }
 
-type Records = Cache<KeyDigest, Entry, UnitWeighter, BuildHasherDefault<DigestHasher>>;
+type Records =
+    Cache<KeyDigest, Entry, UnitWeighter, BuildHasherDefault<DigestHasher>, CountEvictions<Entry>>;
 // Clients choose which unknown keys land here: a seeded hasher, so that no one can make
 // keys collide in its table.
-type Unknown = Cache<KeyDigest, u64, UnitWeighter, foldhash::fast::RandomState>;
+type Unknown =
+    Cache<KeyDigest, u64, UnitWeighter, foldhash::fast::RandomState, CountEvictions<u64>>;
 /// A shareable answer: the error of one query goes to all its waiters.
 type Shared = Result<Option<Arc<KeyRecord>>, Arc<StoreError>>;
 type Flights = SingleFlight<KeyDigest, Shared, BuildHasherDefault<DigestHasher>>;
@@ -122,6 +125,41 @@ struct Inner<S> {
     /// When a rate-limited warning was last logged, and how many were left out since.
     budget_log: LogGate,
     stale_log: LogGate,
+    metrics: KeyCacheMetrics,
+}
+
+/// quick_cache's eviction hook: counts each entry evicted for capacity (not those removed or
+/// replaced) and, like quick_cache's default, drops the evicted values after the shard's lock
+/// is released (two per insert at most, in practice).
+struct CountEvictions<V> {
+    evicted: Tally,
+    values: std::marker::PhantomData<fn() -> V>,
+}
+
+impl<V> CountEvictions<V> {
+    fn new(evicted: Tally) -> Self {
+        CountEvictions {
+            evicted,
+            values: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<V> Clone for CountEvictions<V> {
+    fn clone(&self) -> Self {
+        CountEvictions::new(self.evicted.clone())
+    }
+}
+
+impl<V> Lifecycle<KeyDigest, V> for CountEvictions<V> {
+    type RequestState = [Option<V>; 2];
+
+    fn on_evict(&self, state: &mut Self::RequestState, _key: KeyDigest, value: V) {
+        self.evicted.add_one();
+        if let Some(slot) = state.iter_mut().find(|s| s.is_none()) {
+            *slot = Some(value);
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -322,6 +360,7 @@ impl<S: KeyStore> Inner<S> {
     /// lock, which fills take to insert), so that a query in flight cannot put back what was
     /// dropped, then the flight, so that later lookups query anew.
     fn forget(&self, digest: &KeyDigest) {
+        self.metrics.key_invalidated();
         {
             let mut epoch = self.stripe(digest);
             *epoch = epoch.wrapping_add(1);
@@ -332,6 +371,7 @@ impl<S: KeyStore> Inner<S> {
     }
 
     fn flush(&self) {
+        self.metrics.flushed();
         let mut stripes: Vec<MutexGuard<'_, u64>> = self
             .epochs
             .iter()
@@ -378,10 +418,18 @@ impl<S: KeyStore> Inner<S> {
     fn fresh(&self, digest: &KeyDigest) -> Option<Lookup> {
         let now = now_ms();
         if let Some(entry) = self.records.get(digest) {
-            return (now.saturating_sub(entry.at_ms) < self.ttl_ms).then(|| Ok(Some(entry.record)));
+            if now.saturating_sub(entry.at_ms) < self.ttl_ms {
+                self.metrics.hit();
+                return Some(Ok(Some(entry.record)));
+            }
+            return None;
         }
         let at = self.unknown.get(digest)?;
-        (now.saturating_sub(at) < self.unknown_ttl_ms).then_some(Ok(None))
+        if now.saturating_sub(at) < self.unknown_ttl_ms {
+            self.metrics.negative_hit();
+            return Some(Ok(None));
+        }
+        None
     }
 
     /// Queries the store for `digest` and keeps the answer; the flight ends with it.
@@ -406,6 +454,8 @@ impl<S: KeyStore> KeyStore for CachedStore<S> {
         if let Some(hit) = inner.fresh(digest) {
             return hit;
         }
+        // Counted here, not in `find_now`: the verifier asks `find` after `find_now` missed.
+        inner.metrics.miss();
         // A record past its TTL: a key the store knew, refreshed without the miss budget, and
         // what serve-stale may answer with if the refresh fails.
         let expired = inner.records.peek(digest);
@@ -415,6 +465,7 @@ impl<S: KeyStore> KeyStore for CachedStore<S> {
         let (flight, rx) = match joined {
             Ok(joined) => joined,
             Err(()) => {
+                inner.metrics.budget_exceeded();
                 if let Some(held) = inner.budget_log.pass() {
                     tracing::warn!(
                         target: "keygate::cache",
@@ -448,6 +499,7 @@ impl<S: KeyStore> KeyStore for CachedStore<S> {
                     .peek(digest)
                     .is_some_and(|e| Arc::ptr_eq(&e.record, &entry.record));
                 if still_held && age < inner.ttl_ms.saturating_add(window) {
+                    inner.metrics.stale_served();
                     if let Some(held) = inner.stale_log.pass() {
                         tracing::warn!(
                             target: "keygate::cache",
@@ -744,14 +796,22 @@ impl<S: KeyStore> CachedStoreBuilder<S> {
                 }
             },
         };
+        // Registered now, with the recorder installed now.
+        let metrics = KeyCacheMetrics::register();
         CachedStore {
             inner: Arc::new(Inner {
                 store: self.store,
-                records: new_cache(self.capacity, None, Default::default()),
+                records: new_cache(
+                    self.capacity,
+                    None,
+                    Default::default(),
+                    CountEvictions::new(metrics.records_evicted.clone()),
+                ),
                 unknown: new_cache(
                     self.unknown_capacity,
                     Some(UNKNOWN_SHARDS),
                     foldhash::fast::RandomState::default(),
+                    CountEvictions::new(metrics.unknown_evicted.clone()),
                 ),
                 flights: SingleFlight::new(),
                 epochs: std::array::from_fn(|_| Mutex::new(0)),
@@ -764,6 +824,7 @@ impl<S: KeyStore> CachedStoreBuilder<S> {
                 unknown_capacity: self.unknown_capacity,
                 budget_log: LogGate::new(),
                 stale_log: LogGate::new(),
+                metrics,
             }),
         }
     }
@@ -775,7 +836,8 @@ fn new_cache<V: Clone, H: std::hash::BuildHasher + Clone>(
     capacity: usize,
     shards: Option<usize>,
     hasher: H,
-) -> Cache<KeyDigest, V, UnitWeighter, H> {
+    lifecycle: CountEvictions<V>,
+) -> Cache<KeyDigest, V, UnitWeighter, H, CountEvictions<V>> {
     // Shards hold at least 32 entries each (quick_cache halves the count until they do); the
     // options cannot fail with a capacity set.
     let mut options = OptionsBuilder::new();
@@ -787,13 +849,7 @@ fn new_cache<V: Clone, H: std::hash::BuildHasher + Clone>(
     }
     let options = options.build();
     match options {
-        Ok(options) => Cache::with_options(options, UnitWeighter, hasher, Default::default()),
-        Err(_) => Cache::with(
-            capacity,
-            capacity as u64,
-            UnitWeighter,
-            hasher,
-            Default::default(),
-        ),
+        Ok(options) => Cache::with_options(options, UnitWeighter, hasher, lifecycle),
+        Err(_) => Cache::with(capacity, capacity as u64, UnitWeighter, hasher, lifecycle),
     }
 }

@@ -80,6 +80,7 @@ where
             return match required {
                 Some(scope) if !tenant.grants(&scope) => {
                     let rejection = Rejection::from(AuthError::InsufficientScope(scope));
+                    config.verifier.count_refusal(&rejection.error);
                     ResponseFuture::refused(render(config, &head, &rejection))
                 }
                 _ => ResponseFuture::inner(&mut self.inner, req, None),

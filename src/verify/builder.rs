@@ -7,6 +7,7 @@ use super::credential::CredentialSource;
 use super::verifier::{Inner, Verifier};
 use crate::key::KeyScheme;
 use crate::limit::{Clock, Limiter, MemoryLimiter};
+use crate::metrics::VerifierMetrics;
 use crate::plan::EntitlementSource;
 use crate::request::{ForwardedHeader, TrustedProxies};
 use crate::store::KeyStore;
@@ -37,6 +38,7 @@ impl Verifier {
                 clock: None,
                 #[cfg(feature = "dev-mode")]
                 dev_tenant_header: None,
+                metrics: VerifierMetrics::default(),
             },
         }
     }
@@ -164,7 +166,9 @@ impl VerifierBuilder {
         self
     }
 
-    /// Finishes the configuration.
+    /// Finishes the configuration. With the `metrics` feature, the verifier's metrics are
+    /// registered here, with the recorder installed at this moment: install it first (see
+    /// [`metrics`](crate::metrics)).
     pub fn build(mut self) -> Verifier {
         if self.inner.entitlements.is_some() && self.inner.limiter.is_none() {
             self.inner.limiter = Some(Arc::new(MemoryLimiter::new()));
@@ -173,6 +177,8 @@ impl VerifierBuilder {
         if let Some(header) = &self.inner.dev_tenant_header {
             tracing::warn!(target: "keygate", header = %header, "DEVELOPMENT MODE: requests without a key are trusted by tenant header; never enable this in production");
         }
+        // Registered now, with the recorder installed now: the request path only counts.
+        self.inner.metrics = VerifierMetrics::register();
         Verifier::new(self.inner)
     }
 }

@@ -10,6 +10,7 @@ use crate::error::AuthError;
 use crate::hash::KeyDigest;
 use crate::key::{Environment, KeyScheme, MalformedKey};
 use crate::limit::{Clock, Decision, LimitRequest, Limiter, date_time_now};
+use crate::metrics::{StoreOp, VerifierMetrics};
 use crate::plan::{EntitlementLookup, EntitlementSource, TenantStatus};
 use crate::request::{RequestHead, TrustedProxies, client_ip};
 use crate::scope::Scope;
@@ -40,6 +41,8 @@ pub(super) struct Inner {
     pub(super) clock: Option<Arc<dyn Clock>>,
     #[cfg(feature = "dev-mode")]
     pub(super) dev_tenant_header: Option<http::HeaderName>,
+    /// Registered by [`VerifierBuilder::build`](super::VerifierBuilder::build).
+    pub(super) metrics: VerifierMetrics,
 }
 
 /// A credential that passed every check that needs no store: it is well-formed, of an accepted
@@ -193,14 +196,20 @@ impl Verifier {
 
     /// The store's answer, bounded by the store timeout; a timeout is [`StoreError::Timeout`].
     fn lookup(&self, presented: &Presented) -> impl Future<Output = Lookup> + Send + 'static {
-        let store = self.inner.store.clone();
-        let limit = self.inner.store_timeout;
+        let verifier = self.clone();
         let presented = presented.clone();
         async move {
+            let inner = &*verifier.inner;
             match &presented.kind {
-                Kind::Key { digest, .. } => tokio::time::timeout(limit, store.find(digest))
-                    .await
-                    .unwrap_or(Err(StoreError::Timeout)),
+                Kind::Key { digest, .. } => {
+                    let started = crate::metrics::start();
+                    let lookup =
+                        tokio::time::timeout(inner.store_timeout, inner.store.find(digest))
+                            .await
+                            .unwrap_or(Err(StoreError::Timeout));
+                    inner.metrics.store_waited(StoreOp::Find, started);
+                    lookup
+                }
                 #[cfg(feature = "dev-mode")]
                 Kind::Dev(record) => Ok(Some(record.clone())),
             }
@@ -218,6 +227,7 @@ impl Verifier {
             Ok(Some(record)) => record,
             Ok(None) => return Err(self.refuse(AuthError::UnknownKey, None)),
             Err(error) => {
+                self.inner.metrics.store_failed(StoreOp::Find);
                 tracing::error!(target: "keygate", %error, "key store failed; request refused");
                 return Err(AuthError::Unavailable);
             }
@@ -263,6 +273,7 @@ impl Verifier {
             Some(Ok(Some(e))) => Some(e),
             Some(Ok(None)) => return Err(self.refuse(AuthError::NoPlan, Some(&record))),
             Some(Err(error)) => {
+                self.inner.metrics.store_failed(StoreOp::Entitlements);
                 tracing::error!(target: "keygate", %error, "entitlement source failed; request refused");
                 return Err(AuthError::Unavailable);
             }
@@ -350,6 +361,8 @@ impl Verifier {
                 usage: Some(usage),
             }),
             Err(error) if self.inner.limits_fail_open => {
+                self.inner.metrics.limiter_failed();
+                self.inner.metrics.failed_open();
                 tracing::warn!(target: "keygate", %error, tenant_id = %tenant.tenant_id(), "limit backend failed; request let through (fail open is configured)");
                 Ok(Admitted {
                     tenant,
@@ -357,6 +370,7 @@ impl Verifier {
                 })
             }
             Err(error) => {
+                self.inner.metrics.limiter_failed();
                 tracing::error!(target: "keygate", %error, "limit backend failed; request refused");
                 Err(AuthError::Unavailable.into())
             }
@@ -377,6 +391,30 @@ impl Verifier {
     /// [`Verifier::check_now`], applying the tenant's rate limits and quota or not
     /// ([`Limits::Skip`]: neither checked nor counted, and no usage for the limit headers).
     pub fn check_now_with(
+        &self,
+        head: &RequestHead<'_>,
+        required: Option<&Scope>,
+        limits: Limits,
+    ) -> Option<Result<Admitted, Rejection>> {
+        let outcome = self.decide_now(head, required, limits)?;
+        self.count(&outcome);
+        Some(outcome)
+    }
+
+    /// One decision, in the metrics; `None` (not decided yet) is not one.
+    #[inline]
+    fn count(&self, outcome: &Result<Admitted, Rejection>) {
+        self.inner
+            .metrics
+            .decided(outcome.as_ref().err().map(|r| &r.error));
+    }
+
+    /// A refusal the layer decides on its own (a nested layer's scope), in the metrics.
+    pub(crate) fn count_refusal(&self, error: &AuthError) {
+        self.inner.metrics.decided(Some(error));
+    }
+
+    fn decide_now(
         &self,
         head: &RequestHead<'_>,
         required: Option<&Scope>,
@@ -430,6 +468,17 @@ impl Verifier {
         required: Option<&Scope>,
         limits: Limits,
     ) -> Result<Admitted, Rejection> {
+        let outcome = self.decide(head, required, limits).await;
+        self.count(&outcome);
+        outcome
+    }
+
+    async fn decide(
+        &self,
+        head: &RequestHead<'_>,
+        required: Option<&Scope>,
+        limits: Limits,
+    ) -> Result<Admitted, Rejection> {
         let presented = self.present(head)?;
         let lookup = match self.lookup_now(&presented) {
             Some(lookup) => lookup,
@@ -439,12 +488,19 @@ impl Verifier {
         let entitlements = match &self.inner.entitlements {
             Some(source) => Some(match source.entitlements_now(&record.tenant_id) {
                 Some(e) => e,
-                None => tokio::time::timeout(
-                    self.inner.store_timeout,
-                    source.entitlements(&record.tenant_id),
-                )
-                .await
-                .unwrap_or(Err(BackendError::Timeout)),
+                None => {
+                    let started = crate::metrics::start();
+                    let lookup = tokio::time::timeout(
+                        self.inner.store_timeout,
+                        source.entitlements(&record.tenant_id),
+                    )
+                    .await
+                    .unwrap_or(Err(BackendError::Timeout));
+                    self.inner
+                        .metrics
+                        .store_waited(StoreOp::Entitlements, started);
+                    lookup
+                }
             }),
             None => None,
         };
@@ -452,9 +508,15 @@ impl Verifier {
         let outcome = match self.limit_request(&tenant, limits) {
             Some((limiter, request)) => match limiter.acquire_now(&request) {
                 Some(outcome) => outcome,
-                None => tokio::time::timeout(self.inner.store_timeout, limiter.acquire(&request))
-                    .await
-                    .unwrap_or(Err(BackendError::Timeout)),
+                None => {
+                    let started = crate::metrics::start();
+                    let outcome =
+                        tokio::time::timeout(self.inner.store_timeout, limiter.acquire(&request))
+                            .await
+                            .unwrap_or(Err(BackendError::Timeout));
+                    self.inner.metrics.limiter_waited(started);
+                    outcome
+                }
             },
             None => return Ok(self.admit_unlimited(tenant)),
         };

@@ -399,6 +399,7 @@ pub fn keygate_binary(kind: &str, name: &str) -> std::path::PathBuf {
         ("dev-mode", cfg!(feature = "dev-mode")),
         ("cli", cfg!(feature = "cli")),
         ("openapi", cfg!(feature = "openapi")),
+        ("metrics", cfg!(feature = "metrics")),
     ]
     .into_iter()
     .filter_map(|(feature, on)| on.then_some(feature))

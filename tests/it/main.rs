@@ -25,6 +25,8 @@ mod grpc;
 mod layer_contract;
 mod lifecycle;
 mod limits;
+#[cfg(all(feature = "metrics", feature = "axum"))]
+mod metrics;
 mod model;
 #[cfg(feature = "openapi")]
 mod openapi;

@@ -852,3 +852,50 @@ fn quickstart_takes_its_sqlite_file_from_keygate_database_url() {
     assert!(db.exists());
     assert!(!dir.path().join("ignored.db").exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quickstart_serves_its_metrics_to_a_prometheus_scrape() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut qs = Quickstart::start(&dir.path().join("metrics.db"));
+    let admin = qs.admin_key();
+    qs.wait_ready().await;
+    let addr = qs.addr;
+
+    for _ in 0..2 {
+        let who = send_tcp(addr, req("GET", "/v1/whoami", &admin, None)).await;
+        assert_eq!(who.status, StatusCode::OK);
+    }
+    let missing = send_tcp(
+        addr,
+        Request::get("/v1/whoami").body(String::new()).unwrap(),
+    )
+    .await;
+    assert_eq!(missing.status, StatusCode::UNAUTHORIZED);
+    let bad = send_tcp(addr, req("GET", "/v1/whoami", "sk_test_nope", None)).await;
+    assert_eq!(bad.status, StatusCode::UNAUTHORIZED);
+
+    // Public: no key needed.
+    let scrape = send_tcp(addr, Request::get("/metrics").body(String::new()).unwrap()).await;
+    assert_eq!(scrape.status, StatusCode::OK);
+    assert_eq!(scrape.headers["content-type"], "text/plain; version=0.0.4");
+    let text = std::str::from_utf8(&scrape.body).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    for line in [
+        "# TYPE keygate_requests_total counter",
+        r#"keygate_requests_total{outcome="admitted"} 2"#,
+        r#"keygate_requests_total{outcome="refused",code="UNAUTHORIZED",reason="missing_credential"} 1"#,
+        r#"keygate_requests_total{outcome="refused",code="UNAUTHORIZED",reason="malformed"} 1"#,
+        r#"keygate_requests_total{outcome="refused",code="UNAUTHORIZED",reason="unknown_key"} 0"#,
+        // The first call asked the database, the second was answered from the key cache.
+        r#"keygate_key_cache_total{result="miss"} 1"#,
+        r#"keygate_key_cache_total{result="hit"} 1"#,
+        "# TYPE keygate_store_duration_seconds histogram",
+        r#"keygate_store_duration_seconds_count{op="find"} 1"#,
+    ] {
+        assert!(lines.contains(&line), "{line} not in\n{text}");
+    }
+    assert!(!text.contains(&admin[8..]), "a secret in the metrics");
+
+    let (exit, _, _) = qs.stop();
+    assert!(exit.success(), "exit status {exit}");
+}
