@@ -129,6 +129,7 @@ pub mod backend;
 pub mod cache;
 pub mod error;
 pub mod hash;
+mod json_object;
 pub mod key;
 pub mod last_used;
 pub mod layer;

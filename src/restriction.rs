@@ -43,6 +43,7 @@ pub struct Restrictions {
     /// a prefix ending in `*`.
     pub referrers: Vec<String>,
     /// Endpoints the key may call.
+    #[serde(deserialize_with = "crate::json_object::list")]
     pub endpoints: Vec<EndpointRule>,
 }
 

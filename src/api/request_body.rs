@@ -8,6 +8,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
+use crate::json_object::{self, Object};
 use crate::key::Environment;
 use crate::restriction::Restrictions;
 
@@ -40,8 +41,10 @@ async fn read(req: Request) -> Result<(bool, Bytes), ApiError> {
     Ok((json, bytes))
 }
 
+/// The body as `T`, from a JSON object only (a derived struct would also take an array).
 fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(bytes)
+    serde_json::from_slice::<Object<T>>(bytes)
+        .map(|object| object.0)
         .map_err(|e| ApiError::BadRequest(format!("Invalid JSON body: {e}")))
 }
 
@@ -103,7 +106,7 @@ pub(super) struct CreateKey {
     #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub(super) metadata: Option<serde_json::Map<String, serde_json::Value>>,
     /// Default none; at least as tight as the caller's key's.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "json_object::optional")]
     pub(super) restrictions: Option<Restrictions>,
 }
 

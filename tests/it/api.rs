@@ -337,7 +337,7 @@ async fn every_bad_body_is_a_400_and_writes_nothing() {
         ("unknown environment", json_ct, r#"{"name":"x","scopes":["read"],"environment":"prod"}"#, String::new()),
         ("unknown field", json_ct, r#"{"name":"x","scopes":["read"],"admin":true}"#, String::new()),
         ("malformed JSON", json_ct, r#"{"name":"x","#, "Invalid JSON body: EOF while parsing a value at line 1 column 12".into()),
-        ("not an object", json_ct, "[]", "Invalid JSON body: invalid length 0, expected struct CreateKey with 6 elements at line 1 column 2".into()),
+        ("not an object", json_ct, "[]", "Invalid JSON body: invalid type: sequence, expected a JSON object at line 1 column 0".into()),
         ("wrong content type", "text/plain", r#"{"name":"x","scopes":["read"]}"#, "Content-Type must be application/json".into()),
         ("no content type", "", r#"{"name":"x","scopes":["read"]}"#, "Content-Type must be application/json".into()),
     ];
@@ -1129,6 +1129,70 @@ async fn oversized_input_is_refused_with_a_clear_answer() {
         let reply = call_tcp(addr, "POST", "/v1/api-keys", &admin, Some(body)).await;
         assert_eq!(reply.status, StatusCode::CREATED, "{name}: {:?}", reply.json());
     }
+}
+
+/// Found by the `management_api` fuzz target: serde's derived structs also read a JSON array,
+/// field by field, so `["new name"]` renamed a key. Every body and nested object must be an
+/// object.
+#[tokio::test]
+async fn arrays_are_not_objects_at_any_level() {
+    let store = MemoryStore::new();
+    let verifier = Verifier::builder(store.clone()).build();
+    let manager = KeyManager::builder(store.clone())
+        .scheme(verifier.scheme().clone())
+        .build();
+    let auth = AuthLayer::new(verifier);
+    let addr =
+        serve(api::router(manager.clone()).route_layer(auth.require_scope(Scope::ADMIN))).await;
+    let (admin, admin_id) = issue(&manager, "acme", NewKey::new("admin", ["admin"])).await;
+    let before = manager.list("acme").await.unwrap().len();
+
+    let cases = [
+        (
+            "POST",
+            "/v1/api-keys".to_owned(),
+            r#"["n",["read"]]"#,
+            "Invalid JSON body: invalid type: sequence, expected a JSON object at line 1 column 0",
+        ),
+        (
+            "PATCH",
+            format!("/v1/api-keys/{admin_id}"),
+            r#" ["renamed"]"#,
+            "Invalid JSON body: invalid type: sequence, expected a JSON object at line 1 column 1",
+        ),
+        (
+            "POST",
+            format!("/v1/api-keys/{admin_id}/rotate"),
+            "[60]",
+            "Invalid JSON body: invalid type: sequence, expected a JSON object at line 1 column 0",
+        ),
+        (
+            "POST",
+            "/v1/api-keys".to_owned(),
+            r#"{"name":"n","scopes":["read"],"restrictions":[["10.0.0.0/8"],[],[]]}"#,
+            "Invalid JSON body: invalid type: sequence, expected a JSON object at line 1 column 45",
+        ),
+        (
+            "POST",
+            "/v1/api-keys".to_owned(),
+            r#"{"name":"n","scopes":["read"],"restrictions":{"endpoints":[["GET","/v1/x"]]}}"#,
+            "Invalid JSON body: invalid type: sequence, expected a JSON object at line 1 column 59",
+        ),
+    ];
+    for (method, path, body, message) in cases {
+        let reply = call_tcp(addr, method, &path, &admin, Some(body.to_owned())).await;
+        assert_eq!(
+            (reply.status, reply.json()),
+            (StatusCode::BAD_REQUEST, bad_request(message)),
+            "{body}"
+        );
+    }
+    assert_eq!(
+        manager.list("acme").await.unwrap().len(),
+        before,
+        "nothing written"
+    );
+    assert_eq!(manager.get("acme", &admin_id).await.unwrap().name, "admin");
 }
 
 #[tokio::test]
