@@ -266,13 +266,19 @@ fuzz_target!(|input: Input<'_>| {
             ("create" | "rotate", 201) => {
                 assert_eq!(store.len(), len_before + 1);
                 let secret = answer["data"]["key"].as_str().expect("the new secret");
-                let mut check = Request::new(());
+                // A request every restriction this target can issue allows (10.0.0.0/8,
+                // 10.1.0.0/16 and its IPv4-mapped form; the referrer; `GET /v1/*`): a key
+                // restricted to 10.1.0.0/16 is rightly refused from 10.0.0.1.
+                let mut check = Request::get("/v1/x")
+                    .header("referer", "https://app.example.com")
+                    .body(())
+                    .expect("request");
                 check
                     .headers_mut()
                     .insert("x-api-key", secret.parse().expect("header"));
                 check
                     .extensions_mut()
-                    .insert(ClientAddr(SocketAddr::from(([10, 0, 0, 1], 4000))));
+                    .insert(ClientAddr(SocketAddr::from(([10, 1, 0, 1], 4000))));
                 let admitted = verifier
                     .check(&RequestHead::from(&check), None)
                     .await
