@@ -33,8 +33,15 @@ use time::OffsetDateTime;
 const BATCH: usize = 16;
 /// Keys in the store for the verify benches.
 const STORED: usize = 10_000;
-/// Distinct requests per class; samples pick among them at random.
-const POOL: usize = 1_000;
+/// Distinct requests per class (`KEYGATE_CT_POOL`, default 1,000); samples pick among them at
+/// random. Each key's digest takes the store's hash map its own number of probe steps, so two
+/// small pools differ by that alone; a larger pool averages it out.
+fn pool_size() -> usize {
+    std::env::var("KEYGATE_CT_POOL")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1_000)
+}
 
 fn samples_per_class() -> usize {
     std::env::var("KEYGATE_CT_SAMPLES")
@@ -81,7 +88,7 @@ fn digest_bench(
     right: fn(&KeyDigest, &mut BenchRng) -> KeyDigest,
 ) {
     let mut pool = |second: fn(&KeyDigest, &mut BenchRng) -> KeyDigest| -> Vec<[KeyDigest; 2]> {
-        (0..POOL)
+        (0..pool_size())
             .map(|_| {
                 let a = random_digest(rng);
                 [a, second(&a, rng)]
@@ -94,7 +101,7 @@ fn digest_bench(
             Class::Left => &left,
             Class::Right => &right,
         };
-        let [a, b] = &pool[rng.random_range(0..POOL)];
+        let [a, b] = &pool[rng.random_range(0..pool.len())];
         runner.run_one(class, || {
             let mut equal = 0u32;
             for _ in 0..BATCH {
@@ -212,8 +219,11 @@ fn verify_near_miss_vs_unrelated(runner: &mut CtRunner, rng: &mut BenchRng) {
     let (verifier, keys) = store_of_keys(false);
     let format = KeyFormat::default();
     // Built in turns, so that neither class's requests sit in memory apart from the other's.
-    let (mut near, mut unrelated) = (Vec::with_capacity(POOL), Vec::with_capacity(POOL));
-    for _ in 0..POOL {
+    let (mut near, mut unrelated) = (
+        Vec::with_capacity(pool_size()),
+        Vec::with_capacity(pool_size()),
+    );
+    for _ in 0..pool_size() {
         near.push(request(&near_miss(
             &keys[rng.random_range(0..keys.len())],
             rng,
@@ -230,8 +240,11 @@ fn verify_near_miss_vs_unrelated(runner: &mut CtRunner, rng: &mut BenchRng) {
 fn verify_control_unrelated_vs_unrelated(runner: &mut CtRunner, rng: &mut BenchRng) {
     let (verifier, _) = store_of_keys(false);
     let format = KeyFormat::default();
-    let (mut a, mut b) = (Vec::with_capacity(POOL), Vec::with_capacity(POOL));
-    for _ in 0..POOL {
+    let (mut a, mut b) = (
+        Vec::with_capacity(pool_size()),
+        Vec::with_capacity(pool_size()),
+    );
+    for _ in 0..pool_size() {
         a.push(request(format.generate(Environment::Live).expose_secret()));
         b.push(request(format.generate(Environment::Live).expose_secret()));
     }
@@ -243,8 +256,8 @@ fn verify_control_unrelated_vs_unrelated(runner: &mut CtRunner, rng: &mut BenchR
 fn verify_found_vs_unknown(runner: &mut CtRunner, rng: &mut BenchRng) {
     let (verifier, keys) = store_of_keys(true);
     let format = KeyFormat::default();
-    let found: Vec<Request<()>> = keys.iter().take(POOL).map(|k| request(k)).collect();
-    let unknown: Vec<Request<()>> = (0..POOL)
+    let found: Vec<Request<()>> = keys.iter().take(pool_size()).map(|k| request(k)).collect();
+    let unknown: Vec<Request<()>> = (0..pool_size())
         .map(|_| request(format.generate(Environment::Live).expose_secret()))
         .collect();
     verify_bench(runner, rng, &verifier, &found, &unknown, |e| {
