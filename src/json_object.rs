@@ -37,6 +37,7 @@ impl<'de, T: Deserialize<'de>> Visitor<'de> for ObjectVisitor<T> {
 }
 
 /// For `#[serde(deserialize_with)]`: an optional field holding an object.
+#[cfg(feature = "axum")]
 pub(crate) fn optional<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
 where
     D: Deserializer<'de>,
