@@ -886,7 +886,7 @@ mod tests {
                 (StatusCode::OK, "tenant acme".to_owned())
             );
 
-            proxy.cut();
+            proxy.cut().await;
             let unavailable = serde_json::json!({"success": false, "error": {
                 "code": "SERVICE_UNAVAILABLE",
                 "message": "Authentication is temporarily unavailable: retry later"}});
@@ -1032,8 +1032,11 @@ mod tests {
             }
         }
 
-        fn cut(&self) {
+        /// Cuts every connection and refuses new ones; returns once every forwarding task has
+        /// ended, so that no command sent afterwards can still reach Redis.
+        async fn cut(&self) {
             self.cut.send_replace(true);
+            self.cut.closed().await;
         }
     }
 }
