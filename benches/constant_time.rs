@@ -1,16 +1,20 @@
 //! Constant time, measured with dudect (Welch's t-test on the timings of two input classes;
 //! |t| above 5 means the classes are told apart). Run it with `scripts/constant_time.sh`, or
 //! `cargo bench --bench constant_time [FILTER]`; `KEYGATE_CT_SAMPLES` sets the samples per
-//! class (default 2,000,000). Each bench prints its class sizes, then dudect's max |t|.
+//! class (default 2,000,000) and `KEYGATE_CT_POOL` the distinct inputs per class (default
+//! 100,000). Each bench prints its class sizes, then dudect's max |t|. Every sample is timed on
+//! the same memory (see `digest_bench` and `verify_bench`), so that the classes differ by their
+//! inputs alone.
 //!
 //! - `digest_*`: the 32-byte digest comparison every lookup ends with (`KeyDigest`'s `==`):
 //!   equal vs differing in the first byte, first vs last byte, equal vs unrelated; and the
 //!   control, first byte vs first byte, whose |t| is the harness's floor.
 //! - `verify_near_miss_vs_unrelated`: a full `Verifier::check_now` over a memory store of
 //!   10,000 keys, presenting a stored key with one body character changed (checksum
-//!   recomputed, so it reaches the store) vs an unrelated well-formed key. Both are unknown;
-//!   a key close to a real one must not take a different time. Its control,
-//!   `verify_control_unrelated_vs_unrelated`, compares two pools of unrelated keys.
+//!   recomputed, so it reaches the store) vs an unrelated well-formed key, both built by the
+//!   same steps. Both are unknown; a key close to a real one must not take a different time.
+//!   Its controls: `verify_control_unrelated_vs_unrelated` (two pools of unrelated keys) and
+//!   `verify_placement_control` (unrelated keys built in two different ways).
 //! - `verify_found_vs_unknown`: a stored key (revoked, so both classes are refused) vs an
 //!   unknown one. Expected to differ: see the security evidence page for why that is no leak.
 
@@ -20,7 +24,7 @@ use std::sync::Arc;
 use dudect_bencher::ctbench::{BenchFn, BenchMetadata, BenchName, BenchOpts, run_benches_console};
 use dudect_bencher::rand::{Rng, RngExt};
 use dudect_bencher::{BenchRng, Class, CtRunner};
-use http::Request;
+use http::{HeaderName, HeaderValue, Request};
 use keygate::Verifier;
 use keygate::hash::KeyDigest;
 use keygate::key::{Environment, KeyFormat};
@@ -28,19 +32,21 @@ use keygate::request::RequestHead;
 use keygate::store::{KeyRecord, MemoryStore};
 use time::OffsetDateTime;
 
+const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+
 /// Comparisons timed per sample: one 32-byte compare is a few nanoseconds, under the clock's
 /// resolution; a fixed batch keeps the signal above it.
 const BATCH: usize = 16;
 /// Keys in the store for the verify benches.
 const STORED: usize = 10_000;
-/// Distinct requests per class (`KEYGATE_CT_POOL`, default 1,000); samples pick among them at
-/// random. Each key's digest takes the store's hash map its own number of probe steps, so two
-/// small pools differ by that alone; a larger pool averages it out.
+/// Distinct inputs per class (`KEYGATE_CT_POOL`, default 100,000); samples pick among them at
+/// random. Each unknown key's digest takes the store's hash map its own number of probe steps:
+/// a large pool averages that out, where two small ones can differ by it alone.
 fn pool_size() -> usize {
     std::env::var("KEYGATE_CT_POOL")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(1_000)
+        .unwrap_or(100_000)
 }
 
 fn samples_per_class() -> usize {
@@ -79,6 +85,10 @@ fn with_byte_flipped(d: &KeyDigest, at: usize) -> KeyDigest {
     KeyDigest::from_bytes(bytes)
 }
 
+/// Where the digest benches put the pair they time.
+#[repr(align(64))]
+struct Aligned([KeyDigest; 2]);
+
 /// Times `BATCH` comparisons of pairs drawn for each class. Each class has its own pool of
 /// pairs with the same layout, so that only the bytes compared differ between the classes.
 fn digest_bench(
@@ -96,12 +106,19 @@ fn digest_bench(
             .collect()
     };
     let (left, right) = (pool(left), pool(right));
+    let mut slot = Aligned([KeyDigest::from_bytes([0; 32]); 2]);
     for class in classes(rng) {
         let pool = match class {
             Class::Left => &left,
             Class::Right => &right,
         };
-        let [a, b] = &pool[rng.random_range(0..pool.len())];
+        // Copied out of the pool into one cache-line-aligned slot (`black_box` keeps the copy
+        // from being optimised away): every sample compares the same 64 bytes, so that the
+        // classes differ by the bytes compared and not by where their pools sit in memory (a
+        // pair that straddles two cache lines loads slower than one that does not).
+        slot.0 = pool[rng.random_range(0..pool.len())];
+        black_box(&mut slot);
+        let [a, b] = &slot.0;
         runner.run_one(class, || {
             let mut equal = 0u32;
             for _ in 0..BATCH {
@@ -181,7 +198,7 @@ fn near_miss(key: &str, rng: &mut BenchRng) -> String {
 fn request(key: &str) -> Request<()> {
     let mut request = Request::new(());
     if let Ok(value) = key.parse() {
-        request.headers_mut().insert("x-api-key", value);
+        request.headers_mut().insert(X_API_KEY, value);
     }
     request
 }
@@ -203,12 +220,21 @@ fn verify_bench(
         }
     }
     let verifier = Arc::new(verifier.clone());
+    // One request for every sample: the pool's key is copied into it before the timer starts
+    // (the old value freed first, so that the allocator hands the same block back), so that
+    // the classes differ by the key presented and not by where their requests sit in memory.
+    let mut request = Request::new(());
     for class in classes(rng) {
         let pool = match class {
             Class::Left => left,
             Class::Right => right,
         };
-        let head = RequestHead::from(&pool[rng.random_range(0..pool.len())]);
+        let key = &pool[rng.random_range(0..pool.len())].headers()[X_API_KEY];
+        request.headers_mut().remove(X_API_KEY);
+        if let Ok(value) = HeaderValue::from_bytes(key.as_bytes()) {
+            request.headers_mut().insert(X_API_KEY, value);
+        }
+        let head = RequestHead::from(&request);
         runner.run_one(class, || {
             verifier.check_now(black_box(&head), None).is_some()
         });
@@ -218,7 +244,10 @@ fn verify_bench(
 fn verify_near_miss_vs_unrelated(runner: &mut CtRunner, rng: &mut BenchRng) {
     let (verifier, keys) = store_of_keys(false);
     let format = KeyFormat::default();
-    // Built in turns, so that neither class's requests sit in memory apart from the other's.
+    // Both classes go through `near_miss`, in turns, so that their requests are allocated by the
+    // same steps in the same places: the only difference left is whether the key changed was a
+    // stored one. (Built by different steps, the classes differ by their memory placement alone:
+    // see `verify_placement_control`.)
     let (mut near, mut unrelated) = (
         Vec::with_capacity(pool_size()),
         Vec::with_capacity(pool_size()),
@@ -228,9 +257,30 @@ fn verify_near_miss_vs_unrelated(runner: &mut CtRunner, rng: &mut BenchRng) {
             &keys[rng.random_range(0..keys.len())],
             rng,
         )));
-        unrelated.push(request(format.generate(Environment::Live).expose_secret()));
+        let fresh = format.generate(Environment::Live);
+        unrelated.push(request(&near_miss(fresh.expose_secret(), rng)));
     }
     verify_bench(runner, rng, &verifier, &near, &unrelated, |e| {
+        *e == keygate::AuthError::UnknownKey
+    });
+}
+
+/// A second control: two pools of unrelated unknown keys that differ only in how their
+/// requests were built (through `near_miss`'s steps, or straight from `generate`). Nothing
+/// about the keys differs; what |t| shows here is the memory placement of the two pools.
+fn verify_placement_control(runner: &mut CtRunner, rng: &mut BenchRng) {
+    let (verifier, _) = store_of_keys(false);
+    let format = KeyFormat::default();
+    let (mut rebuilt, mut generated) = (
+        Vec::with_capacity(pool_size()),
+        Vec::with_capacity(pool_size()),
+    );
+    for _ in 0..pool_size() {
+        let fresh = format.generate(Environment::Live);
+        rebuilt.push(request(&near_miss(fresh.expose_secret(), rng)));
+        generated.push(request(format.generate(Environment::Live).expose_secret()));
+    }
+    verify_bench(runner, rng, &verifier, &rebuilt, &generated, |e| {
         *e == keygate::AuthError::UnknownKey
     });
 }
@@ -271,7 +321,7 @@ fn verify_found_vs_unknown(runner: &mut CtRunner, rng: &mut BenchRng) {
 fn main() {
     // `cargo bench` passes `--bench`; the first other argument filters by name.
     let filter = std::env::args().skip(1).find(|a| !a.starts_with("--"));
-    let benches: [(&'static str, BenchFn); 7] = [
+    let benches: [(&'static str, BenchFn); 8] = [
         (
             "digest_control_first_vs_first_byte",
             digest_control_first_vs_first_byte,
@@ -287,6 +337,7 @@ fn main() {
             "verify_near_miss_vs_unrelated",
             verify_near_miss_vs_unrelated,
         ),
+        ("verify_placement_control", verify_placement_control),
         ("verify_found_vs_unknown", verify_found_vs_unknown),
     ];
     let benches = benches
