@@ -4,8 +4,10 @@
 //! timings on a shared VM cannot.
 //!
 //! Usage: `instructions <side> <requests>`, side `no_auth`, `floor` (the hand-written floor of
-//! `support/floor.rs`), `auth` or `pipeline` (as in the `layer/*` criterion benchmarks). The script runs each side twice with different request
-//! counts and divides the difference, so that setup cancels out.
+//! `support/floor.rs`), `auth` or `pipeline` (as in the `layer/*` criterion benchmarks), or
+//! `sql_quota` (the pipeline with its quota leased from a SQLite ledger, feature `sqlite`: the
+//! leases' own work, on the blocking threads, is counted too). The script runs each side twice
+//! with different request counts and divides the difference, so that setup cancels out.
 //! `KEYGATE_BENCH_RECORDER=prometheus` (feature `metrics`) installs a Prometheus recorder
 //! first, so that the counts include what counting costs.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
@@ -15,11 +17,14 @@ use http::Request;
 use keygate::limit::LimitHeaders;
 use tower::{Service, ServiceExt};
 
+#[path = "support/limits.rs"]
+#[allow(dead_code)] // the load bench's Redis round-trip count
+mod limits;
 mod support;
 use support::{auth_app, floor_app, hello_app, pipeline_app, store_and_floor_with};
 
 const USAGE: &str = "instructions: counts instructions per request under callgrind; run \
-     scripts/instructions.sh (usage: instructions <no_auth|floor|auth|pipeline> <requests>)";
+     scripts/instructions.sh (usage: instructions <no_auth|floor|auth|pipeline|sql_quota> <requests>)";
 
 fn main() {
     // `cargo bench` runs every bench target, with `--bench` and any filter it was given: only
@@ -30,7 +35,9 @@ fn main() {
         .collect();
     let (side, requests) = match args.as_slice() {
         [side, requests] => match (side.as_str(), requests.parse::<usize>()) {
-            (side @ ("no_auth" | "floor" | "auth" | "pipeline"), Ok(requests)) => (side, requests),
+            (side @ ("no_auth" | "floor" | "auth" | "pipeline" | "sql_quota"), Ok(requests)) => {
+                (side, requests)
+            }
             _ => return println!("{USAGE}"),
         },
         _ => return println!("{USAGE}"),
@@ -44,15 +51,24 @@ fn main() {
         panic!("KEYGATE_BENCH_RECORDER needs the `metrics` feature");
     }
     let (store, floor, key) = store_and_floor_with(1_000, side == "floor");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let ledger_dir = tempfile::tempdir().unwrap();
     let mut app = match side {
         "no_auth" => hello_app(),
         "floor" => floor_app(floor),
         "auth" => auth_app(store),
+        "sql_quota" => {
+            limits::sides(&rt, store, ledger_dir.path())
+                .into_iter()
+                .find(|(name, _)| *name == "keygate-sql-quota")
+                .expect("the sql_quota side needs the `sqlite` feature")
+                .1
+        }
         _ => pipeline_app(store, LimitHeaders::All),
     };
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap();
     for _ in 0..requests {
         let req = Request::get("/")
             .header("x-api-key", key.expose_secret())

@@ -5,12 +5,9 @@
 
 use axum::Router;
 use keygate::limit::{LimitHeaders, Limiter};
-use keygate::plan::MemoryEntitlements;
-use keygate::scope::Scope;
 use keygate::store::MemoryStore;
-use keygate::{AuthLayer, Verifier};
 
-use super::support::{hello_app, plan};
+use super::support::pipeline_app_with;
 
 /// The full pipeline of `pipeline_app` with `limiter` instead of the default `MemoryLimiter`.
 #[cfg_attr(
@@ -18,15 +15,9 @@ use super::support::{hello_app, plan};
     allow(dead_code)
 )]
 fn app_with(store: MemoryStore, limiter: impl Limiter) -> Router {
-    let verifier = Verifier::builder(store)
-        .entitlements(MemoryEntitlements::with_default(plan()))
-        .limiter(limiter)
-        .build();
-    hello_app().layer(
-        AuthLayer::new(verifier)
-            .require_scope(Scope::READ)
-            .limit_headers(LimitHeaders::All),
-    )
+    pipeline_app_with(store, LimitHeaders::All, |verifier| {
+        verifier.limiter(limiter)
+    })
 }
 
 /// The sides this machine can run: name and app. The SQLite ledger lives in `dir`.

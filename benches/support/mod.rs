@@ -15,6 +15,7 @@ use keygate::limit::{LimitHeaders, Quota, QuotaPeriod, RateLimit};
 use keygate::plan::{MemoryEntitlements, Plan, TenantEntitlements};
 use keygate::scope::{Scope, Scopes};
 use keygate::store::{KeyRecord, MemoryStore};
+use keygate::verify::VerifierBuilder;
 use keygate::{AuthLayer, Verifier};
 
 pub(crate) fn record(key: &ApiKey, i: usize) -> KeyRecord {
@@ -93,11 +94,19 @@ pub(crate) fn auth_app(store: MemoryStore) -> Router {
 /// (rate limit and monthly quota from [`plan`], so every request does the whole work) and the
 /// chosen limit headers on every response; with axum's own body type (`inner_body`).
 pub(crate) fn pipeline_app(store: MemoryStore, headers: LimitHeaders) -> Router {
-    let verifier = Verifier::builder(store)
-        .entitlements(MemoryEntitlements::with_default(plan()))
-        .build();
+    pipeline_app_with(store, headers, |verifier| verifier)
+}
+
+/// [`pipeline_app`] with more set on its verifier (another limiter): every full-pipeline side
+/// is this one layer, so that the sides differ by what `configure` sets alone.
+pub(crate) fn pipeline_app_with(
+    store: MemoryStore,
+    headers: LimitHeaders,
+    configure: impl FnOnce(VerifierBuilder) -> VerifierBuilder,
+) -> Router {
+    let verifier = Verifier::builder(store).entitlements(MemoryEntitlements::with_default(plan()));
     hello_app().layer(
-        AuthLayer::new(verifier)
+        AuthLayer::new(configure(verifier).build())
             .require_scope(Scope::READ)
             .limit_headers(headers)
             .inner_body(),

@@ -445,18 +445,22 @@ impl<L: QuotaLedger> LeasedQuotaLimiter<L> {
         let inner = &self.inner;
         let now = inner.clock.now_nanos();
         let now_secs = now / NANOS;
-        let (start, end) = quota.period.bounds(now_secs);
         let cost = u64::from(r.cost);
         let mut map = inner.shard(r.tenant_id);
         let slot = match map.get_mut(r.tenant_id) {
             Some(slot) => slot,
-            None => map
-                .entry(r.tenant_id.to_owned())
-                .or_insert_with(|| Slot::new(quota, start, end, now)),
+            None => {
+                let (start, end) = quota.period.bounds(now_secs);
+                map.entry(r.tenant_id.to_owned())
+                    .or_insert_with(|| Slot::new(quota, start, end, now))
+            }
         };
-        if slot.period != quota.period || slot.start != start {
+        // The calendar (a month's bounds) is worked out only when the slot's period is over.
+        let current = slot.period == quota.period && slot.start <= now_secs && now_secs < slot.end;
+        if !current {
             // A new period (or another kind of period) starts from nothing. Units left from the
             // last one were counted there and end with it.
+            let (start, end) = quota.period.bounds(now_secs);
             *slot = Slot::new(quota, start, end, now);
         } else if slot.limit != quota.limit {
             // A new plan: what is held stays valid (it was granted), the ledger judges the rest.

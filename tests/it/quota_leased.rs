@@ -419,6 +419,29 @@ async fn a_rate_limit_refusal_uses_none_of_the_quota_and_headers_show_both() {
     assert_eq!(store.used(&account("acme", T0)).await.unwrap(), 3);
 }
 
+#[tokio::test]
+async fn a_new_period_starts_from_nothing_and_the_old_one_stays_counted() {
+    let store = SqliteStore::in_memory().await.unwrap();
+    let (keys_store, keys) = keys("acme", 1);
+    let plans = MemoryEntitlements::new();
+    plans.set("acme", plan(None, 2));
+    // One second before the day ends.
+    let clock = ManualClock::at_unix_secs(T0 + 86_399);
+    let limiter = LeasedQuotaLimiter::builder(store.clone())
+        .clock(clock.clone())
+        .build();
+    let addr = instance(keys_store, plans, limiter.clone()).await;
+    assert_eq!(statuses(addr, &keys[0], 3).await, [200, 200, 403]);
+    // The next day: a fresh quota, its reset a whole day away; yesterday's use stays counted.
+    clock.advance(Duration::from_secs(1));
+    let first = send_tcp(addr, get_req(&keys[0])).await;
+    assert_eq!(first.status, StatusCode::OK);
+    assert_eq!(first.headers["ratelimit"], "\"quota\";r=1;t=86400");
+    assert_eq!(statuses(addr, &keys[0], 2).await, [200, 403]);
+    assert_eq!(store.used(&account("acme", T0)).await.unwrap(), 2);
+    assert_eq!(store.used(&account("acme", T0 + 86_400)).await.unwrap(), 2);
+}
+
 /// A ledger whose database is down.
 struct DownLedger;
 
