@@ -471,12 +471,8 @@ impl<L: QuotaLedger> LeasedQuotaLimiter<L> {
 
         if slot.held >= cost {
             let rates = LimitRequest { quota: None, ..*r };
-            let decision = match inner.rates.acquire_now(&rates) {
-                Some(Ok(decision)) => decision,
-                // `MemoryLimiter` always answers at once and never fails.
-                _ => return Local::Closed,
-            };
-            return Local::Decided(match decision {
+            // The rate limits, on the same clock, at the instant already read.
+            return Local::Decided(match inner.rates.decide_at(&rates, now) {
                 Decision::Allowed(usage) => {
                     slot.held -= cost;
                     slot.last_use = now;
@@ -521,8 +517,8 @@ impl<L: QuotaLedger> LeasedQuotaLimiter<L> {
                     quota: Some(zero),
                     ..*r
                 };
-                let rate = match inner.rates.acquire_now(&rates) {
-                    Some(Ok(Decision::QuotaExhausted { usage })) => usage.rate,
+                let rate = match inner.rates.decide_at(&rates, now) {
+                    Decision::QuotaExhausted { usage } => usage.rate,
                     _ => None,
                 };
                 return Local::Decided(Decision::QuotaExhausted {

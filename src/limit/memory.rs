@@ -341,7 +341,12 @@ impl MemoryLimiter {
     }
 
     fn decide(&self, r: &LimitRequest<'_>) -> Decision {
-        let now = self.clock.now_nanos();
+        self.decide_at(r, self.clock.now_nanos())
+    }
+
+    /// [`MemoryLimiter`]'s decision at `now` (its clock's nanoseconds), for a limiter that runs
+    /// this one on the same clock and has read it already.
+    pub(crate) fn decide_at(&self, r: &LimitRequest<'_>, now: u64) -> Decision {
         let own = self.shards.index(r.tenant_id);
         let (decision, sweep_another) = {
             // One lock for the whole check-and-consume: all-or-nothing, exact under concurrency.
