@@ -114,8 +114,11 @@ impl LimitHeaders {
 
         let shared = Bytes::from_owner(buf);
         let value = |range: Range<usize>| HeaderValue::from_maybe_shared(shared.slice(range));
-        // One growth of the map for all of them, not one per insert.
-        headers.reserve(x_fields.as_ref().map_or(0, |_| 3) + state.as_ref().map_or(0, |_| 2));
+        // One growth of the map for all of them, not one per insert, with room for one more:
+        // axum adds `content-length` after this layer, and a hello-world's map (room for 6)
+        // would otherwise fill up with ours and grow again then, moving every entry.
+        let ours = x_fields.as_ref().map_or(0, |_| 3) + state.as_ref().map_or(0, |_| 2);
+        headers.reserve(ours + 1);
         if let (Some((remaining, reset)), Some(limit)) = (x_fields, constants.limit)
             && let (Ok(remaining), Ok(reset)) = (value(remaining), value(reset))
         {
