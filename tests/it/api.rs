@@ -544,7 +544,7 @@ async fn active_key_cap_is_a_409() {
 
 #[tokio::test]
 async fn store_failure_is_a_503() {
-    let s = setup_with(DownStore, MemoryStore::new()).await;
+    let s = setup_with(DownStore::TimesOut, MemoryStore::new()).await;
     let unavailable = envelope("SERVICE_UNAVAILABLE", UNAVAILABLE);
     let (status, v) = s
         .json(
@@ -1754,77 +1754,6 @@ async fn a_leaked_key_cannot_block_its_own_revocation_through_the_tenants_limits
     );
 }
 
-/// A managed store whose backend never answers.
-#[derive(Clone)]
-struct StalledStore;
-
-#[async_trait::async_trait]
-impl keygate::store::KeyStore for StalledStore {
-    async fn find(&self, _: &keygate::hash::KeyDigest) -> keygate::store::Lookup {
-        std::future::pending().await
-    }
-}
-
-#[async_trait::async_trait]
-impl ManagedKeyStore for StalledStore {
-    async fn insert(
-        &self,
-        _: keygate::store::KeyRecord,
-        _: Option<usize>,
-    ) -> Result<(), keygate::store::StoreError> {
-        std::future::pending().await
-    }
-    async fn get(
-        &self,
-        _: &str,
-        _: &str,
-        _: time::OffsetDateTime,
-    ) -> Result<Option<keygate::store::KeyRecord>, keygate::store::StoreError> {
-        std::future::pending().await
-    }
-    async fn list(
-        &self,
-        _: &str,
-        _: time::OffsetDateTime,
-    ) -> Result<Vec<keygate::store::KeyRecord>, keygate::store::StoreError> {
-        std::future::pending().await
-    }
-    async fn rename(
-        &self,
-        _: &str,
-        _: &str,
-        _: &str,
-        _: time::OffsetDateTime,
-    ) -> Result<Option<keygate::store::KeyRecord>, keygate::store::StoreError> {
-        std::future::pending().await
-    }
-    async fn revoke(
-        &self,
-        _: &str,
-        _: &str,
-        _: time::OffsetDateTime,
-    ) -> Result<Option<keygate::store::KeyRecord>, keygate::store::StoreError> {
-        std::future::pending().await
-    }
-    async fn rotate(
-        &self,
-        _: &str,
-        _: &str,
-        _: keygate::store::KeyRecord,
-        _: time::OffsetDateTime,
-        _: time::OffsetDateTime,
-        _: Option<usize>,
-    ) -> Result<Option<keygate::store::KeyRecord>, keygate::store::StoreError> {
-        std::future::pending().await
-    }
-    async fn touch(
-        &self,
-        _: &[(String, time::OffsetDateTime)],
-    ) -> Result<(), keygate::store::StoreError> {
-        std::future::pending().await
-    }
-}
-
 #[tokio::test]
 async fn a_stalled_store_answers_503_after_the_store_timeout() {
     let auth_store = MemoryStore::new();
@@ -1833,7 +1762,7 @@ async fn a_stalled_store_answers_503_after_the_store_timeout() {
         .scheme(verifier.scheme().clone())
         .build();
     let (admin, admin_id) = issue(&seed, "acme", NewKey::new("admin", ["admin"])).await;
-    let manager = KeyManager::builder(StalledStore)
+    let manager = KeyManager::builder(DownStore::Hangs)
         .scheme(verifier.scheme().clone())
         .store_timeout(std::time::Duration::from_millis(100))
         .build();

@@ -129,7 +129,7 @@ async fn failing_store_fails_closed() {
 
 #[tokio::test]
 async fn hanging_store_times_out_and_fails_closed() {
-    assert_fails_closed(HangingStore).await;
+    assert_fails_closed(DownStore::Hangs).await;
 }
 
 #[tokio::test]

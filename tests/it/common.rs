@@ -136,24 +136,27 @@ impl keygate::store::KeyStore for FailingStore {
     }
 }
 
-/// A store whose backend never answers.
-pub struct HangingStore;
-
-#[async_trait::async_trait]
-impl keygate::store::KeyStore for HangingStore {
-    async fn find(&self, _: &keygate::hash::KeyDigest) -> keygate::store::Lookup {
-        std::future::pending().await
-    }
+/// A managed store whose backend is down, in one of two ways: every lookup and every change
+/// times out at once, or never answers (and only the caller's own timeout ends it).
+#[derive(Clone, Copy)]
+pub enum DownStore {
+    TimesOut,
+    Hangs,
 }
 
-/// A managed store whose backend is down: every lookup and every change times out.
-#[derive(Clone)]
-pub struct DownStore;
+impl DownStore {
+    async fn fail<T>(self) -> Result<T, keygate::store::StoreError> {
+        match self {
+            DownStore::TimesOut => Err(keygate::store::StoreError::Timeout),
+            DownStore::Hangs => std::future::pending().await,
+        }
+    }
+}
 
 #[async_trait::async_trait]
 impl keygate::store::KeyStore for DownStore {
     async fn find(&self, _: &keygate::hash::KeyDigest) -> keygate::store::Lookup {
-        Err(keygate::store::StoreError::Timeout)
+        self.fail().await
     }
 }
 
@@ -164,7 +167,7 @@ impl keygate::store::ManagedKeyStore for DownStore {
         _: keygate::store::KeyRecord,
         _: Option<usize>,
     ) -> Result<(), keygate::store::StoreError> {
-        Err(keygate::store::StoreError::Timeout)
+        self.fail().await
     }
     async fn get(
         &self,
@@ -172,14 +175,14 @@ impl keygate::store::ManagedKeyStore for DownStore {
         _: &str,
         _: time::OffsetDateTime,
     ) -> Result<Option<keygate::store::KeyRecord>, keygate::store::StoreError> {
-        Err(keygate::store::StoreError::Timeout)
+        self.fail().await
     }
     async fn list(
         &self,
         _: &str,
         _: time::OffsetDateTime,
     ) -> Result<Vec<keygate::store::KeyRecord>, keygate::store::StoreError> {
-        Err(keygate::store::StoreError::Timeout)
+        self.fail().await
     }
     async fn rename(
         &self,
@@ -188,7 +191,7 @@ impl keygate::store::ManagedKeyStore for DownStore {
         _: &str,
         _: time::OffsetDateTime,
     ) -> Result<Option<keygate::store::KeyRecord>, keygate::store::StoreError> {
-        Err(keygate::store::StoreError::Timeout)
+        self.fail().await
     }
     async fn revoke(
         &self,
@@ -196,7 +199,7 @@ impl keygate::store::ManagedKeyStore for DownStore {
         _: &str,
         _: time::OffsetDateTime,
     ) -> Result<Option<keygate::store::KeyRecord>, keygate::store::StoreError> {
-        Err(keygate::store::StoreError::Timeout)
+        self.fail().await
     }
     async fn rotate(
         &self,
@@ -207,13 +210,13 @@ impl keygate::store::ManagedKeyStore for DownStore {
         _: time::OffsetDateTime,
         _: Option<usize>,
     ) -> Result<Option<keygate::store::KeyRecord>, keygate::store::StoreError> {
-        Err(keygate::store::StoreError::Timeout)
+        self.fail().await
     }
     async fn touch(
         &self,
         _: &[(String, time::OffsetDateTime)],
     ) -> Result<(), keygate::store::StoreError> {
-        Err(keygate::store::StoreError::Timeout)
+        self.fail().await
     }
 }
 

@@ -201,7 +201,7 @@ async fn grpc_unavailable_when_the_store_fails() {
 
 #[tokio::test]
 async fn grpc_unavailable_when_the_store_hangs() {
-    assert_unavailable(HangingStore).await;
+    assert_unavailable(DownStore::Hangs).await;
 }
 
 /// The raw shape of a refusal: HTTP 200, trailers-only, percent-encoded message.

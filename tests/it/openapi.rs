@@ -337,7 +337,7 @@ async fn api_with_store_down() -> (SocketAddr, String) {
         .issue("seed", "acme", NewKey::new("admin", ["admin"]))
         .await
         .unwrap();
-    let manager = KeyManager::builder(DownStore)
+    let manager = KeyManager::builder(DownStore::TimesOut)
         .scheme(verifier.scheme().clone())
         .build();
     let app = api::router(manager).route_layer(AuthLayer::new(verifier).management());
