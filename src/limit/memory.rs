@@ -271,47 +271,11 @@ impl Gcra {
 }
 
 impl Period {
+    /// The calendar day or month that contains `now` (nanoseconds), as the SQL ledger counts it.
     fn containing(kind: QuotaPeriod, now: u64) -> Period {
-        let secs = now / NANOS;
-        let day = secs / 86_400;
-        let (start_day, end_day) = match kind {
-            QuotaPeriod::Day => (day, day + 1),
-            QuotaPeriod::Month => {
-                let (y, m) = civil_from_days(day);
-                let (ny, nm) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
-                (days_from_civil(y, m), days_from_civil(ny, nm))
-            }
-        };
-        Period {
-            kind,
-            start: start_day * 86_400,
-            end: end_day * 86_400,
-        }
+        let (start, end) = kind.bounds(now / NANOS);
+        Period { kind, start, end }
     }
-}
-
-/// Year and month of a day count since 1970-01-01 (H. Hinnant's civil calendar algorithm).
-fn civil_from_days(days: u64) -> (u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + u64::from(m <= 2);
-    (y, m)
-}
-
-/// Days since 1970-01-01 of the first of month `m` of year `y`.
-fn days_from_civil(y: u64, m: u64) -> u64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y / 400;
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 impl MemoryLimiter {

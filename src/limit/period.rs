@@ -1,8 +1,9 @@
-use time::{Date, Month, OffsetDateTime};
-
 use super::QuotaPeriod;
 
 const DAY: u64 = 86_400;
+/// 9999-12-01T00:00:00Z: from here on a month is counted as the day it is in (see
+/// [`QuotaPeriod::bounds`]).
+const LAST_MONTH: u64 = 253_399_622_400;
 
 impl QuotaPeriod {
     /// The period that contains `unix_secs`: its start and end (exclusive), in Unix seconds,
@@ -19,8 +20,10 @@ impl QuotaPeriod {
         let day_start = unix_secs - unix_secs % DAY;
         match self {
             QuotaPeriod::Day => (day_start, day_start + DAY),
-            // Past the year 9999, where `time` ends, a month is counted as the day it is in.
-            QuotaPeriod::Month => month(unix_secs).unwrap_or((day_start, day_start + DAY)),
+            // From December 9999 on, a month is counted as the day it is in: the calendar
+            // keygate used first ended with the year 9999, and ledgers already hold its periods.
+            QuotaPeriod::Month if unix_secs >= LAST_MONTH => (day_start, day_start + DAY),
+            QuotaPeriod::Month => month(unix_secs),
         }
     }
 
@@ -37,18 +40,35 @@ impl QuotaPeriod {
     }
 }
 
-fn month(unix_secs: u64) -> Option<(u64, u64)> {
-    let date = OffsetDateTime::from_unix_timestamp(i64::try_from(unix_secs).ok()?)
-        .ok()?
-        .date();
-    let first = Date::from_calendar_date(date.year(), date.month(), 1).ok()?;
-    let next = match date.month() {
-        Month::December => Date::from_calendar_date(date.year() + 1, Month::January, 1),
-        m => Date::from_calendar_date(date.year(), m.next(), 1),
-    }
-    .ok()?;
-    let secs = |d: Date| u64::try_from(d.midnight().assume_utc().unix_timestamp()).ok();
-    Some((secs(first)?, secs(next)?))
+/// The calendar month (UTC) that contains `unix_secs`: its first second and the next month's.
+fn month(unix_secs: u64) -> (u64, u64) {
+    let (y, m) = civil_from_days(unix_secs / DAY);
+    let (ny, nm) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
+    (days_from_civil(y, m) * DAY, days_from_civil(ny, nm) * DAY)
+}
+
+/// Year and month of a day count since 1970-01-01 (H. Hinnant's civil calendar algorithm).
+fn civil_from_days(days: u64) -> (u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + u64::from(m <= 2);
+    (y, m)
+}
+
+/// Days since 1970-01-01 of the first of month `m` of year `y`.
+fn days_from_civil(y: u64, m: u64) -> u64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y / 400;
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
 }
 
 #[cfg(test)]
@@ -70,6 +90,39 @@ mod tests {
         assert_eq!(
             QuotaPeriod::Month.bounds(1_704_067_200),
             (1_704_067_200, 1_706_745_600)
+        );
+    }
+
+    /// The month arithmetic against the `time` crate's calendar, from 1970 to the last month
+    /// counted as a month: samples a little over 7 days and 8 hours apart (so that over the
+    /// years they fall on every day of the month and every hour), and each month's last second.
+    #[test]
+    fn months_agree_with_the_time_crate() {
+        use time::{Date, Month, OffsetDateTime};
+        let expected = |secs: u64| {
+            let date = OffsetDateTime::from_unix_timestamp(secs as i64)
+                .unwrap()
+                .date();
+            let first = Date::from_calendar_date(date.year(), date.month(), 1).unwrap();
+            let next = match date.month() {
+                Month::December => Date::from_calendar_date(date.year() + 1, Month::January, 1),
+                m => Date::from_calendar_date(date.year(), m.next(), 1),
+            }
+            .unwrap();
+            let secs = |d: Date| d.midnight().assume_utc().unix_timestamp() as u64;
+            (secs(first), secs(next))
+        };
+        let mut secs = 0;
+        while secs < LAST_MONTH {
+            let (start, end) = QuotaPeriod::Month.bounds(secs);
+            assert_eq!((start, end), expected(secs), "at {secs}");
+            assert_eq!(QuotaPeriod::Month.bounds(end - 1), (start, end));
+            secs += 90_001 * 7 + 3_599;
+        }
+        // From December 9999, a day.
+        assert_eq!(
+            QuotaPeriod::Month.bounds(LAST_MONTH + 5),
+            (LAST_MONTH, LAST_MONTH + DAY)
         );
     }
 }
