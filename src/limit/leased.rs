@@ -9,6 +9,7 @@ use foldhash::fast::RandomState;
 use tokio::sync::watch;
 
 use super::clock::{Clock, SystemClock};
+use super::period::Period;
 use super::{
     Decision, LimitRequest, Limiter, MemoryLimiter, Quota, QuotaPeriod, QuotaStatus, Usage,
 };
@@ -273,9 +274,7 @@ struct Inner<L> {
 
 /// One tenant's quota on this instance, for one period.
 struct Slot {
-    period: QuotaPeriod,
-    start: u64,
-    end: u64,
+    period: Period,
     limit: u64,
     /// Units leased and not yet used.
     held: u64,
@@ -292,11 +291,9 @@ struct Slot {
 }
 
 impl Slot {
-    fn new(quota: Quota, start: u64, end: u64, now: u64) -> Slot {
+    fn new(quota: Quota, now: u64) -> Slot {
         Slot {
-            period: quota.period,
-            start,
-            end,
+            period: Period::containing(quota.period, now / NANOS),
             limit: quota.limit,
             held: 0,
             remaining: quota.limit,
@@ -311,8 +308,8 @@ impl Slot {
         QuotaStatus {
             limit: self.limit,
             remaining: self.remaining.saturating_add(self.held).min(self.limit),
-            period_secs: self.end - self.start,
-            reset_after_secs: self.end.saturating_sub(now_secs),
+            period_secs: self.period.end - self.period.start,
+            reset_after_secs: self.period.end.saturating_sub(now_secs),
         }
     }
 }
@@ -388,19 +385,18 @@ impl<L: QuotaLedger> LeasedQuotaLimiter<L> {
             let mut map = lock(shard);
             for (tenant, slot) in map.iter_mut() {
                 if slot.held > 0 {
-                    returns.push((tenant.clone(), slot.period, slot.start, slot.held));
+                    returns.push((tenant.clone(), slot.period, slot.held));
                     slot.held = 0;
                 }
             }
         }
         let (mut given, mut first_error) = (0, None);
-        for (tenant, period, start, units) in returns {
-            let account = QuotaAccount {
-                tenant_id: &tenant,
-                period,
-                period_start: start,
-            };
-            match inner.ledger.give_back(&account, units).await {
+        for (tenant, period, units) in returns {
+            match inner
+                .ledger
+                .give_back(&account(&tenant, period), units)
+                .await
+            {
                 Ok(()) => given += units,
                 Err(e) => {
                     tracing::warn!(target: "keygate", error = %e, tenant_id = %tenant, units, "giving back unused quota failed at shutdown; it stays counted");
@@ -412,6 +408,15 @@ impl<L: QuotaLedger> LeasedQuotaLimiter<L> {
             Some(e) => Err(e),
             None => Ok(given),
         }
+    }
+}
+
+/// The ledger's account for `tenant_id`'s quota in `period`.
+fn account(tenant_id: &str, period: Period) -> QuotaAccount<'_> {
+    QuotaAccount {
+        tenant_id,
+        period: period.kind,
+        period_start: period.start,
     }
 }
 
@@ -449,19 +454,15 @@ impl<L: QuotaLedger> LeasedQuotaLimiter<L> {
         let mut map = inner.shard(r.tenant_id);
         let slot = match map.get_mut(r.tenant_id) {
             Some(slot) => slot,
-            None => {
-                let (start, end) = quota.period.bounds(now_secs);
-                map.entry(r.tenant_id.to_owned())
-                    .or_insert_with(|| Slot::new(quota, start, end, now))
-            }
+            None => map
+                .entry(r.tenant_id.to_owned())
+                .or_insert_with(|| Slot::new(quota, now)),
         };
         // The calendar (a month's bounds) is worked out only when the slot's period is over.
-        let current = slot.period == quota.period && slot.start <= now_secs && now_secs < slot.end;
-        if !current {
+        if !slot.period.is_current(quota.period, now_secs) {
             // A new period (or another kind of period) starts from nothing. Units left from the
             // last one were counted there and end with it.
-            let (start, end) = quota.period.bounds(now_secs);
-            *slot = Slot::new(quota, start, end, now);
+            *slot = Slot::new(quota, now);
         } else if slot.limit != quota.limit {
             // A new plan: what is held stays valid (it was granted), the ledger judges the rest.
             slot.limit = quota.limit;
@@ -563,22 +564,17 @@ impl<L: QuotaLedger> LeasedQuotaLimiter<L> {
         slot.lease = Some(rx.clone());
         let want = self.inner.want(slot, cost);
         slot.asked = want;
-        let (period, start, limit) = (slot.period, slot.start, slot.limit);
+        let (period, limit) = (slot.period, slot.limit);
         let tenant = tenant_id.to_owned();
         let inner = self.inner.clone();
         runtime.spawn(async move {
-            let account = QuotaAccount {
-                tenant_id: &tenant,
-                period,
-                period_start: start,
-            };
-            let result = inner.ledger.lease(&account, limit, want).await;
+            let result = inner.ledger.lease(&account(&tenant, period), limit, want).await;
             let now = inner.clock.now_nanos();
             let state = {
                 let mut map = inner.shard(&tenant);
                 let slot = map
                     .get_mut(&tenant)
-                    .filter(|s| s.period == period && s.start == start);
+                    .filter(|s| s.period == period);
                 match (&result, slot) {
                     (Ok(lease), Some(slot)) => {
                         slot.lease = None;
@@ -660,7 +656,7 @@ async fn sweep<L: QuotaLedger>(inner: &Arc<Inner<L>>) {
                 return true;
             }
             if slot.held > 0 {
-                returns.push((tenant.clone(), slot.period, slot.start, slot.held));
+                returns.push((tenant.clone(), slot.period, slot.held));
                 slot.held = 0;
                 return true;
             }
@@ -668,18 +664,17 @@ async fn sweep<L: QuotaLedger>(inner: &Arc<Inner<L>>) {
             idle < inner.lifetime.saturating_mul(30)
         });
     }
-    for (tenant, period, start, units) in returns {
-        let account = QuotaAccount {
-            tenant_id: &tenant,
-            period,
-            period_start: start,
-        };
-        if let Err(e) = inner.ledger.give_back(&account, units).await {
+    for (tenant, period, units) in returns {
+        if let Err(e) = inner
+            .ledger
+            .give_back(&account(&tenant, period), units)
+            .await
+        {
             tracing::warn!(target: "keygate", error = %e, tenant_id = %tenant, units, "giving back an idle quota block failed; keeping it");
             if let Some(slot) = inner
                 .shard(&tenant)
                 .get_mut(&tenant)
-                .filter(|s| s.period == period && s.start == start)
+                .filter(|s| s.period == period)
             {
                 slot.held += units;
             }

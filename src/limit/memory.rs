@@ -7,9 +7,8 @@ use indexmap::IndexMap;
 use async_trait::async_trait;
 
 use super::clock::{Clock, SystemClock};
-use super::{
-    Decision, LimitRequest, Limiter, Quota, QuotaPeriod, QuotaStatus, RateLimit, RateStatus, Usage,
-};
+use super::period::Period;
+use super::{Decision, LimitRequest, Limiter, Quota, QuotaStatus, RateLimit, RateStatus, Usage};
 use crate::backend::BackendError;
 
 const NANOS: u64 = 1_000_000_000;
@@ -185,13 +184,6 @@ fn give_back<V>(map: &mut IndexMap<String, V, RandomState>) {
     }
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-struct Period {
-    kind: QuotaPeriod,
-    start: u64,
-    end: u64,
-}
-
 impl std::fmt::Debug for MemoryLimiter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MemoryLimiter").finish_non_exhaustive()
@@ -270,14 +262,6 @@ impl Gcra {
     }
 }
 
-impl Period {
-    /// The calendar day or month that contains `now` (nanoseconds), as the SQL ledger counts it.
-    fn containing(kind: QuotaPeriod, now: u64) -> Period {
-        let (start, end) = kind.bounds(now / NANOS);
-        Period { kind, start, end }
-    }
-}
-
 impl MemoryLimiter {
     /// A limiter on the system clock.
     pub fn new() -> Self {
@@ -300,7 +284,7 @@ impl MemoryLimiter {
             .lock(tenant_id)
             .tenants
             .get(tenant_id)
-            .filter(|t| t.period.is_some_and(|p| p.start <= now && now < p.end))
+            .filter(|t| t.period.is_some_and(|p| p.contains(now)))
             .map_or(0, |t| t.used)
     }
 
@@ -414,10 +398,10 @@ fn decide(state: &mut TenantState, r: &LimitRequest<'_>, now: u64) -> Decision {
 fn quota_status(state: &mut TenantState, quota: Quota, now: u64, cost: u32) -> (QuotaStatus, bool) {
     let secs = now / NANOS;
     let current = match state.period {
-        Some(p) if p.kind == quota.period && p.start <= secs && secs < p.end => p,
+        Some(p) if p.is_current(quota.period, secs) => p,
         _ => {
             state.used = 0;
-            let p = Period::containing(quota.period, now);
+            let p = Period::containing(quota.period, secs);
             state.period = Some(p);
             p
         }
@@ -449,7 +433,7 @@ impl Limiter for MemoryLimiter {
 mod tests {
     use std::time::Duration;
 
-    use super::super::ManualClock;
+    use super::super::{ManualClock, QuotaPeriod};
     use super::*;
 
     /// The same limiter, never evicting: the reference eviction must not depart from.
@@ -666,14 +650,14 @@ mod tests {
     #[test]
     fn calendar_months() {
         // 2024-02-15 → February 2024, a leap month of 29 days.
-        let p = Period::containing(QuotaPeriod::Month, 1_707_955_200 * NANOS);
+        let p = Period::containing(QuotaPeriod::Month, 1_707_955_200);
         assert_eq!(p.start, 1_706_745_600); // 2024-02-01
         assert_eq!(p.end - p.start, 29 * 86_400);
         // 2023-12-31T23:59:59 → December 2023.
-        let p = Period::containing(QuotaPeriod::Month, 1_704_067_199 * NANOS);
+        let p = Period::containing(QuotaPeriod::Month, 1_704_067_199);
         assert_eq!(p.start, 1_701_388_800); // 2023-12-01
         assert_eq!(p.end, 1_704_067_200); // 2024-01-01
-        let d = Period::containing(QuotaPeriod::Day, 1_704_067_199 * NANOS);
+        let d = Period::containing(QuotaPeriod::Day, 1_704_067_199);
         assert_eq!((d.start, d.end), (1_703_980_800, 1_704_067_200));
     }
 }

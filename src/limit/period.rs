@@ -40,6 +40,34 @@ impl QuotaPeriod {
     }
 }
 
+/// One calendar period of a quota, as the limiters keep it: its kind and bounds (Unix seconds,
+/// end exclusive).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(super) struct Period {
+    pub(super) kind: QuotaPeriod,
+    pub(super) start: u64,
+    pub(super) end: u64,
+}
+
+impl Period {
+    /// The period of `kind` that contains `unix_secs`.
+    pub(super) fn containing(kind: QuotaPeriod, unix_secs: u64) -> Period {
+        let (start, end) = kind.bounds(unix_secs);
+        Period { kind, start, end }
+    }
+
+    /// Whether `unix_secs` falls in this period.
+    pub(super) fn contains(&self, unix_secs: u64) -> bool {
+        self.start <= unix_secs && unix_secs < self.end
+    }
+
+    /// Whether this is the period of `kind` that contains `unix_secs`: if not, the quota's
+    /// count starts again (a new period, or another kind of period).
+    pub(super) fn is_current(&self, kind: QuotaPeriod, unix_secs: u64) -> bool {
+        self.kind == kind && self.contains(unix_secs)
+    }
+}
+
 /// The calendar month (UTC) that contains `unix_secs`: its first second and the next month's.
 fn month(unix_secs: u64) -> (u64, u64) {
     let (y, m) = civil_from_days(unix_secs / DAY);
