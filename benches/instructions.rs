@@ -4,7 +4,8 @@
 //! timings on a shared VM cannot.
 //!
 //! Usage: `instructions <side> <requests>`, side `no_auth`, `floor` (the hand-written floor of
-//! `support/floor.rs`), `auth` or `pipeline` (as in the `layer/*` criterion benchmarks), or
+//! `support/floor.rs`), `floor_limits` (the floor of the full pipeline, `support/floor_limits.rs`),
+//! `auth` or `pipeline` (as in the `layer/*` criterion benchmarks), or
 //! `sql_quota` (the pipeline with its quota leased from a SQLite ledger, feature `sqlite`: the
 //! leases' own work, on the blocking threads, is counted too). The script runs each side twice
 //! with different request counts and divides the difference, so that setup cancels out.
@@ -21,10 +22,10 @@ use tower::{Service, ServiceExt};
 #[allow(dead_code)] // the load bench's Redis round-trip count
 mod limits;
 mod support;
-use support::{auth_app, floor_app, hello_app, pipeline_app, store_and_floor_with};
+use support::{auth_app, hello_app, pipeline_app, store_and_floor_with};
 
 const USAGE: &str = "instructions: counts instructions per request under callgrind; run \
-     scripts/instructions.sh (usage: instructions <no_auth|floor|auth|pipeline|sql_quota> <requests>)";
+     scripts/instructions.sh (usage: instructions <no_auth|floor|floor_limits|auth|pipeline|sql_quota> <requests>)";
 
 fn main() {
     // `cargo bench` runs every bench target, with `--bench` and any filter it was given: only
@@ -35,9 +36,10 @@ fn main() {
         .collect();
     let (side, requests) = match args.as_slice() {
         [side, requests] => match (side.as_str(), requests.parse::<usize>()) {
-            (side @ ("no_auth" | "floor" | "auth" | "pipeline" | "sql_quota"), Ok(requests)) => {
-                (side, requests)
-            }
+            (
+                side @ ("no_auth" | "floor" | "floor_limits" | "auth" | "pipeline" | "sql_quota"),
+                Ok(requests),
+            ) => (side, requests),
             _ => return println!("{USAGE}"),
         },
         _ => return println!("{USAGE}"),
@@ -50,7 +52,7 @@ fn main() {
         #[cfg(not(feature = "metrics"))]
         panic!("KEYGATE_BENCH_RECORDER needs the `metrics` feature");
     }
-    let (store, floor, key) = store_and_floor_with(1_000, side == "floor");
+    let (store, floor, key) = store_and_floor_with(1_000, side.starts_with("floor"));
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -58,7 +60,8 @@ fn main() {
     let ledger_dir = tempfile::tempdir().unwrap();
     let mut app = match side {
         "no_auth" => hello_app(),
-        "floor" => floor_app(floor),
+        "floor" => floor.app(),
+        "floor_limits" => floor.limits_app(),
         "auth" => auth_app(store),
         "sql_quota" => {
             limits::sides(&rt, store, ledger_dir.path())

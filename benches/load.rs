@@ -35,7 +35,7 @@ use http::{HeaderName, HeaderValue};
 use keygate::limit::LimitHeaders;
 
 mod support;
-use support::{auth_app, floor_app, hello_app, pipeline_app, store_and_floor_with};
+use support::{auth_app, hello_app, pipeline_app, store_and_floor_with};
 #[path = "support/cache_apps.rs"]
 mod cache_apps;
 #[path = "support/limits.rs"]
@@ -168,8 +168,8 @@ fn wrk_path(
 }
 
 /// One request by hand before loading: the keygate side must answer 200 with the limit headers,
-/// or the figures would measure something else.
-fn check_headers(addr: std::net::SocketAddr, key: &str) {
+/// or the figures would measure something else. Returns the response's limit headers.
+fn check_headers(addr: std::net::SocketAddr, key: &str) -> Vec<String> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(addr).unwrap();
     write!(
@@ -184,6 +184,13 @@ fn check_headers(addr: std::net::SocketAddr, key: &str) {
     for header in ["x-ratelimit-remaining:", "ratelimit-policy:", "ratelimit:"] {
         assert!(response.contains(header), "no {header} in:\n{response}");
     }
+    let mut limit_headers: Vec<String> = response
+        .lines()
+        .filter(|line| line.starts_with("x-ratelimit") || line.starts_with("ratelimit"))
+        .map(str::to_owned)
+        .collect();
+    limit_headers.sort();
+    limit_headers
 }
 
 fn load_core() -> String {
@@ -387,13 +394,14 @@ fn main() {
     if let Ok(side) = std::env::var("LOAD_ONLY") {
         let addr = match side.as_str() {
             "plain" => plain,
-            "floor" => serve(&rt, floor_app(floor)),
+            "floor" => serve(&rt, floor.app()),
+            "floor-limits" => serve(&rt, floor.limits_app()),
             "auth" => serve(&rt, auth_app(store)),
             "headers" => serve(&rt, plain_with_headers_app()),
             "keygate" => guarded,
             "x-headers" => serve(&rt, pipeline_app(store, LimitHeaders::XRateLimit)),
             other => panic!(
-                "LOAD_ONLY must be plain, floor, keygate, auth, headers or x-headers, not {other:?}"
+                "LOAD_ONLY must be plain, floor, floor-limits, keygate, auth, headers or x-headers, not {other:?}"
             ),
         };
         let run = wrk(addr, Some(key), seconds, connections);
@@ -406,10 +414,24 @@ fn main() {
 
     let mut sides = vec![
         ("no-auth", plain),
-        ("floor", serve(&rt, floor_app(floor))),
+        ("floor", serve(&rt, floor.app())),
         ("keygate-auth-only", serve(&rt, auth_app(store.clone()))),
+        ("floor-limits", serve(&rt, floor.limits_app())),
         ("keygate", guarded),
     ];
+    // The floor of the full pipeline must send the same five headers, of the same sizes.
+    let (ours, floors) = (check_headers(guarded, key), check_headers(sides[3].1, key));
+    let names = |h: &[String]| -> Vec<String> {
+        h.iter()
+            .map(|l| l.split(':').next().unwrap_or_default().to_owned())
+            .collect()
+    };
+    assert_eq!(names(&ours), names(&floors));
+    println!(
+        "limit headers, keygate:\n  {}\nthe floor of the full pipeline:\n  {}",
+        ours.join("\n  "),
+        floors.join("\n  ")
+    );
     // The shared limiters: the same pipeline with the quota leased from SQL, and on Redis.
     let ledger_dir = tempfile::tempdir().unwrap();
     for (name, app) in limits::sides(&rt, store.clone(), ledger_dir.path()) {
@@ -464,8 +486,10 @@ fn main() {
             median(&mut ratios[i]),
             median(&mut cpu[i]),
         );
+        // The figures were best rounds: the round least disturbed by the machine.
+        let best = ratios[i].iter().copied().fold(0.0, f64::max);
         println!(
-            "median {name}: {r:.0} req/s, ratio to no-auth {q:.3}; server CPU {c:.2} us/request ({:+.2} us)",
+            "median {name}: {r:.0} req/s, ratio to no-auth {q:.3} (best round {best:.3}); server CPU {c:.2} us/request ({:+.2} us)",
             c - base_cpu
         );
     }

@@ -1,12 +1,15 @@
 //! What the benchmarks share: a store of `n` keys, a plan that never refuses, and the axum
 //! hello-world served bare, behind the floor (`floor.rs`: the least an API-key layer can do),
-//! behind keygate's authentication, and behind its full pipeline.
+//! behind the floor of the full pipeline (`floor_limits.rs`: the same plus two limits and the
+//! five limit headers), behind keygate's authentication, and behind its full pipeline.
 
-// Not every bench uses the floor.
+// Not every bench uses the floors.
 #[allow(dead_code)]
 mod floor;
-#[allow(unused_imports)]
-pub(crate) use floor::FloorLayer;
+#[allow(dead_code)]
+mod floor_limits;
+use floor::FloorLayer;
+use floor_limits::FloorLimitsLayer;
 
 use axum::{Router, routing::get};
 use keygate::hash::KeyHasher;
@@ -37,8 +40,8 @@ pub(crate) fn store_with(n: usize) -> (MemoryStore, ApiKey) {
     (store, key)
 }
 
-/// A store with `n` keys, the floor's layer holding the same keys (if `floor`), and one key.
-pub(crate) fn store_and_floor_with(n: usize, floor: bool) -> (MemoryStore, FloorLayer, ApiKey) {
+/// A store with `n` keys, the same keys for the floors (if `floor`), and one key.
+pub(crate) fn store_and_floor_with(n: usize, floor: bool) -> (MemoryStore, Floors, ApiKey) {
     let format = KeyFormat::default();
     let store = MemoryStore::new();
     store.reserve(n);
@@ -55,13 +58,28 @@ pub(crate) fn store_and_floor_with(n: usize, floor: bool) -> (MemoryStore, Floor
             probe = Some(key);
         }
     }
-    (store, FloorLayer::new(records), probe.unwrap())
+    (store, Floors(records), probe.unwrap())
 }
 
-/// The floor (`floor.rs`) in front of [`hello_app`].
-#[allow(dead_code)] // not every bench uses it
-pub(crate) fn floor_app(floor: FloorLayer) -> Router {
-    hello_app().layer(floor)
+/// The keys the floors hold.
+pub(crate) struct Floors(Vec<KeyRecord>);
+
+#[allow(dead_code)] // not every bench uses them
+impl Floors {
+    /// The floor (`floor.rs`) in front of [`hello_app`].
+    pub(crate) fn app(&self) -> Router {
+        hello_app().layer(FloorLayer::new(self.0.iter().cloned()))
+    }
+
+    /// The floor of the full pipeline (`floor_limits.rs`) in front of [`hello_app`], with the
+    /// limits of [`plan`].
+    pub(crate) fn limits_app(&self) -> Router {
+        hello_app().layer(FloorLimitsLayer::new(
+            self.0.iter().cloned(),
+            u32::MAX,
+            u64::MAX,
+        ))
+    }
 }
 
 /// The plan every tenant gets in the full-pipeline benches: a tenant rate limit and a monthly

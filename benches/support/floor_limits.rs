@@ -1,0 +1,270 @@
+//! The floor of the full pipeline: the floor of `floor.rs` plus the least a layer can do to
+//! enforce the bench plan's two limits and send the same five limit headers keygate sends.
+//! Per tenant, one rate limit (GCRA on one atomic) and one quota counter (one atomic); the
+//! plan's two constant header values rendered once (as `'static` values, so a clone costs
+//! nothing); the three that change written with `itoa` into one buffer that becomes one shared
+//! allocation; room reserved for all five and axum's `content-length`. No plan lookup (the
+//! limits are fixed), no per-key limit, no key checks, no metrics; a refusal is a bare 429;
+//! the month's end is computed once, at start.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::hash::BuildHasherDefault;
+use std::ops::Range;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, Request, Response, StatusCode};
+use keygate::Tenant;
+use keygate::hash::KeyDigest;
+use keygate::store::KeyRecord;
+use sha2::{Digest, Sha256};
+use tower::{Layer, Service};
+
+use super::floor::First8;
+
+const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+const NANOS: u64 = 1_000_000_000;
+
+/// One tenant's limits: the GCRA's theoretical arrival time (ns since `Shared::epoch`) and the
+/// quota's use this period.
+#[derive(Default)]
+struct TenantLimits {
+    tat: AtomicU64,
+    used: AtomicU64,
+}
+
+struct Shared {
+    keys: HashMap<KeyDigest, (Tenant, Arc<TenantLimits>), BuildHasherDefault<First8>>,
+    epoch: Instant,
+    epoch_unix: u64,
+    /// The rate limit: `limit` requests per `window` ns, one every `interval` ns.
+    limit: u64,
+    window: u64,
+    interval: u64,
+    quota: u64,
+    period_end_unix: u64,
+    x_limit: HeaderValue,
+    policy: HeaderValue,
+}
+
+/// The floor of the full pipeline; `limit` requests a second per tenant, `quota` a month.
+#[derive(Clone)]
+pub(crate) struct FloorLimitsLayer(Arc<Shared>);
+
+impl FloorLimitsLayer {
+    pub(crate) fn new(
+        records: impl IntoIterator<Item = KeyRecord>,
+        limit: u32,
+        quota: u64,
+    ) -> Self {
+        let mut tenants: HashMap<String, Arc<TenantLimits>> = HashMap::new();
+        let keys = records.into_iter().map(|r| {
+            let limits = tenants.entry(r.tenant_id.clone()).or_default().clone();
+            (r.digest, (Tenant::new(Arc::new(r)), limits))
+        });
+        let keys = keys.collect();
+        let epoch_unix = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let now = time::OffsetDateTime::from_unix_timestamp(epoch_unix as i64).unwrap();
+        let next = now
+            .date()
+            .replace_day(1)
+            .unwrap()
+            .checked_add(time::Duration::days(32))
+            .unwrap();
+        let month_end = next
+            .replace_day(1)
+            .unwrap()
+            .midnight()
+            .assume_utc()
+            .unix_timestamp() as u64;
+        let month_start = now
+            .date()
+            .replace_day(1)
+            .unwrap()
+            .midnight()
+            .assume_utc()
+            .unix_timestamp() as u64;
+        let window = NANOS;
+        // Leaked once: a `'static` header value clones for free.
+        let leak = |s: String| HeaderValue::from_static(Box::leak(s.into_boxed_str()));
+        FloorLimitsLayer(Arc::new(Shared {
+            keys,
+            epoch: Instant::now(),
+            epoch_unix,
+            limit: u64::from(limit),
+            window,
+            interval: window / u64::from(limit),
+            quota,
+            period_end_unix: month_end,
+            x_limit: leak(limit.to_string()),
+            policy: leak(format!(
+                "\"tenant\";q={limit};w=1, \"quota\";q={quota};w={}",
+                month_end - month_start
+            )),
+        }))
+    }
+}
+
+impl<S> Layer<S> for FloorLimitsLayer {
+    type Service = FloorLimits<S>;
+    fn layer(&self, inner: S) -> FloorLimits<S> {
+        FloorLimits(self.0.clone(), inner)
+    }
+}
+
+#[derive(Clone)]
+pub(crate) struct FloorLimits<S>(Arc<Shared>, S);
+
+/// The three header values that change per request.
+struct Values {
+    remaining: HeaderValue,
+    reset: HeaderValue,
+    state: HeaderValue,
+}
+
+impl Shared {
+    /// Checks and counts both limits (the rate limit first, the quota only if it admits);
+    /// `None` when either refuses.
+    fn admit(&self, limits: &TenantLimits) -> Option<Values> {
+        let now = self.epoch.elapsed().as_nanos() as u64;
+        let mut tat = limits.tat.load(Ordering::Relaxed);
+        let new_tat = loop {
+            let new_tat = tat.max(now) + self.interval;
+            if new_tat - now > self.window {
+                return None;
+            }
+            match limits.tat.compare_exchange_weak(
+                tat,
+                new_tat,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => break new_tat,
+                Err(actual) => tat = actual,
+            }
+        };
+        let used = limits.used.fetch_add(1, Ordering::Relaxed);
+        if used >= self.quota {
+            limits.used.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        let ahead = new_tat - now;
+        let remaining = (u128::from(self.window - ahead) * u128::from(self.limit)
+            / u128::from(self.window)) as u64;
+        let reset_after = ahead.div_ceil(NANOS).max(1);
+        let unix = self.epoch_unix + now / NANOS;
+
+        let mut buf = [0u8; 160];
+        let mut len = 0;
+        let mut push = |s: &[u8]| -> Range<usize> {
+            let start = len;
+            buf[start..start + s.len()].copy_from_slice(s);
+            len += s.len();
+            start..len
+        };
+        let mut int = itoa::Buffer::new();
+        let remaining_at = push(int.format(remaining).as_bytes());
+        let reset_at = push(int.format(unix + reset_after).as_bytes());
+        let state_start = push(b"\"tenant\";r=").start;
+        push(int.format(remaining).as_bytes());
+        push(b";t=");
+        push(int.format(reset_after).as_bytes());
+        push(b", \"quota\";r=");
+        push(int.format(self.quota - used - 1).as_bytes());
+        push(b";t=");
+        let state_end = push(int.format(self.period_end_unix - unix).as_bytes()).end;
+        let shared = Bytes::copy_from_slice(&buf[..len]);
+        let value = |r: Range<usize>| HeaderValue::from_maybe_shared(shared.slice(r)).ok();
+        Some(Values {
+            remaining: value(remaining_at)?,
+            reset: value(reset_at)?,
+            state: value(state_start..state_end)?,
+        })
+    }
+}
+
+impl<S, B, R: Default> Service<Request<B>> for FloorLimits<S>
+where
+    S: Service<Request<B>, Response = Response<R>>,
+{
+    type Response = Response<R>;
+    type Error = S::Error;
+    type Future = FloorLimitsFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.1.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        let digest = req
+            .headers()
+            .get(X_API_KEY)
+            .map(|v| KeyDigest::from_bytes(Sha256::digest(v.as_bytes()).into()));
+        let Some((tenant, limits)) = digest.and_then(|d| self.0.keys.get(&d)) else {
+            return FloorLimitsFuture::Refused {
+                status: StatusCode::UNAUTHORIZED,
+            };
+        };
+        let Some(values) = self.0.admit(limits) else {
+            return FloorLimitsFuture::Refused {
+                status: StatusCode::TOO_MANY_REQUESTS,
+            };
+        };
+        req.extensions_mut().insert(tenant.clone());
+        FloorLimitsFuture::Inner {
+            future: self.1.call(req),
+            headers: Some((values, self.0.clone())),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    #[project = FloorLimitsProj]
+    pub(crate) enum FloorLimitsFuture<F> {
+        Inner { #[pin] future: F, headers: Option<(Values, Arc<Shared>)> },
+        Refused { status: StatusCode },
+    }
+}
+
+const X_RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
+const X_RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
+const X_RATELIMIT_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
+const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+
+impl<F, R: Default, E> Future for FloorLimitsFuture<F>
+where
+    F: Future<Output = Result<Response<R>, E>>,
+{
+    type Output = F::Output;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        match self.project() {
+            FloorLimitsProj::Inner { future, headers } => {
+                let mut response = std::task::ready!(future.poll(cx))?;
+                if let Some((values, shared)) = headers.take() {
+                    let map = response.headers_mut();
+                    map.reserve(6);
+                    map.insert(X_RATELIMIT_LIMIT, shared.x_limit.clone());
+                    map.insert(X_RATELIMIT_REMAINING, values.remaining);
+                    map.insert(X_RATELIMIT_RESET, values.reset);
+                    map.insert(RATELIMIT_POLICY, shared.policy.clone());
+                    map.insert(RATELIMIT, values.state);
+                }
+                Poll::Ready(Ok(response))
+            }
+            FloorLimitsProj::Refused { status } => {
+                let mut response = Response::new(R::default());
+                *response.status_mut() = *status;
+                Poll::Ready(Ok(response))
+            }
+        }
+    }
+}
