@@ -4,7 +4,7 @@
 //! timings on a shared VM cannot.
 //!
 //! Usage: `instructions <side> <requests>`, side `no_auth`, `floor` (the hand-written floor of
-//! `support/floor.rs`), `floor_limits` (the floor of the full pipeline, `support/floor_limits.rs`),
+//! `support/floor.rs`), `floor_checked` (the same with keygate's key checks), `floor_limits` (the floor of the full pipeline, `support/floor_limits.rs`),
 //! `auth` or `pipeline` (as in the `layer/*` criterion benchmarks), or
 //! `sql_quota` (the pipeline with its quota leased from a SQLite ledger, feature `sqlite`: the
 //! leases' own work, on the blocking threads, is counted too). The script runs each side twice
@@ -25,7 +25,7 @@ mod support;
 use support::{auth_app, hello_app, pipeline_app, store_and_floor_with};
 
 const USAGE: &str = "instructions: counts instructions per request under callgrind; run \
-     scripts/instructions.sh (usage: instructions <no_auth|floor|floor_limits|auth|pipeline|sql_quota> <requests>)";
+     scripts/instructions.sh (usage: instructions <no_auth|floor|floor_checked|floor_limits|auth|pipeline|sql_quota> <requests>)";
 
 fn main() {
     // `cargo bench` runs every bench target, with `--bench` and any filter it was given: only
@@ -37,7 +37,8 @@ fn main() {
     let (side, requests) = match args.as_slice() {
         [side, requests] => match (side.as_str(), requests.parse::<usize>()) {
             (
-                side @ ("no_auth" | "floor" | "floor_limits" | "auth" | "pipeline" | "sql_quota"),
+                side @ ("no_auth" | "floor" | "floor_checked" | "floor_limits" | "auth"
+                | "pipeline" | "sql_quota"),
                 Ok(requests),
             ) => (side, requests),
             _ => return println!("{USAGE}"),
@@ -61,6 +62,7 @@ fn main() {
     let mut app = match side {
         "no_auth" => hello_app(),
         "floor" => floor.app(),
+        "floor_checked" => floor.checked_app(),
         "floor_limits" => floor.limits_app(),
         "auth" => auth_app(store),
         "sql_quota" => {

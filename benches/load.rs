@@ -167,9 +167,9 @@ fn wrk_path(
     }
 }
 
-/// One request by hand before loading: the keygate side must answer 200 with the limit headers,
-/// or the figures would measure something else. Returns the response's limit headers.
-fn check_headers(addr: std::net::SocketAddr, key: &str) -> Vec<String> {
+/// One request by hand, lowercased; it must be answered 200, or the figures would measure
+/// refusals.
+fn get_ok(addr: std::net::SocketAddr, key: &str) -> String {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(addr).unwrap();
     write!(
@@ -181,6 +181,13 @@ fn check_headers(addr: std::net::SocketAddr, key: &str) -> Vec<String> {
     stream.read_to_string(&mut response).unwrap();
     let response = response.to_ascii_lowercase();
     assert!(response.starts_with("http/1.1 200"), "{response}");
+    response
+}
+
+/// One request by hand before loading: a side with limits must answer 200 with the limit
+/// headers, or the figures would measure something else. Returns the limit headers.
+fn check_headers(addr: std::net::SocketAddr, key: &str) -> Vec<String> {
+    let response = get_ok(addr, key);
     for header in ["x-ratelimit-remaining:", "ratelimit-policy:", "ratelimit:"] {
         assert!(response.contains(header), "no {header} in:\n{response}");
     }
@@ -395,13 +402,14 @@ fn main() {
         let addr = match side.as_str() {
             "plain" => plain,
             "floor" => serve(&rt, floor.app()),
+            "floor-checked" => serve(&rt, floor.checked_app()),
             "floor-limits" => serve(&rt, floor.limits_app()),
             "auth" => serve(&rt, auth_app(store)),
             "headers" => serve(&rt, plain_with_headers_app()),
             "keygate" => guarded,
             "x-headers" => serve(&rt, pipeline_app(store, LimitHeaders::XRateLimit)),
             other => panic!(
-                "LOAD_ONLY must be plain, floor, floor-limits, keygate, auth, headers or x-headers, not {other:?}"
+                "LOAD_ONLY must be plain, floor, floor-checked, floor-limits, keygate, auth, headers or x-headers, not {other:?}"
             ),
         };
         let run = wrk(addr, Some(key), seconds, connections);
@@ -415,12 +423,23 @@ fn main() {
     let mut sides = vec![
         ("no-auth", plain),
         ("floor", serve(&rt, floor.app())),
+        ("floor-checked", serve(&rt, floor.checked_app())),
         ("keygate-auth-only", serve(&rt, auth_app(store.clone()))),
         ("floor-limits", serve(&rt, floor.limits_app())),
         ("keygate", guarded),
     ];
     // The floor of the full pipeline must send the same five headers, of the same sizes.
-    let (ours, floors) = (check_headers(guarded, key), check_headers(sides[3].1, key));
+    let side = |name: &str| {
+        sides
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, addr)| *addr)
+    };
+    for name in ["floor", "floor-checked", "keygate-auth-only"] {
+        get_ok(side(name).unwrap(), key);
+    }
+    let floors = check_headers(side("floor-limits").unwrap(), key);
+    let ours = check_headers(guarded, key);
     let names = |h: &[String]| -> Vec<String> {
         h.iter()
             .map(|l| l.split(':').next().unwrap_or_default().to_owned())

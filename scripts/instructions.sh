@@ -21,7 +21,7 @@ count() { # side requests -> total instructions
   valgrind --tool=callgrind --callgrind-out-file="$out/$1.$2.out" "$bin" "$1" "$2" 2>&1 \
     | sed -n 's/.*Collected : \([0-9]*\).*/\1/p'
 }
-for side in ${SIDES:-no_auth floor auth floor_limits pipeline}; do
+for side in ${SIDES:-no_auth floor floor_checked auth floor_limits pipeline}; do
   small=$(count "$side" 1000)
   large=$(count "$side" 3000)
   echo "$side: $(((large - small) / 2000)) instructions per request"

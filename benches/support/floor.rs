@@ -4,6 +4,14 @@
 //! 401. No key format, checksum, scope, revocation, expiry, plan, limits or header stripping.
 //! The response keeps the inner service's body type (the 401's is its `Default`), so nothing
 //! is boxed.
+//!
+//! With `checked` (side `floor-checked`), the floor also does what keygate's contract asks of
+//! any layer before it admits a key, each in the least way: exactly one credential (both
+//! headers looked at, either refused if repeated), the key's format and checksum (keygate's own
+//! `KeyFormat::parse`: what refuses a typo with no store call), the record's environment,
+//! revocation, expiry and scope, and the credential's header removed before the inner service
+//! sees the request. No public routes, no nested layers, no metrics, no tracing, no pluggable
+//! store or clock.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -12,14 +20,17 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use http::{HeaderName, Request, Response, StatusCode};
+use http::header::AUTHORIZATION;
+use http::{HeaderMap, HeaderName, Request, Response, StatusCode};
 use keygate::Tenant;
 use keygate::hash::KeyDigest;
+use keygate::key::{Environment, KeyFormat, ParsedKey};
+use keygate::scope::Scope;
 use keygate::store::KeyRecord;
 use sha2::{Digest, Sha256};
 use tower::{Layer, Service};
 
-const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+pub(crate) const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 
 /// A digest is uniform already: its first 8 bytes (all `KeyDigest` hashes) are the hash.
 #[derive(Default)]
@@ -40,26 +51,50 @@ impl Hasher for First8 {
 type Keys = HashMap<KeyDigest, Tenant, BuildHasherDefault<First8>>;
 
 #[derive(Clone)]
-pub(crate) struct FloorLayer(Arc<Keys>);
+pub(crate) struct FloorLayer(Arc<Keys>, Option<Arc<KeyFormat>>);
 
 impl FloorLayer {
-    pub(crate) fn new(records: impl IntoIterator<Item = KeyRecord>) -> Self {
+    pub(crate) fn new(records: impl IntoIterator<Item = KeyRecord>, checked: bool) -> Self {
         let keys = records
             .into_iter()
             .map(|r| (r.digest, Tenant::new(Arc::new(r))));
-        FloorLayer(Arc::new(keys.collect()))
+        let format = checked.then(|| Arc::new(KeyFormat::default()));
+        FloorLayer(Arc::new(keys.collect()), format)
     }
 }
 
 impl<S> Layer<S> for FloorLayer {
     type Service = Floor<S>;
     fn layer(&self, inner: S) -> Floor<S> {
-        Floor(self.0.clone(), inner)
+        Floor(self.0.clone(), self.1.clone(), inner)
     }
 }
 
 #[derive(Clone)]
-pub(crate) struct Floor<S>(Arc<Keys>, S);
+pub(crate) struct Floor<S>(Arc<Keys>, Option<Arc<KeyFormat>>, S);
+
+/// The checked floor's credential: the one `x-api-key` value, if it is the only credential
+/// and well formed.
+pub(crate) fn checked_key<'h>(headers: &'h HeaderMap, format: &KeyFormat) -> Option<ParsedKey<'h>> {
+    let mut values = headers.get_all(X_API_KEY).iter();
+    let (Some(value), None) = (values.next(), values.next()) else {
+        return None;
+    };
+    if headers.contains_key(AUTHORIZATION) {
+        return None;
+    }
+    let key = std::str::from_utf8(value.as_bytes()).ok()?;
+    format.parse(key).ok()
+}
+
+/// The checked floor's record checks: environment, revocation, expiry, scope.
+pub(crate) fn record_admits(tenant: &Tenant, environment: Environment) -> bool {
+    let record = tenant.key();
+    let dated = record.revoked_at.is_some() || record.expires_at.is_some();
+    record.environment == environment
+        && (!dated || record.is_active_at(time::OffsetDateTime::now_utc()))
+        && record.scopes.grants(&Scope::READ)
+}
 
 impl<S, B, R: Default> Service<Request<B>> for Floor<S>
 where
@@ -70,10 +105,30 @@ where
     type Future = FloorFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        self.1.poll_ready(cx)
+        self.2.poll_ready(cx)
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        if let Some(format) = &self.1 {
+            let tenant = checked_key(req.headers(), format).and_then(|key| {
+                let digest = Sha256::digest(key.expose_secret().as_bytes());
+                let digest = KeyDigest::from_bytes(digest.into());
+                self.0
+                    .get(&digest)
+                    .filter(|t| record_admits(t, key.environment()))
+            });
+            let Some(tenant) = tenant else {
+                return FloorFuture::Refused {
+                    status: StatusCode::UNAUTHORIZED,
+                };
+            };
+            let tenant = tenant.clone();
+            req.headers_mut().remove(X_API_KEY);
+            req.extensions_mut().insert(tenant);
+            return FloorFuture::Inner {
+                future: self.2.call(req),
+            };
+        }
         let digest = req
             .headers()
             .get(X_API_KEY)
@@ -82,7 +137,7 @@ where
             Some(tenant) => {
                 req.extensions_mut().insert(tenant.clone());
                 FloorFuture::Inner {
-                    future: self.1.call(req),
+                    future: self.2.call(req),
                 }
             }
             None => FloorFuture::Refused {

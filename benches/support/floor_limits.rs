@@ -1,10 +1,12 @@
-//! The floor of the full pipeline: the floor of `floor.rs` plus the least a layer can do to
-//! enforce the bench plan's two limits and send the same five limit headers keygate sends.
+//! The floor of the full pipeline: the checked floor of `floor.rs` (the key's format and
+//! checksum, one credential, the record's checks, the credential's header removed) plus the
+//! least a layer can do to enforce the bench plan's two limits and send the same five limit
+//! headers keygate sends.
 //! Per tenant, one rate limit (GCRA on one atomic) and one quota counter (one atomic); the
 //! plan's two constant header values rendered once (as `'static` values, so a clone costs
 //! nothing); the three that change written with `itoa` into one buffer that becomes one shared
 //! allocation; room reserved for all five and axum's `content-length`. No plan lookup (the
-//! limits are fixed), no per-key limit, no key checks, no metrics; a refusal is a bare 429;
+//! limits are fixed), no per-key limit, no metrics; a refusal is a bare 401 or 429;
 //! the month's end is computed once, at start.
 
 use std::collections::HashMap;
@@ -21,13 +23,12 @@ use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Request, Response, StatusCode};
 use keygate::Tenant;
 use keygate::hash::KeyDigest;
+use keygate::key::KeyFormat;
 use keygate::store::KeyRecord;
 use sha2::{Digest, Sha256};
 use tower::{Layer, Service};
 
-use super::floor::First8;
-
-const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+use super::floor::{First8, X_API_KEY, checked_key, record_admits};
 const NANOS: u64 = 1_000_000_000;
 
 /// One tenant's limits: the GCRA's theoretical arrival time (ns since `Shared::epoch`) and the
@@ -39,6 +40,7 @@ struct TenantLimits {
 }
 
 struct Shared {
+    format: KeyFormat,
     keys: HashMap<KeyDigest, (Tenant, Arc<TenantLimits>), BuildHasherDefault<First8>>,
     epoch: Instant,
     epoch_unix: u64,
@@ -96,6 +98,7 @@ impl FloorLimitsLayer {
         // Leaked once: a `'static` header value clones for free.
         let leak = |s: String| HeaderValue::from_static(Box::leak(s.into_boxed_str()));
         FloorLimitsLayer(Arc::new(Shared {
+            format: KeyFormat::default(),
             keys,
             epoch: Instant::now(),
             epoch_unix,
@@ -204,11 +207,13 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        let digest = req
-            .headers()
-            .get(X_API_KEY)
-            .map(|v| KeyDigest::from_bytes(Sha256::digest(v.as_bytes()).into()));
-        let Some((tenant, limits)) = digest.and_then(|d| self.0.keys.get(&d)) else {
+        let found = checked_key(req.headers(), &self.0.format).and_then(|key| {
+            let digest = Sha256::digest(key.expose_secret().as_bytes());
+            let digest = KeyDigest::from_bytes(digest.into());
+            let found = self.0.keys.get(&digest)?;
+            record_admits(&found.0, key.environment()).then_some(found)
+        });
+        let Some((tenant, limits)) = found else {
             return FloorLimitsFuture::Refused {
                 status: StatusCode::UNAUTHORIZED,
             };
@@ -218,7 +223,9 @@ where
                 status: StatusCode::TOO_MANY_REQUESTS,
             };
         };
-        req.extensions_mut().insert(tenant.clone());
+        let tenant = tenant.clone();
+        req.headers_mut().remove(X_API_KEY);
+        req.extensions_mut().insert(tenant);
         FloorLimitsFuture::Inner {
             future: self.1.call(req),
             headers: Some((values, self.0.clone())),

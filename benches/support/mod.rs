@@ -68,7 +68,14 @@ pub(crate) struct Floors(Vec<KeyRecord>);
 impl Floors {
     /// The floor (`floor.rs`) in front of [`hello_app`].
     pub(crate) fn app(&self) -> Router {
-        hello_app().layer(FloorLayer::new(self.0.iter().cloned()))
+        hello_app().layer(FloorLayer::new(self.0.iter().cloned(), false))
+    }
+
+    /// The checked floor (`floor.rs` with `checked`: the key's format and checksum, one
+    /// credential, the record's checks, the credential's header removed) in front of
+    /// [`hello_app`].
+    pub(crate) fn checked_app(&self) -> Router {
+        hello_app().layer(FloorLayer::new(self.0.iter().cloned(), true))
     }
 
     /// The floor of the full pipeline (`floor_limits.rs`) in front of [`hello_app`], with the
