@@ -10,9 +10,15 @@
 //! (this process's user + system time over wrk's request count). Many short rounds in rotating
 //! order keep a shared machine's drift out of the ratios.
 //!
+//! The floors beside keygate's sides (`support/floor.rs`, `support/floor_limits.rs`): the bare
+//! floor, the checked floor (the same with keygate's key checks) and the floor of the full
+//! pipeline (the checked floor with two limits and the same five limit headers).
+//!
 //! Environment: `LOAD_ROUNDS` (default 20), `LOAD_SECONDS` per side and round (default 2),
-//! `LOAD_CONNECTIONS` (default 32), `LOAD_ONLY` (`plain`, `floor`, `keygate`, `auth`, `headers`,
-//! `x-headers`: load one side once, for profiling), `LOAD_BREAKDOWN=1` (two more sides: no
+//! `LOAD_CONNECTIONS` (default 32), `LOAD_PAIRED=1` (each side's run follows a run of no auth
+//! of its own, and its ratio is to that one: for a machine whose speed drifts within a round),
+//! `LOAD_ONLY` (`plain`, `floor`, `floor-checked`, `floor-limits`, `keygate`, `auth`,
+//! `headers`, `x-headers`: load one side once, for profiling), `LOAD_BREAKDOWN=1` (two more sides: no
 //! auth but the handler returns the same five limit headers, and keygate's full pipeline
 //! sending only the `X-RateLimit-*` headers).
 //! The shared limiters' sides (`support/limits.rs`) run in every round: the quota leased from
@@ -477,17 +483,29 @@ fn main() {
     let mut rps: Vec<Vec<f64>> = vec![Vec::new(); sides.len()];
     let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); sides.len()];
     let mut cpu: Vec<Vec<f64>> = vec![Vec::new(); sides.len()];
+    // Paired: each side's run right after a run of no auth of its own, its ratio to that one,
+    // so that the two runs of a ratio are seconds apart, not a whole round.
+    let paired = std::env::var("LOAD_PAIRED").is_ok_and(|v| v == "1");
     for round in 0..rounds {
         let mut this_round: Vec<Option<Run>> = sides.iter().map(|_| None).collect();
+        let mut bases: Vec<f64> = vec![0.0; sides.len()];
         for step in 0..sides.len() {
             let i = (round as usize + step) % sides.len();
+            if paired && i > 0 {
+                bases[i] = wrk(sides[0].1, Some(key), seconds, connections).rps;
+            }
             this_round[i] = Some(wrk(sides[i].1, Some(key), seconds, connections));
         }
         let this_round: Vec<Run> = this_round.into_iter().map(Option::unwrap).collect();
         let mut line = format!("round {round}:");
         for (i, (name, _)) in sides.iter().enumerate() {
             let run = &this_round[i];
-            let ratio = run.rps / this_round[0].rps;
+            let base = if paired && i > 0 {
+                bases[i]
+            } else {
+                this_round[0].rps
+            };
+            let ratio = run.rps / base;
             rps[i].push(run.rps);
             ratios[i].push(ratio);
             cpu[i].push(run.cpu_us_per_request);
