@@ -47,35 +47,63 @@ impl Hasher for First8 {
     }
 }
 
-/// Digests to tenants; `KeyDigest`'s equality is constant-time.
-type Keys = HashMap<KeyDigest, Tenant, BuildHasherDefault<First8>>;
+/// Digests to what a floor keeps per key; `KeyDigest`'s equality is constant-time.
+pub(crate) type ByDigest<V> = HashMap<KeyDigest, V, BuildHasherDefault<First8>>;
 
 #[derive(Clone)]
-pub(crate) struct FloorLayer(Arc<Keys>, Option<Arc<KeyFormat>>);
+pub(crate) struct FloorLayer {
+    keys: Arc<ByDigest<Tenant>>,
+    /// The checked floor's key format; `None` for the bare floor.
+    checks: Option<Arc<KeyFormat>>,
+}
 
 impl FloorLayer {
     pub(crate) fn new(records: impl IntoIterator<Item = KeyRecord>, checked: bool) -> Self {
         let keys = records
             .into_iter()
             .map(|r| (r.digest, Tenant::new(Arc::new(r))));
-        let format = checked.then(|| Arc::new(KeyFormat::default()));
-        FloorLayer(Arc::new(keys.collect()), format)
+        FloorLayer {
+            keys: Arc::new(keys.collect()),
+            checks: checked.then(|| Arc::new(KeyFormat::default())),
+        }
     }
 }
 
 impl<S> Layer<S> for FloorLayer {
     type Service = Floor<S>;
     fn layer(&self, inner: S) -> Floor<S> {
-        Floor(self.0.clone(), self.1.clone(), inner)
+        Floor {
+            keys: self.keys.clone(),
+            checks: self.checks.clone(),
+            inner,
+        }
     }
 }
 
 #[derive(Clone)]
-pub(crate) struct Floor<S>(Arc<Keys>, Option<Arc<KeyFormat>>, S);
+pub(crate) struct Floor<S> {
+    keys: Arc<ByDigest<Tenant>>,
+    checks: Option<Arc<KeyFormat>>,
+    inner: S,
+}
+
+/// The checked floor's lookup: the entry of the one credential, if it is well formed, known,
+/// and its record admits it (`tenant` finds the record in an entry).
+pub(crate) fn checked_lookup<'m, V>(
+    keys: &'m ByDigest<V>,
+    headers: &HeaderMap,
+    format: &KeyFormat,
+    tenant: impl Fn(&V) -> &Tenant,
+) -> Option<&'m V> {
+    let key = checked_key(headers, format)?;
+    let digest = KeyDigest::from_bytes(Sha256::digest(key.expose_secret().as_bytes()).into());
+    keys.get(&digest)
+        .filter(|entry| record_admits(tenant(entry), key.environment()))
+}
 
 /// The checked floor's credential: the one `x-api-key` value, if it is the only credential
 /// and well formed.
-pub(crate) fn checked_key<'h>(headers: &'h HeaderMap, format: &KeyFormat) -> Option<ParsedKey<'h>> {
+fn checked_key<'h>(headers: &'h HeaderMap, format: &KeyFormat) -> Option<ParsedKey<'h>> {
     let mut values = headers.get_all(X_API_KEY).iter();
     let (Some(value), None) = (values.next(), values.next()) else {
         return None;
@@ -88,7 +116,7 @@ pub(crate) fn checked_key<'h>(headers: &'h HeaderMap, format: &KeyFormat) -> Opt
 }
 
 /// The checked floor's record checks: environment, revocation, expiry, scope.
-pub(crate) fn record_admits(tenant: &Tenant, environment: Environment) -> bool {
+fn record_admits(tenant: &Tenant, environment: Environment) -> bool {
     let record = tenant.key();
     let dated = record.revoked_at.is_some() || record.expires_at.is_some();
     record.environment == environment
@@ -105,19 +133,12 @@ where
     type Future = FloorFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        self.2.poll_ready(cx)
+        self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        if let Some(format) = &self.1 {
-            let tenant = checked_key(req.headers(), format).and_then(|key| {
-                let digest = Sha256::digest(key.expose_secret().as_bytes());
-                let digest = KeyDigest::from_bytes(digest.into());
-                self.0
-                    .get(&digest)
-                    .filter(|t| record_admits(t, key.environment()))
-            });
-            let Some(tenant) = tenant else {
+        if let Some(format) = &self.checks {
+            let Some(tenant) = checked_lookup(&self.keys, req.headers(), format, |t| t) else {
                 return FloorFuture::Refused {
                     status: StatusCode::UNAUTHORIZED,
                 };
@@ -126,18 +147,18 @@ where
             req.headers_mut().remove(X_API_KEY);
             req.extensions_mut().insert(tenant);
             return FloorFuture::Inner {
-                future: self.2.call(req),
+                future: self.inner.call(req),
             };
         }
         let digest = req
             .headers()
             .get(X_API_KEY)
             .map(|v| KeyDigest::from_bytes(Sha256::digest(v.as_bytes()).into()));
-        match digest.and_then(|d| self.0.get(&d)) {
+        match digest.and_then(|d| self.keys.get(&d)) {
             Some(tenant) => {
                 req.extensions_mut().insert(tenant.clone());
                 FloorFuture::Inner {
-                    future: self.2.call(req),
+                    future: self.inner.call(req),
                 }
             }
             None => FloorFuture::Refused {

@@ -11,7 +11,6 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::hash::BuildHasherDefault;
 use std::ops::Range;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -22,13 +21,11 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Request, Response, StatusCode};
 use keygate::Tenant;
-use keygate::hash::KeyDigest;
 use keygate::key::KeyFormat;
 use keygate::store::KeyRecord;
-use sha2::{Digest, Sha256};
 use tower::{Layer, Service};
 
-use super::floor::{First8, X_API_KEY, checked_key, record_admits};
+use super::floor::{ByDigest, X_API_KEY, checked_lookup};
 const NANOS: u64 = 1_000_000_000;
 
 /// One tenant's limits: the GCRA's theoretical arrival time (ns since `Shared::epoch`) and the
@@ -41,7 +38,7 @@ struct TenantLimits {
 
 struct Shared {
     format: KeyFormat,
-    keys: HashMap<KeyDigest, (Tenant, Arc<TenantLimits>), BuildHasherDefault<First8>>,
+    keys: ByDigest<(Tenant, Arc<TenantLimits>)>,
     epoch: Instant,
     epoch_unix: u64,
     /// The rate limit: `limit` requests per `window` ns, one every `interval` ns.
@@ -207,12 +204,7 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        let found = checked_key(req.headers(), &self.0.format).and_then(|key| {
-            let digest = Sha256::digest(key.expose_secret().as_bytes());
-            let digest = KeyDigest::from_bytes(digest.into());
-            let found = self.0.keys.get(&digest)?;
-            record_admits(&found.0, key.environment()).then_some(found)
-        });
+        let found = checked_lookup(&self.0.keys, req.headers(), &self.0.format, |e| &e.0);
         let Some((tenant, limits)) = found else {
             return FloorLimitsFuture::Refused {
                 status: StatusCode::UNAUTHORIZED,
