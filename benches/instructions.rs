@@ -9,6 +9,7 @@
 //! `sql_quota` (the pipeline with its quota leased from a SQLite ledger, feature `sqlite`: the
 //! leases' own work, on the blocking threads, is counted too). The script runs each side twice
 //! with different request counts and divides the difference, so that setup cancels out.
+//! `KEYGATE_BENCH_KEYS` sets the store's size (default 1,000).
 //! `KEYGATE_BENCH_RECORDER=prometheus` (feature `metrics`) installs a Prometheus recorder
 //! first, so that the counts include what counting costs.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
@@ -53,7 +54,13 @@ fn main() {
         #[cfg(not(feature = "metrics"))]
         panic!("KEYGATE_BENCH_RECORDER needs the `metrics` feature");
     }
-    let (store, floor, key) = store_and_floor_with(1_000, side.starts_with("floor"));
+    // 1,000 keys unless `KEYGATE_BENCH_KEYS` says otherwise (e.g. 100000 with callgrind's
+    // cache simulation, for a store bigger than the caches).
+    let keys = std::env::var("KEYGATE_BENCH_KEYS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1_000);
+    let (store, floor, key) = store_and_floor_with(keys, side.starts_with("floor"));
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
