@@ -4,8 +4,9 @@
 //! timings on a shared VM cannot.
 //!
 //! Usage: `instructions <side> <requests>`, side `no_auth`, `floor` (the hand-written floor of
-//! `support/floor.rs`), `floor_checked` (the same with keygate's key checks), `floor_limits` (the floor of the full pipeline, `support/floor_limits.rs`),
-//! `auth` or `pipeline` (as in the `layer/*` criterion benchmarks), or
+//! `support/floor.rs`), `floor_checked` (the same with keygate's key checks), `floor_limits`
+//! (the floor of the full pipeline, `support/floor_limits.rs`), `auth` or `pipeline` (as in the
+//! `layer/*` criterion benchmarks), or
 //! `sql_quota` (the pipeline with its quota leased from a SQLite ledger, feature `sqlite`: the
 //! leases' own work, on the blocking threads, is counted too). The script runs each side twice
 //! with different request counts and divides the difference, so that setup cancels out.

@@ -137,33 +137,25 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        if let Some(format) = &self.checks {
-            let Some(tenant) = checked_lookup(&self.keys, req.headers(), format, |t| t) else {
-                return FloorFuture::Refused {
-                    status: StatusCode::UNAUTHORIZED,
-                };
-            };
-            let tenant = tenant.clone();
-            req.headers_mut().remove(X_API_KEY);
-            req.extensions_mut().insert(tenant);
-            return FloorFuture::Inner {
-                future: self.inner.call(req),
-            };
-        }
-        let digest = req
-            .headers()
-            .get(X_API_KEY)
-            .map(|v| KeyDigest::from_bytes(Sha256::digest(v.as_bytes()).into()));
-        match digest.and_then(|d| self.keys.get(&d)) {
-            Some(tenant) => {
-                req.extensions_mut().insert(tenant.clone());
-                FloorFuture::Inner {
-                    future: self.inner.call(req),
-                }
-            }
-            None => FloorFuture::Refused {
+        let tenant = match &self.checks {
+            Some(format) => checked_lookup(&self.keys, req.headers(), format, |t| t),
+            None => req
+                .headers()
+                .get(X_API_KEY)
+                .map(|v| KeyDigest::from_bytes(Sha256::digest(v.as_bytes()).into()))
+                .and_then(|d| self.keys.get(&d)),
+        };
+        let Some(tenant) = tenant.cloned() else {
+            return FloorFuture::Refused {
                 status: StatusCode::UNAUTHORIZED,
-            },
+            };
+        };
+        if self.checks.is_some() {
+            req.headers_mut().remove(X_API_KEY);
+        }
+        req.extensions_mut().insert(tenant);
+        FloorFuture::Inner {
+            future: self.inner.call(req),
         }
     }
 }
@@ -184,11 +176,14 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         match self.project() {
             FloorProj::Inner { future } => future.poll(cx),
-            FloorProj::Refused { status } => {
-                let mut response = Response::new(R::default());
-                *response.status_mut() = *status;
-                Poll::Ready(Ok(response))
-            }
+            FloorProj::Refused { status } => Poll::Ready(Ok(refusal(*status))),
         }
     }
+}
+
+/// A floor's refusal: the status alone, with the inner service's body type (its `Default`).
+pub(crate) fn refusal<R: Default>(status: StatusCode) -> Response<R> {
+    let mut response = Response::new(R::default());
+    *response.status_mut() = status;
+    response
 }

@@ -22,10 +22,12 @@ use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Request, Response, StatusCode};
 use keygate::Tenant;
 use keygate::key::KeyFormat;
+use keygate::limit::QuotaPeriod;
 use keygate::store::KeyRecord;
 use tower::{Layer, Service};
 
-use super::floor::{ByDigest, X_API_KEY, checked_lookup};
+use super::floor::{ByDigest, X_API_KEY, checked_lookup, refusal};
+
 const NANOS: u64 = 1_000_000_000;
 
 /// One tenant's limits: the GCRA's theoretical arrival time (ns since `Shared::epoch`) and the
@@ -71,26 +73,7 @@ impl FloorLimitsLayer {
             .duration_since(UNIX_EPOCH)
             .unwrap()
             .as_secs();
-        let now = time::OffsetDateTime::from_unix_timestamp(epoch_unix as i64).unwrap();
-        let next = now
-            .date()
-            .replace_day(1)
-            .unwrap()
-            .checked_add(time::Duration::days(32))
-            .unwrap();
-        let month_end = next
-            .replace_day(1)
-            .unwrap()
-            .midnight()
-            .assume_utc()
-            .unix_timestamp() as u64;
-        let month_start = now
-            .date()
-            .replace_day(1)
-            .unwrap()
-            .midnight()
-            .assume_utc()
-            .unix_timestamp() as u64;
+        let (month_start, month_end) = QuotaPeriod::Month.bounds(epoch_unix);
         let window = NANOS;
         // Leaked once: a `'static` header value clones for free.
         let leak = |s: String| HeaderValue::from_static(Box::leak(s.into_boxed_str()));
@@ -259,11 +242,7 @@ where
                 }
                 Poll::Ready(Ok(response))
             }
-            FloorLimitsProj::Refused { status } => {
-                let mut response = Response::new(R::default());
-                *response.status_mut() = *status;
-                Poll::Ready(Ok(response))
-            }
+            FloorLimitsProj::Refused { status } => Poll::Ready(Ok(refusal(*status))),
         }
     }
 }

@@ -1,7 +1,8 @@
 //! What the benchmarks share: a store of `n` keys, a plan that never refuses, and the axum
 //! hello-world served bare, behind the floor (`floor.rs`: the least an API-key layer can do),
-//! behind the floor of the full pipeline (`floor_limits.rs`: the same plus two limits and the
-//! five limit headers), behind keygate's authentication, and behind its full pipeline.
+//! behind the checked floor (the same with keygate's key checks), behind the floor of the full
+//! pipeline (`floor_limits.rs`: the checked floor plus two limits and the five limit headers),
+//! behind keygate's authentication, and behind its full pipeline.
 
 // Not every bench uses the floors.
 #[allow(dead_code)]
