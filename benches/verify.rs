@@ -27,7 +27,7 @@ use keygate::scope::{Scope, Scopes};
 use keygate::store::{KeyRecord, KeyStore};
 
 mod support;
-use support::{auth_app, hello_app, pipeline_app, plan, record, store_with};
+use support::{auth_app, hello_app, pipeline_app, plan, record, store_and_floor_with, store_with};
 #[cfg(feature = "postgres")]
 #[path = "support/cache_apps.rs"]
 mod cache_apps;
@@ -266,11 +266,16 @@ fn bench_layer(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
-    let (store, key) = store_with(100_000);
+    let (store, floors, key) = store_and_floor_with(100_000, true);
     let mut group = c.benchmark_group("layer");
+    // Each of keygate's two sides after the hand-written floor it is measured against
+    // (benches/README.md, "Two more floors").
     for (name, mut app) in [
         ("no_auth", hello_app()),
+        ("floor", floors.app()),
+        ("floor_checked", floors.checked_app()),
         ("auth", auth_app(store.clone())),
+        ("floor_limits", floors.limits_app()),
         ("pipeline", pipeline_app(store, LimitHeaders::All)),
     ] {
         group.bench_function(name, |b| {

@@ -1,0 +1,123 @@
+//! One request through an axum router in process (the `layer/*` apps of `benches/verify.rs`),
+//! timed side by side: each round times a short batch of every side in turn, so that the
+//! machine's speed, which on a shared VM drifts by tens of percent within a minute, is the same
+//! for all sides of a round. Each side's figure is the median over rounds of its time against
+//! no auth's time in the same round, and keygate's two sides are also given against the floor
+//! each is measured against (benches/README.md, "Two more floors"). Unlike the callgrind counts
+//! of `scripts/instructions.sh`, this runs the hardware's own SHA-256 instructions and caches.
+//!
+//! Usage: `cargo bench --bench interleaved` (env: `INTERLEAVED_ROUNDS`, default 400;
+//! `INTERLEAVED_BATCH`, requests per side and round, default 500), best pinned to one core:
+//! `taskset -c 0 cargo bench --bench interleaved`.
+
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use http::Request;
+use keygate::limit::LimitHeaders;
+use tower::{Service, ServiceExt};
+
+mod support;
+use support::{auth_app, hello_app, pipeline_app, store_and_floor_with};
+
+/// The sides, in the order each round runs them; keygate's two each follow their floor.
+const SIDES: [&str; 6] = [
+    "no_auth",
+    "floor",
+    "floor_checked",
+    "auth",
+    "floor_limits",
+    "pipeline",
+];
+
+/// keygate's sides and the floor each is measured against.
+const AGAINST_FLOOR: [(&str, &str); 2] = [("auth", "floor_checked"), ("pipeline", "floor_limits")];
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; this bench takes no filter.
+    let rounds = env_or("INTERLEAVED_ROUNDS", 400);
+    let batch = env_or("INTERLEAVED_BATCH", 500);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let (store, floors, key) = store_and_floor_with(100_000, true);
+    let mut apps: Vec<Router> = vec![
+        hello_app(),
+        floors.app(),
+        floors.checked_app(),
+        auth_app(store.clone()),
+        floors.limits_app(),
+        pipeline_app(store, LimitHeaders::All),
+    ];
+    let time_batch = |app: &mut Router, n: usize| -> Duration {
+        let start = Instant::now();
+        for _ in 0..n {
+            let req = Request::get("/")
+                .header("x-api-key", key.expose_secret())
+                .body(Body::empty())
+                .unwrap();
+            let response = rt.block_on(async {
+                ServiceExt::<Request<Body>>::ready(app)
+                    .await
+                    .unwrap()
+                    .call(req)
+                    .await
+                    .unwrap()
+            });
+            // Every side must do its whole work: a refusal would be cheaper.
+            assert_eq!(response.status(), 200);
+            std::hint::black_box(response);
+        }
+        start.elapsed()
+    };
+    // Warm up every side (caches, allocator, the limiter's and header caches' first entries).
+    for app in &mut apps {
+        time_batch(app, batch * 4);
+    }
+    // times[side][round], in ns per request.
+    let mut times = vec![Vec::with_capacity(rounds); SIDES.len()];
+    for round in 0..rounds {
+        // Each round starts at another side, so that no side always follows the same one.
+        for i in 0..SIDES.len() {
+            let side = (round + i) % SIDES.len();
+            let elapsed = time_batch(&mut apps[side], batch);
+            times[side].push(elapsed.as_nanos() as f64 / batch as f64);
+        }
+    }
+    let index = |name: &str| SIDES.iter().position(|s| *s == name).unwrap();
+    // Median and quartiles of side `a`'s time over side `b`'s, round by round.
+    let ratio = |a: usize, b: usize| -> [f64; 3] {
+        let mut r: Vec<f64> = (0..rounds).map(|i| times[a][i] / times[b][i]).collect();
+        r.sort_by(f64::total_cmp);
+        [r[rounds / 4], r[rounds / 2], r[rounds * 3 / 4]]
+    };
+    let median = |side: usize| {
+        let mut t = times[side].clone();
+        t.sort_by(f64::total_cmp);
+        t[rounds / 2]
+    };
+    println!("{rounds} rounds of {batch} requests per side, 100,000 keys in memory");
+    let no_auth = index("no_auth");
+    for (side, name) in SIDES.iter().enumerate() {
+        let [q1, m, q3] = ratio(side, no_auth);
+        let extra = median(side) - median(no_auth);
+        println!(
+            "{name}: {:.0} ns per request (median), {m:.3}x the time of no auth (quartiles {q1:.3}-{q3:.3}), {extra:+.0} ns",
+            median(side)
+        );
+    }
+    for (side, floor) in AGAINST_FLOOR {
+        let [q1, m, q3] = ratio(index(side), index(floor));
+        println!("{side} against {floor}: {m:.3}x its time (quartiles {q1:.3}-{q3:.3})");
+    }
+}
