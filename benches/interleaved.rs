@@ -7,8 +7,10 @@
 //! of `scripts/instructions.sh`, this runs the hardware's own SHA-256 instructions and caches.
 //!
 //! Usage: `cargo bench --bench interleaved` (env: `INTERLEAVED_ROUNDS`, default 400;
-//! `INTERLEAVED_BATCH`, requests per side and round, default 500), best pinned to one core:
-//! `taskset -c 0 cargo bench --bench interleaved`.
+//! `INTERLEAVED_BATCH`, requests per side and round, default 500; `INTERLEAVED_BREAKDOWN=1`
+//! for three more sides that split keygate's full pipeline: the plan looked up but no limits
+//! in it, the limits without headers, the `X-RateLimit-*` headers only), best pinned to one
+//! core: `taskset -c 0 cargo bench --bench interleaved`.
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
@@ -18,6 +20,10 @@ use axum::Router;
 use axum::body::Body;
 use http::Request;
 use keygate::limit::LimitHeaders;
+use keygate::plan::{MemoryEntitlements, Plan, TenantEntitlements};
+use keygate::scope::Scope;
+use keygate::store::MemoryStore;
+use keygate::{AuthLayer, Verifier};
 use tower::{Service, ServiceExt};
 
 mod support;
@@ -32,6 +38,10 @@ const SIDES: [&str; 6] = [
     "floor_limits",
     "pipeline",
 ];
+
+/// With `INTERLEAVED_BREAKDOWN=1`: keygate's full pipeline in parts, between `auth` and
+/// `pipeline`.
+const BREAKDOWN: [&str; 3] = ["plan_no_limits", "limits_no_headers", "x_headers_only"];
 
 /// keygate's sides and the floor each is measured against.
 const AGAINST_FLOOR: [(&str, &str); 2] = [("auth", "floor_checked"), ("pipeline", "floor_limits")];
@@ -51,14 +61,23 @@ fn main() {
         .build()
         .unwrap();
     let (store, floors, key) = store_and_floor_with(100_000, true);
+    let mut sides: Vec<&str> = SIDES.to_vec();
     let mut apps: Vec<Router> = vec![
         hello_app(),
         floors.app(),
         floors.checked_app(),
         auth_app(store.clone()),
         floors.limits_app(),
-        pipeline_app(store, LimitHeaders::All),
+        pipeline_app(store.clone(), LimitHeaders::All),
     ];
+    if std::env::var("INTERLEAVED_BREAKDOWN").as_deref() == Ok("1") {
+        sides.extend(BREAKDOWN);
+        apps.extend([
+            plan_without_limits_app(store.clone()),
+            pipeline_app(store.clone(), LimitHeaders::None),
+            pipeline_app(store, LimitHeaders::XRateLimit),
+        ]);
+    }
     let time_batch = |app: &mut Router, n: usize| -> Duration {
         let start = Instant::now();
         for _ in 0..n {
@@ -85,16 +104,16 @@ fn main() {
         time_batch(app, batch * 4);
     }
     // times[side][round], in ns per request.
-    let mut times = vec![Vec::with_capacity(rounds); SIDES.len()];
+    let mut times = vec![Vec::with_capacity(rounds); sides.len()];
     for round in 0..rounds {
         // Each round starts at another side, so that no side always follows the same one.
-        for i in 0..SIDES.len() {
-            let side = (round + i) % SIDES.len();
+        for i in 0..sides.len() {
+            let side = (round + i) % sides.len();
             let elapsed = time_batch(&mut apps[side], batch);
             times[side].push(elapsed.as_nanos() as f64 / batch as f64);
         }
     }
-    let index = |name: &str| SIDES.iter().position(|s| *s == name).unwrap();
+    let index = |name: &str| sides.iter().position(|s| *s == name).unwrap();
     // Median and quartiles of side `a`'s time over side `b`'s, round by round.
     let ratio = |a: usize, b: usize| -> [f64; 3] {
         let mut r: Vec<f64> = (0..rounds).map(|i| times[a][i] / times[b][i]).collect();
@@ -108,11 +127,11 @@ fn main() {
     };
     println!("{rounds} rounds of {batch} requests per side, 100,000 keys in memory");
     let no_auth = index("no_auth");
-    for (side, name) in SIDES.iter().enumerate() {
+    for (side, name) in sides.iter().enumerate() {
         let [q1, m, q3] = ratio(side, no_auth);
         let extra = median(side) - median(no_auth);
         println!(
-            "{name}: {:.0} ns per request (median), {m:.3}x the time of no auth (quartiles {q1:.3}-{q3:.3}), {extra:+.0} ns",
+            "{name}: {m:.3}x the time of no auth (quartiles {q1:.3}-{q3:.3}); median {:.0} ns per request, {extra:+.0} ns over no auth's median",
             median(side)
         );
     }
@@ -120,4 +139,21 @@ fn main() {
         let [q1, m, q3] = ratio(index(side), index(floor));
         println!("{side} against {floor}: {m:.3}x its time (quartiles {q1:.3}-{q3:.3})");
     }
+}
+
+/// keygate's authentication with the tenant's plan looked up, but a plan without limits: no
+/// limiter call, no limit headers (what the plan's lookup adds to `auth`).
+fn plan_without_limits_app(store: MemoryStore) -> Router {
+    let no_limits = TenantEntitlements::active(Plan {
+        name: "no limits".into(),
+        ..Plan::default()
+    });
+    let verifier = Verifier::builder(store)
+        .entitlements(MemoryEntitlements::with_default(no_limits))
+        .build();
+    hello_app().layer(
+        AuthLayer::new(verifier)
+            .require_scope(Scope::READ)
+            .inner_body(),
+    )
 }

@@ -188,6 +188,10 @@ fn bench_stages(c: &mut Criterion) {
     group.bench_function("limits", |b| {
         b.iter(|| black_box(limiter.acquire_now(black_box(&request))))
     });
+    // What the limiter's one clock read costs of `limits` (a floor that counts time pays it too).
+    group.bench_function("clock_read", |b| {
+        b.iter(|| black_box(std::time::SystemTime::now()))
+    });
     let mut headers = http::HeaderMap::new();
     let usage = match limiter.acquire_now(&request).unwrap().unwrap() {
         Decision::Allowed(usage) => usage,
