@@ -39,8 +39,8 @@ const SIDES: [&str; 6] = [
     "pipeline",
 ];
 
-/// With `INTERLEAVED_BREAKDOWN=1`: keygate's full pipeline in parts, between `auth` and
-/// `pipeline`.
+/// With `INTERLEAVED_BREAKDOWN=1`, added to every round: keygate's full pipeline in parts,
+/// each a step from `auth` towards `pipeline`.
 const BREAKDOWN: [&str; 3] = ["plan_no_limits", "limits_no_headers", "x_headers_only"];
 
 /// keygate's sides and the floor each is measured against.
@@ -55,8 +55,8 @@ fn env_or(name: &str, default: usize) -> usize {
 
 fn main() {
     // `cargo bench` passes `--bench`; this bench takes no filter.
-    let rounds = env_or("INTERLEAVED_ROUNDS", 400);
-    let batch = env_or("INTERLEAVED_BATCH", 500);
+    let rounds = env_or("INTERLEAVED_ROUNDS", 400).max(1);
+    let batch = env_or("INTERLEAVED_BATCH", 500).max(1);
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
