@@ -15,16 +15,13 @@
 //! first, so that the counts include what counting costs.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
-use axum::body::Body;
-use http::Request;
 use keygate::limit::LimitHeaders;
-use tower::{Service, ServiceExt};
 
 #[path = "support/limits.rs"]
 #[allow(dead_code)] // the load bench's Redis round-trip count
 mod limits;
 mod support;
-use support::{auth_app, hello_app, pipeline_app, store_and_floor_with};
+use support::{auth_app, hello_app, pipeline_app, request_ok, store_and_floor_with};
 
 const USAGE: &str = "instructions: counts instructions per request under callgrind; run \
      scripts/instructions.sh (usage: instructions <no_auth|floor|floor_checked|floor_limits|auth|pipeline|sql_quota> <requests>)";
@@ -83,19 +80,6 @@ fn main() {
         _ => pipeline_app(store, LimitHeaders::All),
     };
     for _ in 0..requests {
-        let req = Request::get("/")
-            .header("x-api-key", key.expose_secret())
-            .body(Body::empty())
-            .unwrap();
-        let response = rt.block_on(async {
-            ServiceExt::<Request<Body>>::ready(&mut app)
-                .await
-                .unwrap()
-                .call(req)
-                .await
-                .unwrap()
-        });
-        assert_eq!(response.status(), 200);
-        std::hint::black_box(response);
+        std::hint::black_box(request_ok(&rt, &mut app, &key));
     }
 }

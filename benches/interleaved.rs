@@ -17,17 +17,14 @@
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::body::Body;
-use http::Request;
 use keygate::limit::LimitHeaders;
 use keygate::plan::{MemoryEntitlements, Plan, TenantEntitlements};
 use keygate::scope::Scope;
 use keygate::store::MemoryStore;
 use keygate::{AuthLayer, Verifier};
-use tower::{Service, ServiceExt};
 
 mod support;
-use support::{auth_app, hello_app, pipeline_app, store_and_floor_with};
+use support::{auth_app, hello_app, pipeline_app, request_ok, store_and_floor_with};
 
 /// The sides, in the order each round runs them; keygate's two each follow their floor.
 const SIDES: [&str; 6] = [
@@ -81,21 +78,7 @@ fn main() {
     let time_batch = |app: &mut Router, n: usize| -> Duration {
         let start = Instant::now();
         for _ in 0..n {
-            let req = Request::get("/")
-                .header("x-api-key", key.expose_secret())
-                .body(Body::empty())
-                .unwrap();
-            let response = rt.block_on(async {
-                ServiceExt::<Request<Body>>::ready(app)
-                    .await
-                    .unwrap()
-                    .call(req)
-                    .await
-                    .unwrap()
-            });
-            // Every side must do its whole work: a refusal would be cheaper.
-            assert_eq!(response.status(), 200);
-            std::hint::black_box(response);
+            std::hint::black_box(request_ok(&rt, app, &key));
         }
         start.elapsed()
     };

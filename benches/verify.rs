@@ -27,7 +27,9 @@ use keygate::scope::{Scope, Scopes};
 use keygate::store::{KeyRecord, KeyStore};
 
 mod support;
-use support::{auth_app, hello_app, pipeline_app, plan, record, store_and_floor_with, store_with};
+use support::{
+    auth_app, hello_app, pipeline_app, plan, record, request_ok, store_and_floor_with, store_with,
+};
 #[cfg(feature = "postgres")]
 #[path = "support/cache_apps.rs"]
 mod cache_apps;
@@ -264,9 +266,6 @@ fn bench_stages(c: &mut Criterion) {
 /// keygate adds to a request inside axum, allocations and boxing included.
 fn bench_layer(c: &mut Criterion) {
     install_recorder();
-    use axum::body::Body;
-    use tower::{Service, ServiceExt};
-
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
@@ -283,22 +282,7 @@ fn bench_layer(c: &mut Criterion) {
         ("pipeline", pipeline_app(store, LimitHeaders::All)),
     ] {
         group.bench_function(name, |b| {
-            b.iter(|| {
-                let req = Request::get("/")
-                    .header("x-api-key", key.expose_secret())
-                    .body(Body::empty())
-                    .unwrap();
-                rt.block_on(async {
-                    let response = ServiceExt::<Request<Body>>::ready(&mut app)
-                        .await
-                        .unwrap()
-                        .call(req)
-                        .await
-                        .unwrap();
-                    assert_eq!(response.status(), 200);
-                    black_box(response)
-                })
-            })
+            b.iter(|| black_box(request_ok(&rt, &mut app, &key)))
         });
     }
     group.finish();

@@ -12,7 +12,10 @@ mod floor_limits;
 use floor::FloorLayer;
 use floor_limits::FloorLimitsLayer;
 
+use axum::body::Body;
+use axum::response::Response;
 use axum::{Router, routing::get};
+use http::Request;
 use keygate::hash::KeyHasher;
 use keygate::key::{ApiKey, Environment, KeyFormat};
 use keygate::limit::{LimitHeaders, Quota, QuotaPeriod, RateLimit};
@@ -21,6 +24,7 @@ use keygate::scope::{Scope, Scopes};
 use keygate::store::{KeyRecord, MemoryStore};
 use keygate::verify::VerifierBuilder;
 use keygate::{AuthLayer, Verifier};
+use tower::{Service, ServiceExt};
 
 pub(crate) fn record(key: &ApiKey, i: usize) -> KeyRecord {
     KeyRecord::builder(
@@ -137,4 +141,24 @@ pub(crate) fn pipeline_app_with(
             .limit_headers(headers)
             .inner_body(),
     )
+}
+
+/// One `GET /` with `key` in `x-api-key` through `app`, driven to its response on `rt`. Panics
+/// unless the answer is 200: every side must do its whole work, and a refusal would be cheaper.
+#[allow(dead_code)] // not every bench uses it
+pub(crate) fn request_ok(rt: &tokio::runtime::Runtime, app: &mut Router, key: &ApiKey) -> Response {
+    let req = Request::get("/")
+        .header("x-api-key", key.expose_secret())
+        .body(Body::empty())
+        .unwrap();
+    let response = rt.block_on(async {
+        ServiceExt::<Request<Body>>::ready(app)
+            .await
+            .unwrap()
+            .call(req)
+            .await
+            .unwrap()
+    });
+    assert_eq!(response.status(), 200);
+    response
 }
