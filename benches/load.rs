@@ -434,8 +434,8 @@ fn main() {
         ("floor-limits", serve(&rt, floor.limits_app())),
         ("keygate", guarded),
     ];
-    // Every floor must admit the key, and the floor of the full pipeline must send the same
-    // five headers as keygate (both printed, to compare their values).
+    // Every floor and keygate's authentication must admit the key, and the floor of the full
+    // pipeline must send the same five headers as keygate (both printed, to compare values).
     let side = |name: &str| {
         sides
             .iter()

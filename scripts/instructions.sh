@@ -2,7 +2,8 @@
 # Instructions per request through an axum router in process (no network), with no auth, with
 # the hand-written floor (benches/support/floor.rs), with the same floor doing keygate's key
 # checks, with keygate's authentication, with the hand-written floor of the full pipeline
-# (benches/support/floor_limits.rs), and with keygate's full pipeline, counted by callgrind: repeatable where timings on a shared machine are not.
+# (benches/support/floor_limits.rs), and with keygate's full pipeline, counted by callgrind:
+# repeatable where timings on a shared machine are not.
 # Installs valgrind if needed. Usage: scripts/instructions.sh (SIDES="auth floor" for some sides)
 #
 # valgrind does not run SHA-NI, so sha2 falls back to its portable code under it: the SHA-256 of
