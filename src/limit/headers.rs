@@ -150,9 +150,7 @@ impl PartialEq for PlanLimits {
     /// make two cache entries with the same values.
     fn eq(&self, other: &Self) -> bool {
         let same_rate = match (self.rate, other.rate) {
-            (Some((a, la, wa)), Some((b, lb, wb))) => {
-                std::ptr::eq(a, b) && la == lb && wa == wb
-            }
+            (Some((a, la, wa)), Some((b, lb, wb))) => std::ptr::eq(a, b) && la == lb && wa == wb,
             (None, None) => true,
             _ => false,
         };
@@ -419,11 +417,20 @@ mod tests {
         let mut interner = Interner::new(2);
         let first = interner.intern(b"60").unwrap().unwrap();
         // Seen again: the same kept bytes, nothing more kept.
-        assert!(std::ptr::eq(first, interner.intern(b"60").unwrap().unwrap()));
-        assert_eq!(interner.intern(b"\"tenant\";q=60;w=60"), Some(Some(&b"\"tenant\";q=60;w=60"[..])));
+        assert!(std::ptr::eq(
+            first,
+            interner.intern(b"60").unwrap().unwrap()
+        ));
+        assert_eq!(
+            interner.intern(b"\"tenant\";q=60;w=60"),
+            Some(Some(&b"\"tenant\";q=60;w=60"[..]))
+        );
         // Full: valid values are still accepted, not kept.
         assert_eq!(interner.intern(b"1000"), Some(None));
-        assert!(std::ptr::eq(first, interner.intern(b"60").unwrap().unwrap()));
+        assert!(std::ptr::eq(
+            first,
+            interner.intern(b"60").unwrap().unwrap()
+        ));
         // Invalid ones are refused, never kept.
         assert_eq!(Interner::new(2).intern(b"bad\nvalue"), None);
         assert_eq!(interner.kept.as_ref().map(HashSet::len), Some(2));
@@ -447,13 +454,21 @@ mod tests {
             };
             let mut headers = HeaderMap::new();
             LimitHeaders::All.apply(&mut headers, &usage);
-            assert_eq!(headers["x-ratelimit-limit"], (1_000_000 + limit).to_string().as_str());
+            assert_eq!(
+                headers["x-ratelimit-limit"],
+                (1_000_000 + limit).to_string().as_str()
+            );
             assert_eq!(
                 headers["ratelimit-policy"],
                 format!("\"tenant\";q={};w=60", 1_000_000 + limit).as_str()
             );
         }
-        let kept = INTERNED.lock().unwrap().kept.as_ref().map_or(0, HashSet::len);
+        let kept = INTERNED
+            .lock()
+            .unwrap()
+            .kept
+            .as_ref()
+            .map_or(0, HashSet::len);
         assert_eq!(kept, INTERNED_MAX);
     }
 }
