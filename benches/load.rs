@@ -18,7 +18,7 @@
 //! `LOAD_CONNECTIONS` (default 32), `LOAD_PAIRED=1` (each side's run follows a run of no auth
 //! of its own, and its ratio is to that one: for a machine whose speed drifts within a round),
 //! `LOAD_ONLY` (`plain`, `floor`, `floor-checked`, `floor-limits`, `keygate`, `auth`,
-//! `headers`, `x-headers`: load one side once, for profiling), `LOAD_BREAKDOWN=1` (two more sides: no
+//! `headers`, `x-headers`, or a shared limiter's side by name such as `keygate-sql-quota`: load one side once, for profiling), `LOAD_BREAKDOWN=1` (two more sides: no
 //! auth but the handler returns the same five limit headers, and keygate's full pipeline
 //! sending only the `X-RateLimit-*` headers).
 //! The shared limiters' sides (`support/limits.rs`) run in every round: the quota leased from
@@ -414,9 +414,21 @@ fn main() {
             "headers" => serve(&rt, plain_with_headers_app()),
             "keygate" => guarded,
             "x-headers" => serve(&rt, pipeline_app(store, LimitHeaders::XRateLimit)),
-            other => panic!(
-                "LOAD_ONLY must be plain, floor, floor-checked, floor-limits, keygate, auth, headers or x-headers, not {other:?}"
-            ),
+            // The shared limiters' sides, by their names (those this build and machine run).
+            other => {
+                let dir = tempfile::tempdir().unwrap();
+                let found = limits::sides(&rt, store, dir.path())
+                    .into_iter()
+                    .find(|(name, _)| *name == other);
+                let Some((_, app)) = found else {
+                    panic!(
+                        "LOAD_ONLY must be plain, floor, floor-checked, floor-limits, keygate, auth, headers, x-headers or a shared limiter's side (keygate-sql-quota, keygate-pg-quota, keygate-redis), not {other:?}"
+                    )
+                };
+                // The SQLite ledger's directory lives as long as the process.
+                std::mem::forget(dir);
+                serve(&rt, app)
+            }
         };
         let run = wrk(addr, Some(key), seconds, connections);
         println!(

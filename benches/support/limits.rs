@@ -20,6 +20,19 @@ fn app_with(store: MemoryStore, limiter: impl Limiter) -> Router {
     })
 }
 
+/// A leased-quota limiter on `ledger`, with blocks of at most `KEYGATE_BENCH_MAX_BLOCK` units
+/// (default: the limiter's own, 1,000): a ledger call per block is the side's cost over the
+/// memory limiter, so this is the lever to measure (and what a crash can lose).
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+fn leased<L: keygate::limit::QuotaLedger>(ledger: L) -> keygate::limit::LeasedQuotaLimiter<L> {
+    let builder = keygate::limit::LeasedQuotaLimiter::builder(ledger);
+    match std::env::var("KEYGATE_BENCH_MAX_BLOCK") {
+        Ok(n) => builder.max_block(n.parse().expect("KEYGATE_BENCH_MAX_BLOCK: a number")),
+        Err(_) => builder,
+    }
+    .build()
+}
+
 /// The sides this machine can run: name and app. The SQLite ledger lives in `dir`.
 pub(crate) fn sides(
     rt: &tokio::runtime::Runtime,
@@ -38,7 +51,7 @@ pub(crate) fn sides(
                 dir.join("bench-quota.db"),
             ))
             .unwrap();
-        let limiter = keygate::limit::LeasedQuotaLimiter::new(ledger);
+        let limiter = leased(ledger);
         sides.push(("keygate-sql-quota", app_with(store.clone(), limiter)));
     }
     #[cfg(feature = "postgres")]
@@ -46,7 +59,7 @@ pub(crate) fn sides(
         let ledger = rt
             .block_on(keygate::store::PostgresStore::connect(&url))
             .unwrap();
-        let limiter = keygate::limit::LeasedQuotaLimiter::new(ledger);
+        let limiter = leased(ledger);
         sides.push(("keygate-pg-quota", app_with(store.clone(), limiter)));
     }
     #[cfg(feature = "redis")]
