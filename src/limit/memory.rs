@@ -295,6 +295,10 @@ impl MemoryLimiter {
     /// [`MemoryLimiter`]'s decision at `now` (its clock's nanoseconds), for a limiter that runs
     /// this one on the same clock and has read it already.
     pub(crate) fn decide_at(&self, r: &LimitRequest<'_>, now: u64) -> Decision {
+        // Nothing to check (a leased quota's plan with no rate limit): no lock, no state kept.
+        if r.tenant_rate.is_none() && r.key_rate.is_none() && r.quota.is_none() {
+            return Decision::Allowed(Usage::default());
+        }
         let own = self.shards.index(r.tenant_id);
         let (decision, sweep_another) = {
             // One lock for the whole check-and-consume: all-or-nothing, exact under concurrency.
@@ -462,6 +466,29 @@ mod tests {
             }),
             cost: 1,
         }
+    }
+
+    #[test]
+    fn a_request_with_no_limits_is_allowed_and_keeps_no_state() {
+        let clock = ManualClock::at_unix_secs(1_700_000_000);
+        let limiter = MemoryLimiter::with_clock(clock.clone());
+        let none = LimitRequest {
+            tenant_rate: None,
+            key_rate: None,
+            quota: None,
+            ..request("acme", "key_1")
+        };
+        let decisions = [
+            limiter.decide(&none),
+            limiter.decide_at(&none, clock.now_nanos()),
+        ];
+        assert_eq!(decisions, [Decision::Allowed(Usage::default()); 2]);
+        assert_eq!(limiter.tenants_held(), 0);
+        // The same as a limiter that keeps state for it decides: allowed, nothing reported.
+        assert_eq!(
+            decide(&mut TenantState::default(), &none, clock.now_nanos()),
+            Decision::Allowed(Usage::default())
+        );
     }
 
     fn keys_held(limiter: &MemoryLimiter, tenant_id: &str) -> usize {
