@@ -402,6 +402,8 @@ fn main() {
     let guarded = serve(&rt, pipeline_app(store.clone(), LimitHeaders::All));
     let key = key.expose_secret();
     let ours = check_headers(guarded, key);
+    // Where the shared limiters' sides keep their SQLite ledger; removed when `main` returns.
+    let ledger_dir = tempfile::tempdir().unwrap();
 
     // One side alone, for profiling it (e.g. under `perf record`).
     if let Ok(side) = std::env::var("LOAD_ONLY") {
@@ -416,8 +418,7 @@ fn main() {
             "x-headers" => serve(&rt, pipeline_app(store, LimitHeaders::XRateLimit)),
             // The shared limiters' sides, by their names (those this build and machine run).
             other => {
-                let dir = tempfile::tempdir().unwrap();
-                let found = limits::sides(&rt, store, dir.path())
+                let found = limits::sides(&rt, store, ledger_dir.path())
                     .into_iter()
                     .find(|(name, _)| *name == other);
                 let Some((_, app)) = found else {
@@ -425,8 +426,6 @@ fn main() {
                         "LOAD_ONLY must be plain, floor, floor-checked, floor-limits, keygate, auth, headers, x-headers or a shared limiter's side (keygate-sql-quota, keygate-pg-quota, keygate-redis), not {other:?}"
                     )
                 };
-                // The SQLite ledger's directory lives as long as the process.
-                std::mem::forget(dir);
                 serve(&rt, app)
             }
         };
@@ -470,7 +469,6 @@ fn main() {
         floors.join("\n  ")
     );
     // The shared limiters: the same pipeline with the quota leased from SQL, and on Redis.
-    let ledger_dir = tempfile::tempdir().unwrap();
     for (name, app) in limits::sides(&rt, store.clone(), ledger_dir.path()) {
         let addr = serve(&rt, app);
         check_headers(addr, key);

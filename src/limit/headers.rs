@@ -261,15 +261,19 @@ static INTERNED: Mutex<Interner> = Mutex::new(Interner::new(INTERNED_MAX));
 /// [`INTERNED_MAX`] values (of at most 160 bytes) are kept, a few per plan (one per month
 /// length); past that, values are shared as before. `None` if `bytes` is not a valid value.
 fn constant_value(bytes: &[u8]) -> Option<HeaderValue> {
+    // Checked before it is kept: an invalid value is never kept.
+    let shared = HeaderValue::from_bytes(bytes).ok()?;
     let kept = INTERNED
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .intern(bytes)?;
-    let bytes = kept.map_or_else(|| Bytes::copy_from_slice(bytes), Bytes::from_static);
-    HeaderValue::from_maybe_shared(bytes).ok()
+        .intern(bytes);
+    match kept {
+        Some(kept) => HeaderValue::from_maybe_shared(Bytes::from_static(kept)).ok(),
+        None => Some(shared),
+    }
 }
 
-/// Valid header values kept for good, each once, up to a number.
+/// Byte strings kept for good, each once, up to a number.
 struct Interner {
     kept: Option<HashSet<&'static [u8]>>,
     max: usize,
@@ -280,12 +284,10 @@ impl Interner {
         Interner { kept: None, max }
     }
 
-    /// `Some(Some(kept))`: `bytes` kept for good (now or before); `Some(None)`: a valid value
-    /// not kept, the interner being full; `None`: not a valid header value (never kept).
-    fn intern(&mut self, bytes: &[u8]) -> Option<Option<&'static [u8]>> {
-        HeaderValue::from_bytes(bytes).ok()?;
+    /// `bytes` kept for good (now or before), or `None` once the interner is full.
+    fn intern(&mut self, bytes: &[u8]) -> Option<&'static [u8]> {
         let kept = self.kept.get_or_insert_with(HashSet::new);
-        Some(match kept.get(bytes) {
+        match kept.get(bytes) {
             Some(&found) => Some(found),
             None if kept.len() < self.max => {
                 let leaked: &'static [u8] = Box::leak(bytes.into());
@@ -293,7 +295,7 @@ impl Interner {
                 Some(leaked)
             }
             None => None,
-        })
+        }
     }
 }
 
@@ -415,25 +417,26 @@ mod tests {
     #[test]
     fn constant_values_are_kept_once_and_up_to_the_bound() {
         let mut interner = Interner::new(2);
-        let first = interner.intern(b"60").unwrap().unwrap();
+        let first = interner.intern(b"60").unwrap();
         // Seen again: the same kept bytes, nothing more kept.
-        assert!(std::ptr::eq(
-            first,
-            interner.intern(b"60").unwrap().unwrap()
-        ));
+        assert!(std::ptr::eq(first, interner.intern(b"60").unwrap()));
         assert_eq!(
             interner.intern(b"\"tenant\";q=60;w=60"),
-            Some(Some(&b"\"tenant\";q=60;w=60"[..]))
+            Some(&b"\"tenant\";q=60;w=60"[..])
         );
-        // Full: valid values are still accepted, not kept.
-        assert_eq!(interner.intern(b"1000"), Some(None));
-        assert!(std::ptr::eq(
-            first,
-            interner.intern(b"60").unwrap().unwrap()
-        ));
-        // Invalid ones are refused, never kept.
-        assert_eq!(Interner::new(2).intern(b"bad\nvalue"), None);
+        // Full: nothing more kept; what was kept still is.
+        assert_eq!(interner.intern(b"1000"), None);
+        assert!(std::ptr::eq(first, interner.intern(b"60").unwrap()));
         assert_eq!(interner.kept.as_ref().map(HashSet::len), Some(2));
+        // Invalid values are refused, never kept.
+        assert_eq!(constant_value(b"bad\nvalue"), None);
+        let global = INTERNED.lock().unwrap_or_else(|e| e.into_inner());
+        assert!(
+            !global
+                .kept
+                .as_ref()
+                .is_some_and(|k| k.contains(&b"bad\nvalue"[..]))
+        );
     }
 
     #[test]
