@@ -190,6 +190,21 @@ fn bench_stages(c: &mut Criterion) {
     group.bench_function("limits", |b| {
         b.iter(|| black_box(limiter.acquire_now(black_box(&request))))
     });
+    // The same with a per-key rate limit too: the key's state is found in the tenant's.
+    let with_key = LimitRequest {
+        key_rate: plan.rate_limit,
+        ..request
+    };
+    for i in 0..100 {
+        let key = format!("key_{i}");
+        limiter.acquire_now(&LimitRequest {
+            key_id: &key,
+            ..with_key
+        });
+    }
+    group.bench_function("limits_key_rate", |b| {
+        b.iter(|| black_box(limiter.acquire_now(black_box(&with_key))))
+    });
     // What the limiter's one clock read costs of `limits` (a floor that counts time pays it too).
     group.bench_function("clock_read", |b| {
         b.iter(|| black_box(std::time::SystemTime::now()))

@@ -350,7 +350,12 @@ fn decide(state: &mut TenantState, r: &LimitRequest<'_>, now: u64) -> Decision {
     let tenant = r
         .tenant_rate
         .map(|l| gcra("tenant", l, state.tat, now, r.cost));
-    let key_tat = state.keys.get(r.key_id).copied().unwrap_or(0);
+    // The key's state is looked up once, only when a key rate applies, and found again by
+    // position when consumed: one hash of the key id, not two.
+    let key_index = r.key_rate.and_then(|_| state.keys.get_index_of(r.key_id));
+    let key_tat = key_index
+        .and_then(|i| state.keys.get_index(i))
+        .map_or(0, |(_, &tat)| tat);
     let key = r.key_rate.map(|l| gcra("key", l, key_tat, now, r.cost));
     let quota_fits = quota.is_none_or(|(_, fits)| fits);
     let rate_fits = [&tenant, &key].into_iter().flatten().all(|g| g.allowed);
@@ -382,8 +387,8 @@ fn decide(state: &mut TenantState, r: &LimitRequest<'_>, now: u64) -> Decision {
         state.tat = g.new_tat;
     }
     if let Some(g) = &key {
-        match state.keys.get_mut(r.key_id) {
-            Some(tat) => *tat = g.new_tat,
+        match key_index.and_then(|i| state.keys.get_index_mut(i)) {
+            Some((_, tat)) => *tat = g.new_tat,
             None => {
                 state.keys.insert(r.key_id.to_owned(), g.new_tat);
             }
