@@ -358,14 +358,18 @@ fn decide(state: &mut TenantState, r: &LimitRequest<'_>, now: u64) -> Decision {
         .map_or(0, |(_, &tat)| tat);
     let key = r.key_rate.map(|l| gcra("key", l, key_tat, now, r.cost));
     let quota_fits = quota.is_none_or(|(_, fits)| fits);
-    let rate_fits = [&tenant, &key].into_iter().flatten().all(|g| g.allowed);
-    let consumed = quota_fits && rate_fits;
-    // Report the most constraining rate limit, as it stands after this decision.
-    let rate = [&tenant, &key]
-        .into_iter()
-        .flatten()
-        .map(|g| g.status(consumed))
-        .min_by_key(|status| status.remaining);
+    let allowed = |g: &Option<Gcra>| g.as_ref().is_none_or(|g| g.allowed);
+    let consumed = quota_fits && allowed(&tenant) && allowed(&key);
+    // Report the most constraining rate limit, as it stands after this decision (the tenant's
+    // on a tie). Matched, not iterated: most plans have one rate limit.
+    let rate = match (&tenant, &key) {
+        (Some(t), Some(k)) => {
+            let (t, k) = (t.status(consumed), k.status(consumed));
+            Some(if k.remaining < t.remaining { k } else { t })
+        }
+        (Some(g), None) | (None, Some(g)) => Some(g.status(consumed)),
+        (None, None) => None,
+    };
     let usage = Usage {
         rate,
         quota: quota.map(|(status, _)| status),
@@ -374,8 +378,13 @@ fn decide(state: &mut TenantState, r: &LimitRequest<'_>, now: u64) -> Decision {
     if !quota_fits {
         return Decision::QuotaExhausted { usage };
     }
-    let refused = [&tenant, &key].into_iter().flatten().filter(|g| !g.allowed);
-    if let Some(retry_after_secs) = refused.map(Gcra::retry_after_secs).max() {
+    // The longest wait of the refusing limits.
+    let retry = |g: &Option<Gcra>| {
+        g.as_ref()
+            .filter(|g| !g.allowed)
+            .map(Gcra::retry_after_secs)
+    };
+    if let Some(retry_after_secs) = retry(&tenant).max(retry(&key)) {
         return Decision::RateLimited {
             retry_after_secs,
             usage,
@@ -494,6 +503,71 @@ mod tests {
             decide(&mut TenantState::default(), &none, clock.now_nanos()),
             Decision::Allowed(Usage::default())
         );
+    }
+
+    /// With a tenant and a key rate limit: the one with fewer requests left is reported (the
+    /// tenant's on a tie), and a refusal waits for the slowest of the limits that refused.
+    #[test]
+    fn the_most_constraining_rate_limit_is_reported_and_waited_for() {
+        let clock = ManualClock::at_unix_secs(1_700_000_000);
+        let limiter = MemoryLimiter::with_clock(clock.clone());
+        let reported = |d: &Decision| {
+            let usage = match d {
+                Decision::Allowed(usage)
+                | Decision::RateLimited { usage, .. }
+                | Decision::QuotaExhausted { usage } => usage,
+            };
+            let rate = usage.rate.unwrap();
+            (rate.name, rate.remaining)
+        };
+        // Tenant: 3 a minute (one every 20 s); key: 2 in 10 s (one every 5 s).
+        let a = request("acme", "a");
+        let b = request("acme", "b");
+        let first = limiter.decide(&a);
+        assert!(matches!(first, Decision::Allowed(_)));
+        assert_eq!(reported(&first), ("key", 1));
+        assert_eq!(reported(&limiter.decide(&a)), ("key", 0));
+        // The key refuses, the tenant would admit: 5 s until the key has room.
+        let refused = limiter.decide(&a);
+        assert!(matches!(
+            refused,
+            Decision::RateLimited {
+                retry_after_secs: 5,
+                ..
+            }
+        ));
+        assert_eq!(reported(&refused), ("key", 0));
+        // Another key takes the tenant's last request: now the tenant is the constraint.
+        assert_eq!(reported(&limiter.decide(&b)), ("tenant", 0));
+        let refused = limiter.decide(&b);
+        assert!(matches!(
+            refused,
+            Decision::RateLimited {
+                retry_after_secs: 20,
+                ..
+            }
+        ));
+        assert_eq!(reported(&refused), ("tenant", 0));
+        // Both refuse: the longer wait.
+        assert!(matches!(
+            limiter.decide(&a),
+            Decision::RateLimited {
+                retry_after_secs: 20,
+                ..
+            }
+        ));
+
+        // A tie (the same limit for both): the tenant's is reported.
+        let same = RateLimit {
+            limit: 2,
+            window: Duration::from_secs(10),
+        };
+        let tie = LimitRequest {
+            tenant_rate: Some(same),
+            key_rate: Some(same),
+            ..request("other", "c")
+        };
+        assert_eq!(reported(&limiter.decide(&tie)), ("tenant", 1));
     }
 
     fn keys_held(limiter: &MemoryLimiter, tenant_id: &str) -> usize {
