@@ -3,6 +3,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use foldhash::fast::RandomState;
 use indexmap::IndexMap;
+use indexmap::map::RawEntryApiV1;
 
 use async_trait::async_trait;
 
@@ -58,14 +59,14 @@ const SWEEP_EVERY: u32 = 8;
 const SWEEP: usize = 32;
 
 /// Tenant ids come from the key store, never from the client, so a fast seeded hash is safe
-/// here; SipHash cost ~15 ns more per request.
+/// here; SipHash cost ~15 ns more per request. Every map hashes with `hasher` too, so that a
+/// check hashes its tenant id once, for the shard and the map alike.
 struct Shards {
     hasher: RandomState,
     maps: [Mutex<Shard>; SHARDS],
 }
 
 /// One locked map of tenants, and where its eviction stands.
-#[derive(Default)]
 struct Shard {
     tenants: IndexMap<String, TenantState, RandomState>,
     cursor: usize,
@@ -75,17 +76,29 @@ struct Shard {
 
 impl Shards {
     fn new() -> Self {
+        let hasher = RandomState::default();
         Shards {
-            hasher: RandomState::default(),
-            maps: std::array::from_fn(|_| Mutex::new(Shard::default())),
+            maps: std::array::from_fn(|_| {
+                Mutex::new(Shard {
+                    tenants: IndexMap::with_hasher(hasher.clone()),
+                    cursor: 0,
+                    checks: 0,
+                })
+            }),
+            hasher,
         }
+    }
+
+    /// Which map holds the tenant whose id hashes to `hash`. Bits 32 to 37: the maps use the
+    /// low bits for their buckets and the top seven as tags, which must not be the same for
+    /// every tenant of a map.
+    fn index_of_hash(hash: u64) -> usize {
+        usize::try_from(hash >> 32).unwrap_or(0) % SHARDS
     }
 
     /// Which map holds `tenant_id`.
     fn index(&self, tenant_id: &str) -> usize {
-        // The top bits pick the shard: the map itself uses the low ones for its buckets.
-        let hash = self.hasher.hash_one(tenant_id);
-        usize::try_from(hash >> 58).unwrap_or(0) % SHARDS
+        Shards::index_of_hash(self.hasher.hash_one(tenant_id))
     }
 
     /// The map at `index`, locked.
@@ -299,11 +312,16 @@ impl MemoryLimiter {
         if r.tenant_rate.is_none() && r.key_rate.is_none() && r.quota.is_none() {
             return Decision::Allowed(Usage::default());
         }
-        let own = self.shards.index(r.tenant_id);
+        let hash = self.shards.hasher.hash_one(r.tenant_id);
+        let own = Shards::index_of_hash(hash);
         let (decision, sweep_another) = {
             // One lock for the whole check-and-consume: all-or-nothing, exact under concurrency.
             let mut shard = self.shards.lock_at(own);
-            let index = match shard.tenants.get_index_of(r.tenant_id) {
+            let found = shard
+                .tenants
+                .raw_entry_v1()
+                .index_from_hash(hash, |id| id == r.tenant_id);
+            let index = match found {
                 Some(index) => index,
                 None => {
                     shard
