@@ -370,10 +370,11 @@ fn decide(state: &mut TenantState, r: &LimitRequest<'_>, now: u64) -> Decision {
         .map(|l| gcra("tenant", l, state.tat, now, r.cost));
     // The key's state is looked up once, only when a key rate applies, and found again by
     // position when consumed: one hash of the key id, not two.
-    let key_index = r.key_rate.and_then(|_| state.keys.get_index_of(r.key_id));
-    let key_tat = key_index
-        .and_then(|i| state.keys.get_index(i))
-        .map_or(0, |(_, &tat)| tat);
+    let key_found = r
+        .key_rate
+        .and_then(|_| state.keys.get_full(r.key_id))
+        .map(|(index, _, &tat)| (index, tat));
+    let key_tat = key_found.map_or(0, |(_, tat)| tat);
     let key = r.key_rate.map(|l| gcra("key", l, key_tat, now, r.cost));
     let quota_fits = quota.is_none_or(|(_, fits)| fits);
     let allowed = |g: &Option<Gcra>| g.as_ref().is_none_or(|g| g.allowed);
@@ -414,7 +415,7 @@ fn decide(state: &mut TenantState, r: &LimitRequest<'_>, now: u64) -> Decision {
         state.tat = g.new_tat;
     }
     if let Some(g) = &key {
-        match key_index.and_then(|i| state.keys.get_index_mut(i)) {
+        match key_found.and_then(|(index, _)| state.keys.get_index_mut(index)) {
             Some((_, tat)) => *tat = g.new_tat,
             None => {
                 state.keys.insert(r.key_id.to_owned(), g.new_tat);
@@ -529,51 +530,32 @@ mod tests {
     fn the_most_constraining_rate_limit_is_reported_and_waited_for() {
         let clock = ManualClock::at_unix_secs(1_700_000_000);
         let limiter = MemoryLimiter::with_clock(clock.clone());
-        let reported = |d: &Decision| {
-            let usage = match d {
-                Decision::Allowed(usage)
-                | Decision::RateLimited { usage, .. }
-                | Decision::QuotaExhausted { usage } => usage,
+        // What a decision says: admitted (`Ok`), or refused with the rate limits' wait
+        // (`Err(Some(secs))`) or by the quota (`Err(None)`); and the rate limit it reports.
+        let said = |d: Decision| {
+            let (outcome, usage) = match d {
+                Decision::Allowed(usage) => (Ok(()), usage),
+                Decision::RateLimited {
+                    retry_after_secs,
+                    usage,
+                } => (Err(Some(retry_after_secs)), usage),
+                Decision::QuotaExhausted { usage } => (Err(None), usage),
             };
             let rate = usage.rate.unwrap();
-            (rate.name, rate.remaining)
+            (outcome, rate.name, rate.remaining)
         };
         // Tenant: 3 a minute (one every 20 s); key: 2 in 10 s (one every 5 s).
         let a = request("acme", "a");
         let b = request("acme", "b");
-        let first = limiter.decide(&a);
-        assert!(matches!(first, Decision::Allowed(_)));
-        assert_eq!(reported(&first), ("key", 1));
-        assert_eq!(reported(&limiter.decide(&a)), ("key", 0));
+        assert_eq!(said(limiter.decide(&a)), (Ok(()), "key", 1));
+        assert_eq!(said(limiter.decide(&a)), (Ok(()), "key", 0));
         // The key refuses, the tenant would admit: 5 s until the key has room.
-        let refused = limiter.decide(&a);
-        assert!(matches!(
-            refused,
-            Decision::RateLimited {
-                retry_after_secs: 5,
-                ..
-            }
-        ));
-        assert_eq!(reported(&refused), ("key", 0));
+        assert_eq!(said(limiter.decide(&a)), (Err(Some(5)), "key", 0));
         // Another key takes the tenant's last request: now the tenant is the constraint.
-        assert_eq!(reported(&limiter.decide(&b)), ("tenant", 0));
-        let refused = limiter.decide(&b);
-        assert!(matches!(
-            refused,
-            Decision::RateLimited {
-                retry_after_secs: 20,
-                ..
-            }
-        ));
-        assert_eq!(reported(&refused), ("tenant", 0));
-        // Both refuse: the longer wait.
-        assert!(matches!(
-            limiter.decide(&a),
-            Decision::RateLimited {
-                retry_after_secs: 20,
-                ..
-            }
-        ));
+        assert_eq!(said(limiter.decide(&b)), (Ok(()), "tenant", 0));
+        assert_eq!(said(limiter.decide(&b)), (Err(Some(20)), "tenant", 0));
+        // Both refuse: the longer wait (both at 0 left: the tenant's is reported).
+        assert_eq!(said(limiter.decide(&a)), (Err(Some(20)), "tenant", 0));
 
         // A tie (the same limit for both): the tenant's is reported.
         let same = RateLimit {
@@ -585,7 +567,7 @@ mod tests {
             key_rate: Some(same),
             ..request("other", "c")
         };
-        assert_eq!(reported(&limiter.decide(&tie)), ("tenant", 1));
+        assert_eq!(said(limiter.decide(&tie)), (Ok(()), "tenant", 1));
     }
 
     fn keys_held(limiter: &MemoryLimiter, tenant_id: &str) -> usize {
