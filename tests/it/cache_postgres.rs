@@ -82,14 +82,17 @@ impl Instance {
     }
 
     async fn verify(&self, key: &str) -> Result<Tenant, AuthError> {
-        let request = http::Request::get("/")
-            .header("x-api-key", key)
-            .body(())
-            .unwrap();
-        self.verifier
-            .verify(&RequestHead::from(&request), None)
-            .await
+        verify(&self.verifier, key).await
     }
+}
+
+/// `key` in `x-api-key`, through `verifier`.
+async fn verify(verifier: &Verifier, key: &str) -> Result<Tenant, AuthError> {
+    let request = http::Request::get("/")
+        .header("x-api-key", key)
+        .body(())
+        .unwrap();
+    verifier.verify(&RequestHead::from(&request), None).await
 }
 
 /// Verifies `key` through `verifier` until `keys` holds it: the notification of its issue may
@@ -100,16 +103,7 @@ async fn hold(keys: &CachedStore<PostgresStore>, verifier: &Verifier, key: &str)
     let digest = keygate::hash::KeyHasher::sha256().hash(key);
     let start = Instant::now();
     loop {
-        let request = http::Request::get("/")
-            .header("x-api-key", key)
-            .body(())
-            .unwrap();
-        assert!(
-            verifier
-                .verify(&RequestHead::from(&request), None)
-                .await
-                .is_ok()
-        );
+        assert!(verify(verifier, key).await.is_ok());
         tokio::time::sleep(Duration::from_millis(50)).await;
         if keys.find_now(&digest).is_some() {
             return;
@@ -281,16 +275,6 @@ async fn losing_the_listener_connection_flushes_the_cache_and_notifications_resu
         .unwrap();
     listener.subscribe(b_keys.clone());
     let b = Verifier::builder(b_keys.clone()).build();
-    let verify = |key: String| {
-        let b = b.clone();
-        async move {
-            let request = http::Request::get("/")
-                .header("x-api-key", key)
-                .body(())
-                .unwrap();
-            b.verify(&RequestHead::from(&request), None).await
-        }
-    };
     let tenant = unique("loss");
     let key = a
         .manager
@@ -347,7 +331,7 @@ async fn losing_the_listener_connection_flushes_the_cache_and_notifications_resu
         .await
         .unwrap();
     within_a_second("revocation after reconnecting", || async {
-        matches!(verify(secret.clone()).await, Err(AuthError::RevokedKey))
+        matches!(verify(&b, &secret).await, Err(AuthError::RevokedKey))
     })
     .await;
     assert!(!logs.text().contains(&secret[8..]), "a key in the logs");
