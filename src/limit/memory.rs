@@ -9,9 +9,7 @@ use async_trait::async_trait;
 
 use super::clock::{Clock, SystemClock};
 use super::period::Period;
-use super::{
-    Decision, LimitRequest, Limiter, Quota, QuotaPeriod, QuotaStatus, RateLimit, RateStatus, Usage,
-};
+use super::{Decision, LimitRequest, Limiter, Quota, QuotaStatus, RateLimit, RateStatus, Usage};
 use crate::backend::BackendError;
 
 const NANOS: u64 = 1_000_000_000;
@@ -127,25 +125,6 @@ struct TenantState {
 }
 
 impl TenantState {
-    /// A key's first state (or its first again after its eviction; cold, see
-    /// [`Shard::insert`]).
-    #[cold]
-    #[inline(never)]
-    fn insert_key(&mut self, key_id: &str, tat: u64) {
-        self.keys.insert(key_id.to_owned(), tat);
-    }
-
-    /// The quota's count starts again, in the period of `kind` that contains `secs`: a
-    /// tenant's first check, or its first of a new period (cold, see [`Shard::insert`]).
-    #[cold]
-    #[inline(never)]
-    fn start_period(&mut self, kind: QuotaPeriod, secs: u64) -> Period {
-        self.used = 0;
-        let period = Period::containing(kind, secs);
-        self.period = Some(period);
-        period
-    }
-
     /// Whether this state decides every request exactly as a fresh one would, at `now` and
     /// later: every bucket full, and no quota counted in a period that is still running. (A
     /// GCRA state only counts through `max(tat, now)`: a past `tat` is the same as none.)
@@ -182,30 +161,7 @@ impl TenantState {
     }
 }
 
-// The steps most checks skip (a tenant's or key's first state, a new quota period, the sweep
-// of every eighth check) are kept out of the check's code (`#[cold]`, never inlined), so that
-// the code every check runs spans fewer cache lines: by callgrind's cache simulation,
-// instruction-cache misses are most of what keygate's full pipeline costs over the least code
-// that does the same (benches/README.md).
 impl Shard {
-    /// A tenant seen for the first time (or again after its eviction); returns its index.
-    #[cold]
-    #[inline(never)]
-    fn insert(&mut self, tenant_id: &str) -> usize {
-        self.tenants
-            .insert_full(tenant_id.to_owned(), TenantState::default())
-            .0
-    }
-
-    /// The sweep of every `SWEEP_EVERY`th check: the keys of the tenant at `index` first,
-    /// then the map's tenants from where the last sweep stopped.
-    #[cold]
-    #[inline(never)]
-    fn sweep_from(&mut self, index: usize, now: u64) {
-        let left = self.tenants[index].sweep_keys(now, SWEEP / 2);
-        self.sweep(now, SWEEP / 2 + left);
-    }
-
     /// Evicts idle tenants (and replenished keys), looking at up to `budget` entries from where
     /// the last look stopped, at most one lap.
     fn sweep(&mut self, now: u64, mut budget: usize) {
@@ -367,14 +323,20 @@ impl MemoryLimiter {
                 .index_from_hash(hash, |id| id == r.tenant_id);
             let index = match found {
                 Some(index) => index,
-                None => shard.insert(r.tenant_id),
+                None => {
+                    shard
+                        .tenants
+                        .insert_full(r.tenant_id.to_owned(), TenantState::default())
+                        .0
+                }
             };
             let decision = decide(&mut shard.tenants[index], r, now);
             shard.checks = shard.checks.wrapping_add(1);
             let turn = shard.checks / SWEEP_EVERY;
             let sweep = self.evict && shard.checks.is_multiple_of(SWEEP_EVERY);
             if sweep {
-                shard.sweep_from(index, now);
+                let left = shard.tenants[index].sweep_keys(now, SWEEP / 2);
+                shard.sweep(now, SWEEP / 2 + left);
             }
             (decision, sweep.then_some(turn))
         };
@@ -455,7 +417,9 @@ fn decide(state: &mut TenantState, r: &LimitRequest<'_>, now: u64) -> Decision {
     if let Some(g) = &key {
         match key_found.and_then(|(index, _)| state.keys.get_index_mut(index)) {
             Some((_, tat)) => *tat = g.new_tat,
-            None => state.insert_key(r.key_id, g.new_tat),
+            None => {
+                state.keys.insert(r.key_id.to_owned(), g.new_tat);
+            }
         }
         state.keys_until = state.keys_until.max(g.new_tat);
     }
@@ -472,7 +436,12 @@ fn quota_status(state: &mut TenantState, quota: Quota, now: u64, cost: u32) -> (
     let secs = now / NANOS;
     let current = match state.period {
         Some(p) if p.is_current(quota.period, secs) => p,
-        _ => state.start_period(quota.period, secs),
+        _ => {
+            state.used = 0;
+            let p = Period::containing(quota.period, secs);
+            state.period = Some(p);
+            p
+        }
     };
     let fits = state.used.saturating_add(u64::from(cost)) <= quota.limit;
     (
