@@ -64,7 +64,7 @@ impl CredentialSource {
     /// API-key header was it, there is no `Authorization` to look for.
     pub(crate) fn strip(&self, headers: &mut HeaderMap) {
         if headers.remove(&self.api_key_header).is_none() && self.bearer {
-            headers.remove(AUTHORIZATION);
+            headers.remove(&AUTHORIZATION);
         }
     }
 
@@ -82,7 +82,9 @@ impl CredentialSource {
             }
         }
         if self.bearer {
-            for value in headers.get_all(AUTHORIZATION) {
+            // By reference, as the API-key header: one instance of `http`'s lookup code for
+            // both, fewer lines of code run a request.
+            for value in headers.get_all(&AUTHORIZATION) {
                 let token = bearer_token(value.as_bytes()).ok_or(if found.is_some() {
                     AuthError::MultipleCredentials
                 } else {
