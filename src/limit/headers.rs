@@ -203,27 +203,35 @@ fn constants(usage: &Usage) -> Option<Constants> {
     };
     CONSTANTS.with(|cache| {
         let mut cache = cache.borrow_mut();
-        let last = cache.last;
-        if let Some((l, found)) = &cache.entries[last]
-            && *l == limits
-        {
-            return Some(found.clone());
+        match &cache.entries[cache.last] {
+            Some((l, found)) if *l == limits => Some(found.clone()),
+            _ => cache.find_or_render(limits, usage),
         }
-        if let Some(i) = cache
+    })
+}
+
+impl ConstantsCache {
+    /// The values of a plan other than the last request's: found among the others or rendered.
+    /// Out of line, as most requests find theirs in the last entry: the code each runs stays
+    /// smaller.
+    #[cold]
+    #[inline(never)]
+    fn find_or_render(&mut self, limits: PlanLimits, usage: &Usage) -> Option<Constants> {
+        if let Some(i) = self
             .entries
             .iter()
             .position(|e| e.as_ref().is_some_and(|(l, _)| *l == limits))
         {
-            cache.last = i;
-            return cache.entries[i].as_ref().map(|(_, found)| found.clone());
+            self.last = i;
+            return self.entries[i].as_ref().map(|(_, found)| found.clone());
         }
         let rendered = render_constants(usage)?;
-        let next = cache.next;
-        cache.entries[next] = Some((limits, rendered.clone()));
-        cache.last = next;
-        cache.next = (next + 1) % CACHED_PLANS;
+        let next = self.next;
+        self.entries[next] = Some((limits, rendered.clone()));
+        self.last = next;
+        self.next = (next + 1) % CACHED_PLANS;
         Some(rendered)
-    })
+    }
 }
 
 fn render_constants(usage: &Usage) -> Option<Constants> {
