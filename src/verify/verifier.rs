@@ -360,6 +360,7 @@ impl Verifier {
         outcome: Result<Decision, BackendError>,
     ) -> Result<Admitted, Rejection> {
         match outcome {
+            // Taken by `limit_outcome` before it calls this; answered the same here all the same.
             Ok(Decision::Allowed(usage)) => Ok(Admitted {
                 tenant,
                 usage: Some(usage),
