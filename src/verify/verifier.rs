@@ -346,25 +346,6 @@ impl Verifier {
                     usage: Some(usage),
                 })
             }
-            not_allowed => self.limit_not_allowed(tenant, not_allowed),
-        }
-    }
-
-    /// [`Verifier::limit_outcome`] when the limiter did not allow the request. Out of line, as
-    /// most requests are allowed: the code each runs stays smaller.
-    #[cold]
-    #[inline(never)]
-    fn limit_not_allowed(
-        &self,
-        tenant: Tenant,
-        outcome: Result<Decision, BackendError>,
-    ) -> Result<Admitted, Rejection> {
-        match outcome {
-            // Taken by `limit_outcome` before it calls this; answered the same here all the same.
-            Ok(Decision::Allowed(usage)) => Ok(Admitted {
-                tenant,
-                usage: Some(usage),
-            }),
             Ok(Decision::RateLimited {
                 retry_after_secs,
                 usage,
