@@ -111,9 +111,16 @@ impl Verifier {
     /// Every check that needs no store: one credential, key format and checksum, environment
     /// policy; then the hash.
     fn present(&self, head: &RequestHead<'_>) -> Result<Presented, AuthError> {
-        self.present_inner(head).inspect_err(|e| {
-            tracing::debug!(target: "keygate", reason = %e, prefix = self.inner.scheme.format().prefix(), "credential refused");
-        })
+        self.present_inner(head)
+            .inspect_err(|e| self.credential_refused(e))
+    }
+
+    /// Logs a credential refused before any store call. Out of line, with [`Self::refuse`]:
+    /// the code of refusals stays out of the admitted requests' way.
+    #[cold]
+    #[inline(never)]
+    fn credential_refused(&self, error: &AuthError) {
+        tracing::debug!(target: "keygate", reason = %error, prefix = self.inner.scheme.format().prefix(), "credential refused");
     }
 
     fn present_inner(&self, head: &RequestHead<'_>) -> Result<Presented, AuthError> {
@@ -226,11 +233,7 @@ impl Verifier {
         let record = match lookup {
             Ok(Some(record)) => record,
             Ok(None) => return Err(self.refuse(AuthError::UnknownKey, None)),
-            Err(error) => {
-                self.inner.metrics.store_failed(StoreOp::Find);
-                tracing::error!(target: "keygate", %error, "key store failed; request refused");
-                return Err(AuthError::Unavailable);
-            }
+            Err(error) => return Err(self.backend_failed(StoreOp::Find, &error)),
         };
         // Irrefutable unless the `dev-mode` feature adds its variant.
         #[allow(irrefutable_let_patterns)]
@@ -272,11 +275,7 @@ impl Verifier {
             None => None,
             Some(Ok(Some(e))) => Some(e),
             Some(Ok(None)) => return Err(self.refuse(AuthError::NoPlan, Some(&record))),
-            Some(Err(error)) => {
-                self.inner.metrics.store_failed(StoreOp::Entitlements);
-                tracing::error!(target: "keygate", %error, "entitlement source failed; request refused");
-                return Err(AuthError::Unavailable);
-            }
+            Some(Err(error)) => return Err(self.backend_failed(StoreOp::Entitlements, &error)),
         };
         if let Some(e) = &entitlements
             && e.status == TenantStatus::Suspended
@@ -340,7 +339,7 @@ impl Verifier {
     ) -> Result<Admitted, Rejection> {
         match outcome {
             Ok(Decision::Allowed(usage)) => {
-                tracing::trace!(target: "keygate", key_id = %tenant.key_id(), prefix = %tenant.key().prefix, tenant_id = %tenant.tenant_id(), "key accepted");
+                trace_accepted(&tenant);
                 Ok(Admitted {
                     tenant,
                     usage: Some(usage),
@@ -360,20 +359,26 @@ impl Verifier {
                 error: self.refuse(AuthError::QuotaExhausted, Some(tenant.key())),
                 usage: Some(usage),
             }),
-            Err(error) if self.inner.limits_fail_open => {
-                self.inner.metrics.limiter_failed();
-                self.inner.metrics.failed_open();
-                tracing::warn!(target: "keygate", %error, tenant_id = %tenant.tenant_id(), "limit backend failed; request let through (fail open is configured)");
-                Ok(Admitted {
-                    tenant,
-                    usage: None,
-                })
-            }
-            Err(error) => {
-                self.inner.metrics.limiter_failed();
-                tracing::error!(target: "keygate", %error, "limit backend failed; request refused");
-                Err(AuthError::Unavailable.into())
-            }
+            Err(error) => self.limiter_failed(tenant, &error),
+        }
+    }
+
+    /// The limiter failed: counted, logged, and the request refused (503) or, with
+    /// `limits_fail_open`, let through unlimited. Out of line, as it runs only on failure.
+    #[cold]
+    #[inline(never)]
+    fn limiter_failed(&self, tenant: Tenant, error: &BackendError) -> Result<Admitted, Rejection> {
+        self.inner.metrics.limiter_failed();
+        if self.inner.limits_fail_open {
+            self.inner.metrics.failed_open();
+            tracing::warn!(target: "keygate", %error, tenant_id = %tenant.tenant_id(), "limit backend failed; request let through (fail open is configured)");
+            Ok(Admitted {
+                tenant,
+                usage: None,
+            })
+        } else {
+            tracing::error!(target: "keygate", %error, "limit backend failed; request refused");
+            Err(AuthError::Unavailable.into())
         }
     }
 
@@ -444,7 +449,7 @@ impl Verifier {
     }
 
     fn admit_unlimited(&self, tenant: Tenant) -> Admitted {
-        tracing::trace!(target: "keygate", key_id = %tenant.key_id(), prefix = %tenant.key().prefix, tenant_id = %tenant.tenant_id(), "key accepted");
+        trace_accepted(&tenant);
         Admitted {
             tenant,
             usage: None,
@@ -523,6 +528,26 @@ impl Verifier {
         self.limit_outcome(tenant, outcome)
     }
 
+    /// A store or entitlement source failed: counted, logged, and the request refused (503).
+    /// Out of line, as the log event's code is large and runs only on failure.
+    #[cold]
+    #[inline(never)]
+    fn backend_failed(&self, op: StoreOp, error: &dyn fmt::Display) -> AuthError {
+        self.inner.metrics.store_failed(op);
+        match op {
+            StoreOp::Find => {
+                tracing::error!(target: "keygate", %error, "key store failed; request refused")
+            }
+            StoreOp::Entitlements => {
+                tracing::error!(target: "keygate", %error, "entitlement source failed; request refused")
+            }
+        }
+        AuthError::Unavailable
+    }
+
+    /// Logs a refused key; the error is passed through.
+    #[cold]
+    #[inline(never)]
     fn refuse(&self, error: AuthError, record: Option<&KeyRecord>) -> AuthError {
         match record {
             Some(r) => {
@@ -558,4 +583,19 @@ impl fmt::Debug for Verifier {
             .field("store_timeout", &self.inner.store_timeout)
             .finish_non_exhaustive()
     }
+}
+
+/// Logs an admitted key at TRACE. The level is checked where it is called (a load and a
+/// compare); the event's code, large, lies out of line, as most services log above TRACE.
+#[inline]
+fn trace_accepted(tenant: &Tenant) {
+    if tracing::level_enabled!(tracing::Level::TRACE) {
+        trace_accepted_event(tenant);
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn trace_accepted_event(tenant: &Tenant) {
+    tracing::trace!(target: "keygate", key_id = %tenant.key_id(), prefix = %tenant.key().prefix, tenant_id = %tenant.tenant_id(), "key accepted");
 }

@@ -102,6 +102,7 @@ async fn authenticated_tenant_reaches_the_handler() {
 }
 
 async fn assert_fails_closed(store: impl KeyStore) {
+    let logs = LogCapture::start();
     let fixture = Fixture::new();
     let calls = Calls::default();
     let verifier = Verifier::builder(store)
@@ -117,6 +118,12 @@ async fn assert_fails_closed(store: impl KeyStore) {
     assert_eq!(reply.json(), envelope("SERVICE_UNAVAILABLE", UNAVAILABLE));
     assert!(reply.headers.get("www-authenticate").is_none());
     assert_eq!(calls.count(), 0, "the inner service must not run");
+    let text = logs.text();
+    assert!(text.contains("key store failed; request refused"), "{text}");
+    assert!(
+        !text.contains(&fixture.writer.expose_secret()[8..]),
+        "{text}"
+    );
     // Requests refused before any store call are unaffected by the outage.
     let missing = send_tcp(addr, get_with("/v1/whoami", None)).await;
     assert_eq!(missing.status, 401);
@@ -130,6 +137,57 @@ async fn failing_store_fails_closed() {
 #[tokio::test]
 async fn hanging_store_times_out_and_fails_closed() {
     assert_fails_closed(DownStore::Hangs).await;
+}
+
+/// An entitlement source that is down: it fails at once, or never answers.
+#[derive(Clone, Copy)]
+enum DownPlans {
+    Fails,
+    Hangs,
+}
+
+#[async_trait::async_trait]
+impl keygate::plan::EntitlementSource for DownPlans {
+    async fn entitlements(&self, _: &str) -> keygate::plan::EntitlementLookup {
+        match self {
+            DownPlans::Fails => Err(keygate::backend::BackendError::backend(
+                std::io::Error::other("connection refused"),
+            )),
+            DownPlans::Hangs => std::future::pending().await,
+        }
+    }
+}
+
+#[tokio::test]
+async fn entitlement_source_that_fails_or_hangs_fails_closed() {
+    for plans in [DownPlans::Fails, DownPlans::Hangs] {
+        let logs = LogCapture::start();
+        let fixture = Fixture::new();
+        let calls = Calls::default();
+        let verifier = Verifier::builder(fixture.store.clone())
+            .entitlements(plans)
+            .store_timeout(Duration::from_millis(100))
+            .build();
+        let addr = serve(routes(calls.clone(), AuthLayer::new(verifier))).await;
+        let reply = send_tcp(
+            addr,
+            get_with("/v1/whoami", Some(fixture.writer.expose_secret())),
+        )
+        .await;
+        assert_eq!(reply.status, 503);
+        assert_eq!(reply.json(), envelope("SERVICE_UNAVAILABLE", UNAVAILABLE));
+        assert_eq!(reply.headers["cache-control"], "no-store");
+        assert_eq!(calls.count(), 0, "the inner service must not run");
+        let text = logs.text();
+        assert!(
+            text.contains("entitlement source failed; request refused"),
+            "{text}"
+        );
+        assert!(
+            !text.contains(&fixture.writer.expose_secret()[8..]),
+            "{text}"
+        );
+    }
 }
 
 #[tokio::test]

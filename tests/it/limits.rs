@@ -461,6 +461,7 @@ async fn awaited_limiter_is_exact_too() {
 
 #[tokio::test]
 async fn failing_limiter_fails_closed_unless_configured_open() {
+    let logs = LogCapture::start();
     let (app, fixture, calls) = remote_env(true, false);
     let refused = get_with(&app, &fixture.reader).await;
     assert_eq!(refused.status(), 503);
@@ -469,8 +470,12 @@ async fn failing_limiter_fails_closed_unless_configured_open() {
         envelope("SERVICE_UNAVAILABLE", UNAVAILABLE)
     );
     assert_eq!(calls.count(), 0);
+    assert!(
+        logs.text()
+            .contains("limit backend failed; request refused"),
+        "an error each time"
+    );
 
-    let logs = LogCapture::start();
     let (app, fixture, calls) = remote_env(true, true);
     let ok = get_with(&app, &fixture.reader).await;
     assert_eq!(ok.status(), 200);
