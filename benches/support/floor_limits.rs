@@ -5,7 +5,8 @@
 //! Per tenant, one rate limit (GCRA on one atomic) and one quota counter (one atomic); the
 //! plan's two constant header values rendered once (as `'static` values, so a clone costs
 //! nothing); the three that change written with `itoa` into one buffer that becomes one shared
-//! allocation; room reserved for all five and axum's `content-length`. No plan lookup (the
+//! allocation, split into the three values (two reference counts); room reserved for all five
+//! and axum's `content-length`. No plan lookup (the
 //! limits are fixed), no per-key limit, no metrics; a refusal is a bare 401 or 429;
 //! the month's end is computed once, at start.
 
@@ -106,6 +107,18 @@ impl<S> Layer<S> for FloorLimitsLayer {
 #[derive(Clone)]
 pub(crate) struct FloorLimits<S>(Arc<Shared>, S);
 
+/// The rendered values' buffer, owned by the shared bytes the values point into.
+struct Rendered {
+    buf: [u8; 160],
+    len: usize,
+}
+
+impl AsRef<[u8]> for Rendered {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
 /// The three header values that change per request.
 struct Values {
     remaining: HeaderValue,
@@ -164,8 +177,17 @@ impl Shared {
         push(int.format(self.quota - used - 1).as_bytes());
         push(b";t=");
         let state_end = push(int.format(self.period_end_unix - unix).as_bytes()).end;
-        let shared = Bytes::copy_from_slice(&buf[..len]);
-        let value = |r: Range<usize>| HeaderValue::from_maybe_shared(shared.slice(r)).ok();
+        // One allocation (the buffer moves into it); the values are split off its front in
+        // order, the last is what is left: two reference counts, three releases.
+        let mut rest = Bytes::from_owner(Rendered { buf, len });
+        let mut value = |r: Range<usize>| {
+            let bytes = if r.len() == rest.len() {
+                std::mem::take(&mut rest)
+            } else {
+                rest.split_to(r.len())
+            };
+            HeaderValue::from_maybe_shared(bytes).ok()
+        };
         Some(Values {
             remaining: value(remaining_at)?,
             reset: value(reset_at)?,

@@ -91,7 +91,8 @@ impl LimitHeaders {
             return;
         };
         // The values that change with each request are written into one stack buffer, which
-        // becomes one shared allocation that all of them point into. Formatting each value
+        // becomes one shared allocation that all of them point into (each reference counted,
+        // an atomic operation on creation and on release). Formatting each value
         // into its own `String` costs an allocation per header and measured ~4x slower; `itoa`
         // beats `core::fmt` for integers.
         let mut buf = Buffer::default();
@@ -114,8 +115,17 @@ impl LimitHeaders {
             return;
         }
 
-        let shared = Bytes::from_owner(buf);
-        let value = |range: Range<usize>| HeaderValue::from_maybe_shared(shared.slice(range));
+        let mut rest = Bytes::from_owner(buf);
+        // The values lie one after the other and are taken in that order: each is split off
+        // the front of what is left, the last is what is left (one reference count fewer).
+        let mut value = |range: Range<usize>| {
+            let bytes = if range.len() == rest.len() {
+                std::mem::take(&mut rest)
+            } else {
+                rest.split_to(range.len())
+            };
+            HeaderValue::from_maybe_shared(bytes)
+        };
         // One growth of the map for all of them, not one per insert, with room for one more:
         // axum adds `content-length` after this layer, and a hello-world's map (room for 6)
         // would otherwise fill up with ours and grow again then, moving every entry.
@@ -420,6 +430,67 @@ mod tests {
             "\"key\";r=7;t=1, \"quota\";r=999;t=86400"
         );
         assert_eq!(headers.len(), 5);
+    }
+
+    /// Each family alone, and a quota alone: the values split off one buffer land in the
+    /// right headers whichever of them is last.
+    #[test]
+    fn each_family_alone_carries_its_exact_values() {
+        let rate = RateStatus {
+            name: "tenant",
+            limit: 60,
+            remaining: 59,
+            window_secs: 60,
+            reset_after_secs: 1,
+            reset_at: 1_700_000_001,
+        };
+        let quota = QuotaStatus {
+            limit: 1000,
+            remaining: 998,
+            period_secs: 86_400,
+            reset_after_secs: 3_600,
+        };
+        let both = Usage {
+            rate: Some(rate),
+            quota: Some(quota),
+        };
+        let applied = |mode: LimitHeaders, usage: &Usage| {
+            let mut headers = HeaderMap::new();
+            mode.apply(&mut headers, usage);
+            let mut pairs: Vec<_> = headers
+                .iter()
+                .map(|(k, v)| format!("{k}: {}", v.to_str().unwrap()))
+                .collect();
+            pairs.sort();
+            pairs
+        };
+        assert_eq!(
+            applied(LimitHeaders::XRateLimit, &both),
+            [
+                "x-ratelimit-limit: 60",
+                "x-ratelimit-remaining: 59",
+                "x-ratelimit-reset: 1700000001"
+            ]
+        );
+        assert_eq!(
+            applied(LimitHeaders::Draft, &both),
+            [
+                "ratelimit-policy: \"tenant\";q=60;w=60, \"quota\";q=1000;w=86400",
+                "ratelimit: \"tenant\";r=59;t=1, \"quota\";r=998;t=3600"
+            ]
+        );
+        let quota_only = Usage {
+            rate: None,
+            quota: Some(quota),
+        };
+        assert_eq!(
+            applied(LimitHeaders::All, &quota_only),
+            [
+                "ratelimit-policy: \"quota\";q=1000;w=86400",
+                "ratelimit: \"quota\";r=998;t=3600"
+            ]
+        );
+        assert!(applied(LimitHeaders::None, &both).is_empty());
     }
 
     #[test]
