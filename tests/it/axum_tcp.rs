@@ -7,6 +7,7 @@ use axum::{Router, routing::get};
 use http::Request;
 use keygate::scope::Scope;
 use keygate::store::KeyStore;
+use keygate::verify::VerifierBuilder;
 use keygate::{AuthLayer, Tenant, Verifier};
 
 fn routes(calls: Calls, auth: AuthLayer) -> Router {
@@ -101,11 +102,19 @@ async fn authenticated_tenant_reaches_the_handler() {
     assert_eq!(calls.count(), 2);
 }
 
-async fn assert_fails_closed(store: impl KeyStore) {
+/// A verifier whose backend is down, behind a real server: the key is refused with 503 (the
+/// envelope, `Cache-Control: no-store`, no challenge), the inner service never runs, the failure
+/// is logged as `logged` with no key in the logs, and requests refused before any backend call
+/// are unaffected.
+async fn assert_fails_closed(
+    fixture: &Fixture,
+    build: impl FnOnce(VerifierBuilder) -> VerifierBuilder,
+    store: impl KeyStore,
+    logged: &str,
+) {
     let logs = LogCapture::start();
-    let fixture = Fixture::new();
     let calls = Calls::default();
-    let verifier = Verifier::builder(store)
+    let verifier = build(Verifier::builder(store))
         .store_timeout(Duration::from_millis(100))
         .build();
     let addr = serve(routes(calls.clone(), AuthLayer::new(verifier))).await;
@@ -116,27 +125,30 @@ async fn assert_fails_closed(store: impl KeyStore) {
     .await;
     assert_eq!(reply.status, 503);
     assert_eq!(reply.json(), envelope("SERVICE_UNAVAILABLE", UNAVAILABLE));
+    assert_eq!(reply.headers["cache-control"], "no-store");
     assert!(reply.headers.get("www-authenticate").is_none());
     assert_eq!(calls.count(), 0, "the inner service must not run");
     let text = logs.text();
-    assert!(text.contains("key store failed; request refused"), "{text}");
+    assert!(text.contains(logged), "{text}");
     assert!(
         !text.contains(&fixture.writer.expose_secret()[8..]),
         "{text}"
     );
-    // Requests refused before any store call are unaffected by the outage.
+    // Requests refused before any backend call are unaffected by the outage.
     let missing = send_tcp(addr, get_with("/v1/whoami", None)).await;
     assert_eq!(missing.status, 401);
 }
 
+const STORE_FAILED: &str = "key store failed; request refused";
+
 #[tokio::test]
 async fn failing_store_fails_closed() {
-    assert_fails_closed(FailingStore).await;
+    assert_fails_closed(&Fixture::new(), |b| b, FailingStore, STORE_FAILED).await;
 }
 
 #[tokio::test]
 async fn hanging_store_times_out_and_fails_closed() {
-    assert_fails_closed(DownStore::Hangs).await;
+    assert_fails_closed(&Fixture::new(), |b| b, DownStore::Hangs, STORE_FAILED).await;
 }
 
 /// An entitlement source that is down: it fails at once, or never answers.
@@ -161,32 +173,15 @@ impl keygate::plan::EntitlementSource for DownPlans {
 #[tokio::test]
 async fn entitlement_source_that_fails_or_hangs_fails_closed() {
     for plans in [DownPlans::Fails, DownPlans::Hangs] {
-        let logs = LogCapture::start();
         let fixture = Fixture::new();
-        let calls = Calls::default();
-        let verifier = Verifier::builder(fixture.store.clone())
-            .entitlements(plans)
-            .store_timeout(Duration::from_millis(100))
-            .build();
-        let addr = serve(routes(calls.clone(), AuthLayer::new(verifier))).await;
-        let reply = send_tcp(
-            addr,
-            get_with("/v1/whoami", Some(fixture.writer.expose_secret())),
+        let store = fixture.store.clone();
+        assert_fails_closed(
+            &fixture,
+            |b| b.entitlements(plans),
+            store,
+            "entitlement source failed; request refused",
         )
         .await;
-        assert_eq!(reply.status, 503);
-        assert_eq!(reply.json(), envelope("SERVICE_UNAVAILABLE", UNAVAILABLE));
-        assert_eq!(reply.headers["cache-control"], "no-store");
-        assert_eq!(calls.count(), 0, "the inner service must not run");
-        let text = logs.text();
-        assert!(
-            text.contains("entitlement source failed; request refused"),
-            "{text}"
-        );
-        assert!(
-            !text.contains(&fixture.writer.expose_secret()[8..]),
-            "{text}"
-        );
     }
 }
 
