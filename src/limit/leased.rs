@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use foldhash::fast::RandomState;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 use super::clock::{Clock, SystemClock};
 use super::period::Period;
@@ -84,6 +84,10 @@ pub trait QuotaLedger: Send + Sync + 'static {
     ) -> Result<QuotaLease, BackendError>;
 
     /// Returns `unused` units of an earlier lease.
+    ///
+    /// An error may come after the units were returned (a reply lost on the way back): the
+    /// limiter cannot tell, so it never offers those units again. A failed give-back can leave
+    /// units counted that were never used, never the reverse.
     async fn give_back(&self, account: &QuotaAccount<'_>, unused: u64) -> Result<(), BackendError>;
 
     /// Units counted in `account`: used, or leased and not given back (0 if none).
@@ -130,6 +134,13 @@ impl<L: QuotaLedger + ?Sized> QuotaLedger for Arc<L> {
 ///   long before it asks the ledger again.
 /// - **Shutdown**: [`shutdown`](Self::shutdown) gives back every unused block: after a clean
 ///   stop nothing is lost.
+/// - **Plan and period changes**: when a tenant's quota limit is lowered, its unused block goes
+///   back and the next request leases against the new limit (a raised limit keeps the block);
+///   when a period ends (or the plan moves from days to months), the unused block goes back to
+///   the period it was leased in, so that each period's count is what was served in it.
+/// - **Ledger timeout** (5 s): a lease or give-back that takes longer counts as failed.
+///   A give-back that fails is not retried and its units are not served: it may have been
+///   applied before its answer was lost, and serving them could exceed the quota.
 ///
 /// The bounds this gives:
 ///
@@ -137,9 +148,9 @@ impl<L: QuotaLedger + ?Sized> QuotaLedger for Arc<L> {
 /// |---|---|
 /// | instances together | never admit more than the quota |
 /// | clean stop (`shutdown`) | nothing lost |
-/// | crash (`kill -9`) | the instance's unused blocks stay counted: less than 1.5 blocks per tenant (a block and the prefetched next), so at most 1 unit once a tenant has fewer than 32 left, and never more than 1.5 × `max_block` |
-/// | refused early | a request can be refused while other instances still hold units of the tenant's quota; they hold at most a block each (1 unit near the end) and give it back after one lease lifetime idle; this instance asks again one lease lifetime after its last refusal: at most 2 lease lifetimes (4 s) after the last use elsewhere |
-/// | ledger failing | blocks already held are still served; a request that needs a lease is refused (503, or let through with `limits_fail_open`) |
+/// | crash (`kill -9`) | the instance's unused blocks stay counted: less than 1.5 blocks per tenant (a block and the prefetched next), so at most 1 unit once a tenant has fewer than 32 left, and never more than 1.5 × `max_block` (for requests of cost 1, as the verifier makes them; a request of cost `c` leases at least `c`) |
+/// | refused early | a request can be refused while other instances still hold units of the tenant's quota; they hold at most a block each (1 unit near the end) and give it back at the first sweep (every quarter lifetime) after one lease lifetime idle; this instance asks again one lease lifetime after its "nothing left": about 2.25 lease lifetimes (4.5 s) after the last use elsewhere, plus the ledger's round trips |
+/// | ledger failing | blocks already held are still served; a request that needs a lease is refused (503, or let through with `limits_fail_open`); a failed give-back leaves its units counted, unused, as a crash does |
 ///
 /// Periods are the calendar day or month in UTC, as with [`MemoryLimiter`]; a new period
 /// starts from 0. The `remaining` in a response's quota header is what this instance knows:
@@ -190,6 +201,7 @@ pub struct LeasedQuotaLimiterBuilder<L> {
     clock: Option<Arc<dyn Clock>>,
     max_block: u64,
     lifetime: Duration,
+    ledger_timeout: Duration,
 }
 
 impl<L> std::fmt::Debug for LeasedQuotaLimiterBuilder<L> {
@@ -197,6 +209,7 @@ impl<L> std::fmt::Debug for LeasedQuotaLimiterBuilder<L> {
         f.debug_struct("LeasedQuotaLimiterBuilder")
             .field("max_block", &self.max_block)
             .field("lease_lifetime", &self.lifetime)
+            .field("ledger_timeout", &self.ledger_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -223,6 +236,16 @@ impl<L: QuotaLedger> LeasedQuotaLimiterBuilder<L> {
         self
     }
 
+    /// How long a lease or a give-back may take before it counts as failed (default 5 s; at
+    /// least 1 ms). A lease that hangs (a connection left half-open by a database failover)
+    /// would otherwise hold up every request of its tenant that needs a lease, and `shutdown`.
+    /// A lease abandoned this way may still be granted later: its units stay counted, unused,
+    /// as after a crash.
+    pub fn ledger_timeout(mut self, timeout: Duration) -> Self {
+        self.ledger_timeout = timeout.max(Duration::from_millis(1));
+        self
+    }
+
     /// The limiter.
     pub fn build(self) -> LeasedQuotaLimiter<L> {
         let clock: Arc<dyn Clock> = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
@@ -234,10 +257,12 @@ impl<L: QuotaLedger> LeasedQuotaLimiterBuilder<L> {
                 clock,
                 max_block: self.max_block,
                 lifetime: u64::try_from(self.lifetime.as_nanos()).unwrap_or(u64::MAX),
+                ledger_timeout: self.ledger_timeout,
                 hasher: RandomState::default(),
                 shards: std::array::from_fn(|_| Mutex::new(SlotMap::default())),
                 closed: AtomicBool::new(false),
                 sweeper: Mutex::new(None),
+                stop_sweeper: Arc::new(Notify::new()),
             }),
         }
     }
@@ -266,10 +291,14 @@ struct Inner<L> {
     max_block: u64,
     /// Lease lifetime, nanoseconds.
     lifetime: u64,
+    /// The longest a lease or a give-back may take.
+    ledger_timeout: Duration,
     hasher: RandomState,
     shards: [Mutex<SlotMap>; SHARDS],
     closed: AtomicBool,
     sweeper: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Tells the sweeper to stop after the sweep it is in, if any.
+    stop_sweeper: Arc<Notify>,
 }
 
 /// One tenant's quota on this instance, for one period.
@@ -278,6 +307,9 @@ struct Slot {
     limit: u64,
     /// Units leased and not yet used.
     held: u64,
+    /// Units leased under a higher limit than the plan's now, to give back before the next
+    /// lease (which the ledger then judges against the new limit).
+    returning: u64,
     /// `limit - used` as the ledger reported after the last lease (the limit before one).
     remaining: u64,
     /// What the last lease asked for: the prefetch threshold is half of it.
@@ -296,6 +328,7 @@ impl Slot {
             period: Period::containing(quota.period, now / NANOS),
             limit: quota.limit,
             held: 0,
+            returning: 0,
             remaining: quota.limit,
             asked: 0,
             exhausted_at: None,
@@ -326,18 +359,19 @@ enum Local {
 
 impl<L: QuotaLedger> LeasedQuotaLimiter<L> {
     /// A limiter on `ledger` with the defaults (system clock, blocks of at most 1000, a lease
-    /// lifetime of 2 s).
+    /// lifetime of 2 s, a ledger timeout of 5 s).
     pub fn new(ledger: L) -> Self {
         LeasedQuotaLimiter::builder(ledger).build()
     }
 
-    /// A builder, to set the clock, the largest block or the lease lifetime.
+    /// A builder, to set the clock, the largest block, the lease lifetime or the ledger timeout.
     pub fn builder(ledger: L) -> LeasedQuotaLimiterBuilder<L> {
         LeasedQuotaLimiterBuilder {
             ledger,
             clock: None,
             max_block: 1000,
             lifetime: Duration::from_secs(2),
+            ledger_timeout: Duration::from_secs(5),
         }
     }
 
@@ -354,9 +388,12 @@ impl<L: QuotaLedger> LeasedQuotaLimiter<L> {
             .map_or(0, |slot| slot.held)
     }
 
-    /// Stops leasing, waits for the leases in flight, and gives every unused block back to the
-    /// ledger; returns the units given back. Call it when the service stops (after the server
-    /// has finished its requests): without it, unused blocks stay counted, as after a crash.
+    /// Stops leasing, waits for the leases in flight and for a sweep of idle blocks under
+    /// way, and gives every unused block back to the ledger; returns the units given back
+    /// (by this call: not those a sweep it waited for gave back). Call it when the service
+    /// stops (after the server has finished its requests): without it, unused blocks stay
+    /// counted, as after a crash. Each ledger call is bounded by the
+    /// [ledger timeout](LeasedQuotaLimiterBuilder::ledger_timeout).
     ///
     /// Afterwards, requests that need a lease are refused with a backend error (503). A block
     /// whose give-back fails stays counted (never under-counted); the first error is returned
@@ -364,8 +401,12 @@ impl<L: QuotaLedger> LeasedQuotaLimiter<L> {
     pub async fn shutdown(&self) -> Result<u64, BackendError> {
         let inner = &self.inner;
         inner.closed.store(true, Ordering::SeqCst);
-        if let Some(sweeper) = inner.lock_sweeper().take() {
-            sweeper.abort();
+        // Not aborted: a sweep stopped between taking blocks and giving them back would lose
+        // them. The sweeper finishes the sweep it is in (each give-back bounded) and stops.
+        let sweeper = inner.lock_sweeper().take();
+        if let Some(sweeper) = sweeper {
+            inner.stop_sweeper.notify_one();
+            let _ = sweeper.await;
         }
         let in_flight: Vec<_> = inner
             .shards
@@ -384,22 +425,18 @@ impl<L: QuotaLedger> LeasedQuotaLimiter<L> {
         for shard in &inner.shards {
             let mut map = lock(shard);
             for (tenant, slot) in map.iter_mut() {
-                if slot.held > 0 {
-                    returns.push((tenant.clone(), slot.period, slot.held));
-                    slot.held = 0;
+                let unused = slot.held + slot.returning;
+                if unused > 0 {
+                    returns.push((tenant.clone(), slot.period, unused));
+                    (slot.held, slot.returning) = (0, 0);
                 }
             }
         }
         let (mut given, mut first_error) = (0, None);
         for (tenant, period, units) in returns {
-            match inner
-                .ledger
-                .give_back(&account(&tenant, period), units)
-                .await
-            {
+            match give_back(inner, &tenant, period, units, "at shutdown").await {
                 Ok(()) => given += units,
                 Err(e) => {
-                    tracing::warn!(target: "keygate", error = %e, tenant_id = %tenant, units, "giving back unused quota failed at shutdown; it stays counted");
                     first_error.get_or_insert(e);
                 }
             }
@@ -426,6 +463,28 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 fn backend_error(message: &str) -> BackendError {
     BackendError::backend(std::io::Error::other(message.to_owned()))
+}
+
+/// Gives `units` of `tenant`'s quota in `period` back to the ledger, within the ledger timeout.
+/// On failure the units are not offered again: the give-back may have been applied before its
+/// answer was lost, and offering them again would count them twice.
+async fn give_back<L: QuotaLedger>(
+    inner: &Inner<L>,
+    tenant: &str,
+    period: Period,
+    units: u64,
+    when: &'static str,
+) -> Result<(), BackendError> {
+    let account = account(tenant, period);
+    let call = inner.ledger.give_back(&account, units);
+    let result = match tokio::time::timeout(inner.ledger_timeout, call).await {
+        Ok(result) => result,
+        Err(_) => Err(BackendError::Timeout),
+    };
+    if let Err(e) = &result {
+        tracing::warn!(target: "keygate", error = %e, tenant_id = %tenant, units, when, "giving back unused quota failed; it stays counted");
+    }
+    result
 }
 
 impl<L: QuotaLedger> Inner<L> {
@@ -460,11 +519,18 @@ impl<L: QuotaLedger> LeasedQuotaLimiter<L> {
         };
         // The calendar (a month's bounds) is worked out only when the slot's period is over.
         if !slot.period.is_current(quota.period, now_secs) {
-            // A new period (or another kind of period) starts from nothing. Units left from the
-            // last one were counted there and end with it.
+            // A new period (or another kind of period) starts from nothing. What is left of the
+            // last one's block goes back to it, so that its count is what was served.
+            let (period, unused) = (slot.period, slot.held + slot.returning);
             *slot = Slot::new(quota, now);
+            self.give_back_later(r.tenant_id, period, unused);
         } else if slot.limit != quota.limit {
-            // A new plan: what is held stays valid (it was granted), the ledger judges the rest.
+            // A new plan. Under a higher limit what is held stays valid; under a lower one it
+            // may be more than the new limit allows, so it goes back first thing in the next
+            // lease, which the ledger then judges against the new limit.
+            if quota.limit < slot.limit {
+                slot.returning += std::mem::take(&mut slot.held);
+            }
             slot.limit = quota.limit;
             slot.remaining = quota.limit;
             slot.exhausted_at = None;
@@ -550,6 +616,27 @@ impl<L: QuotaLedger> LeasedQuotaLimiter<L> {
         }
     }
 
+    /// Gives `units` back in a task of their own, as the caller holds a lock; with no runtime
+    /// to run it, they stay counted. For units of a period that has ended: no later lease is
+    /// judged against what they leave.
+    fn give_back_later(&self, tenant_id: &str, period: Period, units: u64) {
+        if units == 0 {
+            return;
+        }
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                let inner = self.inner.clone();
+                let tenant = tenant_id.to_owned();
+                runtime.spawn(async move {
+                    let _ = give_back(&inner, &tenant, period, units, "at the period's end").await;
+                });
+            }
+            Err(_) => {
+                tracing::warn!(target: "keygate", tenant_id, units, "no runtime to give back unused quota; it stays counted");
+            }
+        }
+    }
+
     /// Spawns a lease for `slot` (single-flight: the slot holds its receiver until it lands).
     /// Spawned, so that it completes even if the request that started it goes away.
     fn start_lease(
@@ -565,18 +652,30 @@ impl<L: QuotaLedger> LeasedQuotaLimiter<L> {
         let want = self.inner.want(slot, cost);
         slot.asked = want;
         let (period, limit) = (slot.period, slot.limit);
+        let returning = std::mem::take(&mut slot.returning);
         let tenant = tenant_id.to_owned();
         let inner = self.inner.clone();
         runtime.spawn(async move {
-            let result = inner.ledger.lease(&account(&tenant, period), limit, want).await;
+            if returning > 0 {
+                let _ = give_back(&inner, &tenant, period, returning, "after a lower limit").await;
+            }
+            let account = account(&tenant, period);
+            let call = inner.ledger.lease(&account, limit, want);
+            // Bounded: a lease that never answers would hold up every request of this tenant
+            // that needs one, as they all wait for the lease in flight.
+            let result = match tokio::time::timeout(inner.ledger_timeout, call).await {
+                Ok(result) => result,
+                Err(_) => Err(BackendError::Timeout),
+            };
             let now = inner.clock.now_nanos();
+            let mut unusable = 0;
             let state = {
                 let mut map = inner.shard(&tenant);
                 let slot = map
                     .get_mut(&tenant)
                     .filter(|s| s.period == period);
                 match (&result, slot) {
-                    (Ok(lease), Some(slot)) => {
+                    (Ok(lease), Some(slot)) if slot.limit >= limit => {
                         slot.lease = None;
                         slot.held += lease.granted;
                         slot.remaining = slot.limit.saturating_sub(lease.used);
@@ -584,8 +683,18 @@ impl<L: QuotaLedger> LeasedQuotaLimiter<L> {
                         slot.exhausted_at = (lease.granted == 0).then_some(now);
                         Ok(())
                     }
-                    // The period ended meanwhile: the grant was counted in the old one.
-                    (Ok(_), None) => Ok(()),
+                    // The plan's limit was lowered meanwhile: the grant, judged against the old
+                    // one, goes back before the next lease.
+                    (Ok(lease), Some(slot)) => {
+                        slot.lease = None;
+                        slot.returning += lease.granted;
+                        Ok(())
+                    }
+                    // The period ended meanwhile: the grant goes back to the old one.
+                    (Ok(lease), None) => {
+                        unusable = lease.granted;
+                        Ok(())
+                    }
                     (Err(e), slot) => {
                         if let Some(slot) = slot {
                             slot.lease = None;
@@ -596,6 +705,9 @@ impl<L: QuotaLedger> LeasedQuotaLimiter<L> {
                 }
             };
             let _ = tx.send(Some(state));
+            if unusable > 0 {
+                let _ = give_back(&inner, &tenant, period, unusable, "at the period's end").await;
+            }
         });
         rx
     }
@@ -608,11 +720,15 @@ impl<L: QuotaLedger> LeasedQuotaLimiter<L> {
         }
         let weak: Weak<Inner<L>> = Arc::downgrade(&self.inner);
         let every = Duration::from_nanos(self.inner.lifetime / 4).max(Duration::from_millis(1));
+        let stop = self.inner.stop_sweeper.clone();
         *sweeper = Some(runtime.spawn(async move {
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                tick.tick().await;
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    () = stop.notified() => break,
+                }
                 // The limiter is gone: so is the need to sweep.
                 let Some(inner) = weak.upgrade() else { break };
                 sweep(&inner).await;
@@ -655,9 +771,10 @@ async fn sweep<L: QuotaLedger>(inner: &Arc<Inner<L>>) {
             if slot.lease.is_some() || idle < inner.lifetime {
                 return true;
             }
-            if slot.held > 0 {
-                returns.push((tenant.clone(), slot.period, slot.held));
-                slot.held = 0;
+            let unused = slot.held + slot.returning;
+            if unused > 0 {
+                returns.push((tenant.clone(), slot.period, unused));
+                (slot.held, slot.returning) = (0, 0);
                 return true;
             }
             // Kept a while for its block size and its "nothing left", then forgotten.
@@ -665,20 +782,8 @@ async fn sweep<L: QuotaLedger>(inner: &Arc<Inner<L>>) {
         });
     }
     for (tenant, period, units) in returns {
-        if let Err(e) = inner
-            .ledger
-            .give_back(&account(&tenant, period), units)
-            .await
-        {
-            tracing::warn!(target: "keygate", error = %e, tenant_id = %tenant, units, "giving back an idle quota block failed; keeping it");
-            if let Some(slot) = inner
-                .shard(&tenant)
-                .get_mut(&tenant)
-                .filter(|s| s.period == period)
-            {
-                slot.held += units;
-            }
-        }
+        // A failed give-back is not retried, nor the block kept: it may have been applied.
+        let _ = give_back(inner, &tenant, period, units, "idle block").await;
     }
 }
 

@@ -2,6 +2,7 @@
 //! survives restarts, and instances sharing one database never admit more than the quota.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::time::Duration;
 
 use crate::common::*;
@@ -10,8 +11,8 @@ use http::{Request, StatusCode};
 use keygate::backend::BackendError;
 use keygate::key::{ApiKey, Environment, KeyFormat};
 use keygate::limit::{
-    LeasedQuotaLimiter, ManualClock, Quota, QuotaAccount, QuotaLease, QuotaLedger, QuotaPeriod,
-    RateLimit,
+    Decision, LeasedQuotaLimiter, LimitRequest, Limiter, ManualClock, Quota, QuotaAccount,
+    QuotaLease, QuotaLedger, QuotaPeriod, QuotaStatus, RateLimit, Usage,
 };
 use keygate::plan::{MemoryEntitlements, Plan, TenantEntitlements};
 use keygate::store::{MemoryStore, SqliteStore};
@@ -516,4 +517,321 @@ async fn after_shutdown_requests_that_need_a_lease_are_refused() {
     assert_eq!(limiter.shutdown().await.unwrap(), 5);
     assert_eq!(statuses(addr, &keys[0], 1).await, [503]);
     assert_eq!(store.used(&account("acme", now_secs())).await.unwrap(), 1);
+}
+
+/// A ledger in memory that can misbehave as a database and its connections do on a bad day:
+/// give-backs applied whose answer is lost (an error), slow give-backs, leases that never
+/// answer.
+#[derive(Default)]
+struct FlakyLedger {
+    used: std::sync::Mutex<std::collections::HashMap<(String, QuotaPeriod, u64), u64>>,
+    /// Give-backs are applied, then answer with an error.
+    give_back_fails_after_applying: AtomicBool,
+    /// Give-backs wait this long (ms) before they are applied.
+    give_back_delay_ms: AtomicU64,
+    /// Leases never answer.
+    leases_hang: AtomicBool,
+    leases: AtomicU64,
+    give_backs: AtomicU64,
+}
+
+impl FlakyLedger {
+    fn count(&self, tenant: &str, period: QuotaPeriod, start: u64) -> u64 {
+        let key = (tenant.to_owned(), period, start);
+        self.used.lock().unwrap().get(&key).copied().unwrap_or(0)
+    }
+}
+
+#[async_trait::async_trait]
+impl QuotaLedger for FlakyLedger {
+    async fn lease(
+        &self,
+        a: &QuotaAccount<'_>,
+        limit: u64,
+        want: u64,
+    ) -> Result<QuotaLease, BackendError> {
+        self.leases.fetch_add(1, SeqCst);
+        if self.leases_hang.load(SeqCst) {
+            std::future::pending::<()>().await;
+        }
+        let mut used = self.used.lock().unwrap();
+        let used = used
+            .entry((a.tenant_id.to_owned(), a.period, a.period_start))
+            .or_default();
+        let granted = want.min(limit.saturating_sub(*used));
+        *used += granted;
+        Ok(QuotaLease {
+            granted,
+            used: if granted == 0 {
+                (*used).max(limit)
+            } else {
+                *used
+            },
+        })
+    }
+
+    async fn give_back(&self, a: &QuotaAccount<'_>, unused: u64) -> Result<(), BackendError> {
+        self.give_backs.fetch_add(1, SeqCst);
+        let delay = self.give_back_delay_ms.load(SeqCst);
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
+        {
+            let mut used = self.used.lock().unwrap();
+            let used = used
+                .entry((a.tenant_id.to_owned(), a.period, a.period_start))
+                .or_default();
+            *used = used.saturating_sub(unused);
+        }
+        if self.give_back_fails_after_applying.load(SeqCst) {
+            return Err(BackendError::backend(std::io::Error::other(
+                "connection reset",
+            )));
+        }
+        Ok(())
+    }
+
+    async fn used(&self, a: &QuotaAccount<'_>) -> Result<u64, BackendError> {
+        Ok(self.count(a.tenant_id, a.period, a.period_start))
+    }
+}
+
+/// A request of `tenant` against a daily quota of `limit`, no rate limits.
+fn quota_request(tenant: &str, limit: u64, period: QuotaPeriod) -> LimitRequest<'_> {
+    LimitRequest {
+        tenant_id: tenant,
+        key_id: "key_1",
+        tenant_rate: None,
+        key_rate: None,
+        quota: Some(Quota { limit, period }),
+        cost: 1,
+    }
+}
+
+/// Requests admitted one after the other until the first refusal.
+async fn admit_all<L: Limiter>(limiter: &L, request: &LimitRequest<'_>) -> u64 {
+    let mut admitted = 0;
+    while let Decision::Allowed(_) = limiter.acquire(request).await.unwrap() {
+        admitted += 1;
+    }
+    admitted
+}
+
+/// Waits (up to 5 s) until `done` holds.
+async fn eventually(what: &str, done: impl Fn() -> bool) {
+    for _ in 0..500 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("timed out waiting: {what}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_give_back_that_fails_after_applying_is_not_offered_again() {
+    let ledger = Arc::new(FlakyLedger::default());
+    let clock = ManualClock::at_unix_secs(T0);
+    let limiter = || {
+        LeasedQuotaLimiter::builder(ledger.clone())
+            .clock(clock.clone())
+            .lease_lifetime(Duration::from_millis(200))
+            .build()
+    };
+    let (a, b) = (limiter(), limiter());
+    let request = quota_request("acme", 32, QuotaPeriod::Day);
+    // A leases 32 / 16 = 2, serves 1 and goes quiet holding 1.
+    assert!(matches!(
+        a.acquire(&request).await.unwrap(),
+        Decision::Allowed(_)
+    ));
+    assert_eq!(a.held("acme"), 1);
+    assert_eq!(ledger.count("acme", QuotaPeriod::Day, T0), 2);
+
+    // Its idle block goes back; the give-back is applied but answers with an error.
+    ledger.give_back_fails_after_applying.store(true, SeqCst);
+    clock.advance(Duration::from_millis(200));
+    eventually("a sweep gave the idle block back", || {
+        ledger.give_backs.load(SeqCst) >= 1
+    })
+    .await;
+    // Six more sweeps' time: a block kept after a failed give-back would go back again at each.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(ledger.give_backs.load(SeqCst), 1);
+    assert_eq!(a.held("acme"), 0);
+    assert_eq!(ledger.count("acme", QuotaPeriod::Day, T0), 1);
+
+    // Between them the two instances admit exactly the quota.
+    let admitted = admit_all(&b, &request).await + admit_all(&a, &request).await;
+    assert_eq!(1 + admitted, 32);
+    assert_eq!(ledger.count("acme", QuotaPeriod::Day, T0), 32);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_that_never_answers_is_abandoned_after_the_ledger_timeout() {
+    let ledger = Arc::new(FlakyLedger::default());
+    ledger.leases_hang.store(true, SeqCst);
+    let (keys_store, keys) = keys("acme", 1);
+    let plans = MemoryEntitlements::new();
+    plans.set("acme", plan(None, 100));
+    let limiter = LeasedQuotaLimiter::builder(ledger.clone())
+        .ledger_timeout(Duration::from_millis(100))
+        .build();
+    let addr = instance(keys_store, plans, limiter.clone()).await;
+
+    // Refused once the lease times out, well within the verifier's 2 s store timeout.
+    let started = std::time::Instant::now();
+    let refused = send_tcp(addr, get_req(&keys[0])).await;
+    assert_eq!(
+        (refused.status, refused.json()),
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            envelope("SERVICE_UNAVAILABLE", UNAVAILABLE)
+        )
+    );
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert_eq!(ledger.leases.load(SeqCst), 1);
+    // The database answers again: the next request makes a new lease instead of waiting on the
+    // abandoned one for good.
+    ledger.leases_hang.store(false, SeqCst);
+    assert_eq!(statuses(addr, &keys[0], 2).await, [200, 200]);
+    assert_eq!(ledger.leases.load(SeqCst), 2);
+    // A lease that hangs at shutdown holds it up no longer than the timeout either.
+    ledger.leases_hang.store(true, SeqCst);
+    let direct = limiter.clone();
+    let other = tokio::spawn(async move {
+        direct
+            .acquire(&quota_request("other", 100, QuotaPeriod::Day))
+            .await
+    });
+    eventually("the second tenant's lease started", || {
+        ledger.leases.load(SeqCst) == 3
+    })
+    .await;
+    let given = tokio::time::timeout(Duration::from_secs(2), limiter.shutdown())
+        .await
+        .expect("shutdown waits no longer than the ledger timeout");
+    assert_eq!(given.unwrap(), 4);
+    assert_eq!(
+        other.await.unwrap().unwrap_err().to_string(),
+        "backend error: quota lease failed: backend timed out"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_waits_for_a_sweep_under_way_and_loses_nothing() {
+    let ledger = Arc::new(FlakyLedger::default());
+    let clock = ManualClock::at_unix_secs(T0);
+    let limiter = LeasedQuotaLimiter::builder(ledger.clone())
+        .clock(clock.clone())
+        .lease_lifetime(Duration::from_millis(200))
+        .build();
+    let tenants = ["t1", "t2", "t3", "t4"];
+    for tenant in tenants {
+        let request = quota_request(tenant, 1000, QuotaPeriod::Day);
+        assert!(matches!(
+            limiter.acquire(&request).await.unwrap(),
+            Decision::Allowed(_)
+        ));
+        assert_eq!(ledger.count(tenant, QuotaPeriod::Day, T0), 62);
+    }
+    // Give-backs take 200 ms each: the sweep of the four idle blocks takes 800 ms, and shutdown
+    // is called during it.
+    ledger.give_back_delay_ms.store(200, SeqCst);
+    clock.advance(Duration::from_millis(200));
+    eventually("a sweep began giving back", || {
+        ledger.give_backs.load(SeqCst) >= 1
+    })
+    .await;
+    limiter.shutdown().await.unwrap();
+    for tenant in tenants {
+        assert_eq!(ledger.count(tenant, QuotaPeriod::Day, T0), 1, "{tenant}");
+    }
+    assert_eq!(ledger.give_backs.load(SeqCst), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lowered_quota_gives_back_the_block_and_leases_against_the_new_limit() {
+    let ledger = Arc::new(FlakyLedger::default());
+    let clock = ManualClock::at_unix_secs(T0);
+    let limiter = LeasedQuotaLimiter::builder(ledger.clone())
+        .clock(clock.clone())
+        .build();
+    // 1,000 a day: one request, a block of 62 leased.
+    let before = quota_request("acme", 1000, QuotaPeriod::Day);
+    assert!(matches!(
+        limiter.acquire(&before).await.unwrap(),
+        Decision::Allowed(_)
+    ));
+    assert_eq!(limiter.held("acme"), 61);
+    // The plan goes down to 10 a day: 9 more, not the 61 held.
+    let after = quota_request("acme", 10, QuotaPeriod::Day);
+    let first = limiter.acquire(&after).await.unwrap();
+    assert_eq!(
+        first,
+        Decision::Allowed(Usage {
+            rate: None,
+            quota: Some(QuotaStatus {
+                limit: 10,
+                remaining: 8,
+                period_secs: 86_400,
+                reset_after_secs: 86_400,
+            }),
+        })
+    );
+    assert_eq!(1 + 1 + admit_all(&limiter, &after).await, 10);
+    let refused = limiter.acquire(&after).await.unwrap();
+    assert_eq!(
+        refused,
+        Decision::QuotaExhausted {
+            usage: Usage {
+                rate: None,
+                quota: Some(QuotaStatus {
+                    limit: 10,
+                    remaining: 0,
+                    period_secs: 86_400,
+                    reset_after_secs: 86_400,
+                }),
+            },
+        }
+    );
+    assert_eq!(ledger.count("acme", QuotaPeriod::Day, T0), 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_the_end_of_a_period_its_unused_block_goes_back_to_it() {
+    let ledger = Arc::new(FlakyLedger::default());
+    // One second before the day ends.
+    let clock = ManualClock::at_unix_secs(T0 + 86_399);
+    let limiter = LeasedQuotaLimiter::builder(ledger.clone())
+        .clock(clock.clone())
+        .build();
+    let daily = quota_request("acme", 1000, QuotaPeriod::Day);
+    assert!(matches!(
+        limiter.acquire(&daily).await.unwrap(),
+        Decision::Allowed(_)
+    ));
+    assert_eq!(ledger.count("acme", QuotaPeriod::Day, T0), 62);
+    // The next day: yesterday's count becomes what was served.
+    clock.advance(Duration::from_secs(1));
+    assert!(matches!(
+        limiter.acquire(&daily).await.unwrap(),
+        Decision::Allowed(_)
+    ));
+    eventually("yesterday's block went back", || {
+        ledger.count("acme", QuotaPeriod::Day, T0) == 1
+    })
+    .await;
+    assert_eq!(ledger.count("acme", QuotaPeriod::Day, T0 + 86_400), 62);
+    // The plan moves to a monthly quota mid-month: the day's block goes back to the day.
+    let monthly = quota_request("acme", 1000, QuotaPeriod::Month);
+    assert!(matches!(
+        limiter.acquire(&monthly).await.unwrap(),
+        Decision::Allowed(_)
+    ));
+    eventually("the day's block went back", || {
+        ledger.count("acme", QuotaPeriod::Day, T0 + 86_400) == 1
+    })
+    .await;
+    assert_eq!(ledger.count("acme", QuotaPeriod::Month, T0), 62);
 }
