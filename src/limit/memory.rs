@@ -9,7 +9,10 @@ use async_trait::async_trait;
 
 use super::clock::{Clock, SystemClock};
 use super::period::Period;
-use super::{Decision, LimitRequest, Limiter, Quota, QuotaStatus, RateLimit, RateStatus, Usage};
+use super::{
+    Decision, LimitRequest, Limiter, MAX_WINDOW_SECS, Quota, QuotaStatus, RateLimit, RateStatus,
+    Usage,
+};
 use crate::backend::BackendError;
 
 const NANOS: u64 = 1_000_000_000;
@@ -30,6 +33,11 @@ const NANOS: u64 = 1_000_000_000;
 /// key is therefore decided exactly as before its eviction: eviction never lets a request
 /// through that would have been refused, nor the reverse (given a clock that does not go
 /// back). A tenant that used some of a monthly quota is kept until the month ends.
+///
+/// A clock that steps back keeps counting the quota against the period it was counting (until
+/// that period ends, so stepping forward again does not start it over), and the rate limits
+/// against their buckets. Only state still held can do that: a state evicted before the step
+/// (its period ended, its buckets full at the later time) is decided as a fresh one.
 ///
 /// Eviction is incremental and needs no background task: every eighth check of a map looks at
 /// 32 entries of it (its own tenant's keys first) while it holds that map's lock anyway, then
@@ -127,13 +135,15 @@ struct TenantState {
 impl TenantState {
     /// Whether this state decides every request exactly as a fresh one would, at `now` and
     /// later: every bucket full, and no quota counted in a period that is still running. (A
-    /// GCRA state only counts through `max(tat, now)`: a past `tat` is the same as none.)
+    /// GCRA state only counts through `max(tat, now)`: a past `tat` is the same as none.) A
+    /// clock stepped back before the period's start still counts against it, even from 0.
     fn is_idle(&self, now: u64) -> bool {
+        let secs = now / NANOS;
         self.tat <= now
             && self.keys_until <= now
             && match self.period {
                 None => true,
-                Some(p) => self.used == 0 || now / NANOS >= p.end,
+                Some(p) => secs >= p.end || (self.used == 0 && secs >= p.start),
             }
     }
 
@@ -225,14 +235,15 @@ struct Gcra {
 }
 
 fn gcra(name: &'static str, limit: RateLimit, tat: u64, now: u64, cost: u32) -> Gcra {
+    // At most the longest window: then `now` plus a full bucket stays within u64.
     let window = u64::try_from(limit.window.as_nanos())
         .unwrap_or(u64::MAX)
-        .max(1);
+        .clamp(1, MAX_WINDOW_SECS * NANOS);
     let max = u64::from(limit.limit.max(1));
     // Rounded up: a shorter interval would replenish faster than `limit` per `window` (by up
     // to a nanosecond per request, which at a million requests a second is a tenth too many).
     let interval = window.div_ceil(max);
-    let capacity = interval * max;
+    let capacity = interval.saturating_mul(max);
     let base = tat.max(now);
     // A cost of up to u32::MAX times an interval of up to a window overflows u64: saturate,
     // which refuses such a request.
@@ -253,9 +264,10 @@ fn gcra(name: &'static str, limit: RateLimit, tat: u64, now: u64, cost: u32) -> 
 impl Gcra {
     /// Whole seconds (at least 1) until a refused request would fit.
     fn retry_after_secs(&self) -> u64 {
-        (self.new_tat - self.capacity - self.now)
-            .div_ceil(NANOS)
-            .max(1)
+        // Saturating: a saturated `new_tat` (a cost beyond any window) may lie within capacity
+        // of a clock near the end of u64.
+        let fits_at = self.new_tat.saturating_sub(self.capacity);
+        fits_at.saturating_sub(self.now).div_ceil(NANOS).max(1)
     }
 
     /// The limit's state after this request if `consumed`, else as it stands. Computed only
@@ -290,14 +302,15 @@ impl MemoryLimiter {
         }
     }
 
-    /// Requests counted against the tenant's quota in the current period (0 if none).
+    /// Requests counted against the tenant's quota in the period it counts (0 if none): the
+    /// current one, or a later one the clock stepped back from.
     pub fn quota_used(&self, tenant_id: &str) -> u64 {
         let now = self.clock.now_nanos() / NANOS;
         self.shards
             .lock(tenant_id)
             .tenants
             .get(tenant_id)
-            .filter(|t| t.period.is_some_and(|p| p.contains(now)))
+            .filter(|t| t.period.is_some_and(|p| now < p.end))
             .map_or(0, |t| t.used)
     }
 
@@ -431,11 +444,12 @@ fn decide(state: &mut TenantState, r: &LimitRequest<'_>, now: u64) -> Decision {
     Decision::Allowed(usage)
 }
 
-/// The quota's state, and whether `cost` more fits; resets the count when a new period began.
+/// The quota's state, and whether `cost` more fits; resets the count when the period counted
+/// has ended (or the plan's kind of period changed), not when the clock steps back before it.
 fn quota_status(state: &mut TenantState, quota: Quota, now: u64, cost: u32) -> (QuotaStatus, bool) {
     let secs = now / NANOS;
     let current = match state.period {
-        Some(p) if p.is_current(quota.period, secs) => p,
+        Some(p) if p.still_counts(quota.period, secs) => p,
         _ => {
             state.used = 0;
             let p = Period::containing(quota.period, secs);
@@ -750,6 +764,125 @@ mod tests {
                     "case {case}, step {step}"
                 );
             }
+        }
+    }
+
+    /// An NTP step back over midnight keeps counting against the day already counted, and
+    /// stepping forward again does not start it over: 3 a day admits 3 in all. Eviction while
+    /// the clock is back changes no decision.
+    #[test]
+    fn a_clock_stepped_back_over_midnight_keeps_counting_the_stored_day() {
+        // 2024-01-02T00:00:02Z; that day ends at 1_704_240_000.
+        let clock = ManualClock::at_unix_secs(1_704_153_602);
+        let limiter = MemoryLimiter::with_clock(clock.clone());
+        let reference = without_eviction(&clock);
+        let both = |r: &LimitRequest<'_>| {
+            let (evicting, kept) = (limiter.decide(r), reference.decide(r));
+            assert_eq!(evicting, kept);
+            evicting
+        };
+        let quota_only = |tenant_id, cost| LimitRequest {
+            tenant_rate: None,
+            key_rate: None,
+            quota: Some(Quota {
+                limit: 3,
+                period: QuotaPeriod::Day,
+            }),
+            cost,
+            ..request(tenant_id, "key")
+        };
+        let r = quota_only("acme", 1);
+        let quota = |remaining, reset_after_secs| Usage {
+            rate: None,
+            quota: Some(QuotaStatus {
+                limit: 3,
+                remaining,
+                period_secs: 86_400,
+                reset_after_secs,
+            }),
+        };
+        for remaining in [2, 1, 0] {
+            assert_eq!(both(&r), Decision::Allowed(quota(remaining, 86_398)));
+        }
+        // Another tenant's day begun with nothing used (a request over the whole quota).
+        let over = quota_only("other", 4);
+        let refused = |reset_after_secs| Decision::QuotaExhausted {
+            usage: quota(3, reset_after_secs),
+        };
+        assert_eq!(both(&over), refused(86_398));
+
+        // 2024-01-01T23:59:57Z: still January 2's count, which ends in 86,403 s.
+        clock.set_unix_secs(1_704_153_597);
+        churn(&limiter);
+        churn(&reference);
+        let exhausted = |reset_after_secs| Decision::QuotaExhausted {
+            usage: quota(0, reset_after_secs),
+        };
+        assert_eq!(both(&r), exhausted(86_403));
+        assert_eq!(limiter.quota_used("acme"), 3);
+        assert_eq!(both(&over), refused(86_403));
+        assert_eq!(
+            both(&quota_only("other", 1)),
+            Decision::Allowed(quota(2, 86_403))
+        );
+        // 2024-01-02T00:00:03Z: the same day, not a new one.
+        clock.set_unix_secs(1_704_153_603);
+        assert_eq!(both(&r), exhausted(86_397));
+        assert_eq!(limiter.quota_used("acme"), 3);
+        assert_eq!(
+            both(&quota_only("other", 1)),
+            Decision::Allowed(quota(1, 86_397))
+        );
+        // January 3: a new day.
+        clock.set_unix_secs(1_704_240_000);
+        assert_eq!(both(&r), Decision::Allowed(quota(2, 86_400)));
+    }
+
+    /// A window of u64::MAX seconds is counted as the longest window, 2^32 s: `limit` requests,
+    /// then a refusal, and no overflow on the way.
+    #[test]
+    fn a_window_of_u64_max_seconds_admits_exactly_its_limit() {
+        const LONGEST: u64 = 1 << 32;
+        let clock = ManualClock::at_unix_secs(1_700_000_000);
+        let limiter = MemoryLimiter::with_clock(clock.clone());
+        let status = |limit, remaining| RateStatus {
+            name: "tenant",
+            limit,
+            remaining,
+            window_secs: LONGEST,
+            reset_after_secs: LONGEST / u64::from(limit) * u64::from(limit - remaining),
+            reset_at: 1_700_000_000 + LONGEST / u64::from(limit) * u64::from(limit - remaining),
+        };
+        for limit in [2, 1] {
+            let tenant = format!("tenant_{limit}");
+            let r = LimitRequest {
+                tenant_rate: Some(RateLimit {
+                    limit,
+                    window: Duration::from_secs(u64::MAX),
+                }),
+                key_rate: None,
+                quota: None,
+                ..request(&tenant, "key")
+            };
+            for remaining in (0..limit).rev() {
+                assert_eq!(
+                    limiter.decide(&r),
+                    Decision::Allowed(Usage {
+                        rate: Some(status(limit, remaining)),
+                        quota: None,
+                    })
+                );
+            }
+            assert_eq!(
+                limiter.decide(&r),
+                Decision::RateLimited {
+                    retry_after_secs: LONGEST / u64::from(limit),
+                    usage: Usage {
+                        rate: Some(status(limit, 0)),
+                        quota: None,
+                    },
+                }
+            );
         }
     }
 

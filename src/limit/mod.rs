@@ -62,14 +62,25 @@ use serde::{Deserialize, Serialize};
 use crate::backend::BackendError;
 
 /// `limit` requests per `window`, bursts up to `limit`.
+///
+/// Serialized as `{"limit": n, "window": seconds}`. Reading or writing a `limit` of 0 or a
+/// `window` under 1 second fails (the window is stored in whole seconds): such a limit would
+/// admit nearly everything. The limiters count a `limit` of 0 as 1, a zero window as their
+/// smallest unit, and a window longer than 2^32 seconds (about 136 years) as 2^32 seconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RateLimit {
     /// Requests allowed per window (at least 1).
+    #[serde(with = "at_least_one")]
     pub limit: u32,
-    /// The window.
+    /// The window (at least 1 second).
     #[serde(with = "secs")]
     pub window: Duration,
 }
+
+/// The longest window the limiters count, in seconds: longer ones count as this. It keeps a
+/// window's time added to the clock exact: in u64 nanoseconds, and under 2^53 µs (the integers
+/// a Lua number holds) on Redis until the year 2119.
+pub(crate) const MAX_WINDOW_SECS: u64 = 1 << 32;
 
 impl RateLimit {
     /// `limit` requests per minute.
@@ -89,17 +100,48 @@ impl RateLimit {
     }
 }
 
+/// A window in whole seconds, at least 1: a zero window would disable the limit.
 mod secs {
     use std::time::Duration;
 
-    use serde::{Deserialize, Deserializer, Serializer};
+    use serde::{Deserialize, Deserializer, Serializer, de, ser};
+
+    const ZERO: &str = "rate limit window must be at least 1 second";
 
     pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_u64(d.as_secs())
+        // Under a second would be stored as 0, which cannot be read back.
+        match d.as_secs() {
+            0 => Err(ser::Error::custom(ZERO)),
+            secs => s.serialize_u64(secs),
+        }
     }
 
     pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        u64::deserialize(d).map(Duration::from_secs)
+        match u64::deserialize(d)? {
+            0 => Err(de::Error::custom(ZERO)),
+            secs => Ok(Duration::from_secs(secs)),
+        }
+    }
+}
+
+/// A rate limit's `limit`, at least 1.
+mod at_least_one {
+    use serde::{Deserialize, Deserializer, Serializer, de, ser};
+
+    const ZERO: &str = "rate limit must allow at least 1 request per window";
+
+    pub(super) fn serialize<S: Serializer>(limit: &u32, s: S) -> Result<S::Ok, S::Error> {
+        match limit {
+            0 => Err(ser::Error::custom(ZERO)),
+            &n => s.serialize_u32(n),
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+        match u32::deserialize(d)? {
+            0 => Err(de::Error::custom(ZERO)),
+            n => Ok(n),
+        }
     }
 }
 
@@ -223,5 +265,53 @@ impl<L: Limiter + ?Sized> Limiter for std::sync::Arc<L> {
 
     fn acquire_now(&self, request: &LimitRequest<'_>) -> Option<Result<Decision, BackendError>> {
         (**self).acquire_now(request)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rate_limit_of_zero_is_refused_when_read() {
+        let error = |json| {
+            serde_json::from_str::<RateLimit>(json)
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(
+            error(r#"{"limit":5,"window":0}"#),
+            "rate limit window must be at least 1 second at line 1 column 22"
+        );
+        assert_eq!(
+            error(r#"{"limit":0,"window":1}"#),
+            "rate limit must allow at least 1 request per window at line 1 column 10"
+        );
+        assert_eq!(
+            serde_json::from_str::<RateLimit>(r#"{"limit":1,"window":1}"#).unwrap(),
+            RateLimit::per_second(1)
+        );
+    }
+
+    /// What cannot be read back is not written: a window under a second (stored as whole
+    /// seconds, 0) and a limit of 0.
+    #[test]
+    fn a_rate_limit_of_zero_is_refused_when_written() {
+        let error = |limit: RateLimit| serde_json::to_string(&limit).unwrap_err().to_string();
+        assert_eq!(
+            error(RateLimit {
+                limit: 5,
+                window: Duration::from_millis(999),
+            }),
+            "rate limit window must be at least 1 second"
+        );
+        assert_eq!(
+            error(RateLimit::per_minute(0)),
+            "rate limit must allow at least 1 request per window"
+        );
+        assert_eq!(
+            serde_json::to_string(&RateLimit::per_minute(600)).unwrap(),
+            r#"{"limit":600,"window":60}"#
+        );
     }
 }

@@ -8,6 +8,7 @@ const LAST_MONTH: u64 = 253_399_622_400;
 impl QuotaPeriod {
     /// The period that contains `unix_secs`: its start and end (exclusive), in Unix seconds,
     /// UTC. The same calendar days and months as [`MemoryLimiter`](super::MemoryLimiter)'s.
+    /// Never panics: the last day a `u64` reaches is cut short, ending at `u64::MAX`.
     ///
     /// ```
     /// use keygate::limit::QuotaPeriod;
@@ -18,11 +19,13 @@ impl QuotaPeriod {
     /// ```
     pub fn bounds(self, unix_secs: u64) -> (u64, u64) {
         let day_start = unix_secs - unix_secs % DAY;
+        // The last day u64 holds is cut short at u64::MAX: no input overflows.
+        let day_end = day_start.saturating_add(DAY);
         match self {
-            QuotaPeriod::Day => (day_start, day_start + DAY),
+            QuotaPeriod::Day => (day_start, day_end),
             // From December 9999 on, a month is counted as the day it is in: the calendar
             // keygate used first ended with the year 9999, and ledgers already hold its periods.
-            QuotaPeriod::Month if unix_secs >= LAST_MONTH => (day_start, day_start + DAY),
+            QuotaPeriod::Month if unix_secs >= LAST_MONTH => (day_start, day_end),
             QuotaPeriod::Month => month(unix_secs),
         }
     }
@@ -65,6 +68,14 @@ impl Period {
     /// count starts again (a new period, or another kind of period).
     pub(super) fn is_current(&self, kind: QuotaPeriod, unix_secs: u64) -> bool {
         self.kind == kind && self.contains(unix_secs)
+    }
+
+    /// Whether a quota of `kind` counted in this period still counts against it at
+    /// `unix_secs`: the same kind, not ended. A clock stepped back before its start keeps
+    /// counting against it, so that stepping back over a boundary and forward again does not
+    /// start the count over twice.
+    pub(super) fn still_counts(&self, kind: QuotaPeriod, unix_secs: u64) -> bool {
+        self.kind == kind && unix_secs < self.end
     }
 }
 
@@ -118,6 +129,21 @@ mod tests {
         assert_eq!(
             QuotaPeriod::Month.bounds(1_704_067_200),
             (1_704_067_200, 1_706_745_600)
+        );
+    }
+
+    /// The last second u64 can hold: no overflow, and a period that ends where u64 does.
+    #[test]
+    fn the_last_second_has_bounds() {
+        let day_start = u64::MAX - u64::MAX % DAY;
+        for kind in [QuotaPeriod::Day, QuotaPeriod::Month] {
+            assert_eq!(kind.bounds(u64::MAX), (day_start, u64::MAX));
+            assert_eq!(kind.bounds(day_start), (day_start, u64::MAX));
+        }
+        // The day before ends where the last one starts.
+        assert_eq!(
+            QuotaPeriod::Day.bounds(day_start - 1),
+            (day_start - DAY, day_start)
         );
     }
 

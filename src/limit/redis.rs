@@ -6,7 +6,9 @@ use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use super::clock::{Clock, SystemClock};
-use super::{Decision, LimitRequest, Limiter, QuotaStatus, RateLimit, RateStatus, Usage};
+use super::{
+    Decision, LimitRequest, Limiter, MAX_WINDOW_SECS, QuotaStatus, RateLimit, RateStatus, Usage,
+};
 use crate::backend::BackendError;
 
 const MICROS: u64 = 1_000_000;
@@ -18,9 +20,12 @@ const QUOTA_KEY_MARGIN_SECS: u64 = 86_400;
 /// consumed only when all three pass. KEYS: tenant rate, key rate, quota. ARGV: cost, tenant
 /// interval and capacity (µs; interval 0: no limit), key interval and capacity, quota limit
 /// (-1: none), period start and end (Unix seconds), the quota counter's margin (seconds).
-/// Answers {code, now, tenant base, tenant new, key base, key new, used}, code 0 allowed,
-/// 1 rate limited, 2 quota exhausted; or {-1, now in seconds} when the period passed in is
-/// not the one Redis's clock is in.
+/// Answers {code, now, tenant base, key base, used}, code 0 allowed, 1 rate limited, 2 quota
+/// exhausted; or {-1, now in seconds} when the period passed in is not the one Redis's clock
+/// is in. The new TATs are not answered but computed again in u64: a refused one may be past
+/// 2^53 µs, beyond the integers a Lua number holds (a stored one is not: the longest window
+/// keeps `now` plus a full bucket under it). A cost of 0 writes no TAT: nothing changes (and a
+/// full bucket's expiry would be 0 ms, which Redis refuses).
 const SCRIPT: &str = r"
 local t = redis.call('TIME')
 local secs = tonumber(t[1])
@@ -51,10 +56,10 @@ if qlimit >= 0 and used + cost > qlimit then
 elseif not (tok and kok) then
   code = 1
 else
-  if tnew >= 0 then
+  if tnew >= 0 and cost > 0 then
     redis.call('SET', KEYS[1], string.format('%.0f', tnew), 'PX', math.ceil((tnew - now) / 1000))
   end
-  if knew >= 0 then
+  if knew >= 0 and cost > 0 then
     redis.call('SET', KEYS[2], string.format('%.0f', knew), 'PX', math.ceil((knew - now) / 1000))
   end
   if qlimit >= 0 then
@@ -62,7 +67,7 @@ else
     redis.call('EXPIREAT', KEYS[3], tonumber(ARGV[8]) + tonumber(ARGV[9]))
   end
 end
-return {code, now, tbase, tnew, kbase, knew, used}
+return {code, now, tbase, kbase, used}
 ";
 
 /// Rate limits and quotas on Redis, shared by every instance: the tenant's rate limit, the
@@ -188,6 +193,8 @@ impl RedisLimiterBuilder {
 #[derive(Clone, Copy)]
 struct Gcra {
     limit: RateLimit,
+    /// The window counted: at most the longest.
+    window: u64,
     interval: u64,
     capacity: u64,
 }
@@ -195,16 +202,18 @@ struct Gcra {
 impl Gcra {
     fn of(limit: Option<RateLimit>) -> Option<Gcra> {
         limit.map(|limit| {
+            // At most the longest window: then `now` plus a full bucket stays exact in Lua.
             let window = u64::try_from(limit.window.as_micros())
                 .unwrap_or(u64::MAX)
-                .max(1);
+                .clamp(1, MAX_WINDOW_SECS * MICROS);
             let max = u64::from(limit.limit.max(1));
             // Rounded up, as in `MemoryLimiter`: never faster than `limit` per `window`.
             let interval = window.div_ceil(max);
             Gcra {
                 limit,
+                window,
                 interval,
-                capacity: interval * max,
+                capacity: interval.saturating_mul(max),
             }
         })
     }
@@ -225,12 +234,16 @@ impl Gcra {
             limit: self.limit.limit,
             remaining: u32::try_from(self.capacity.saturating_sub(used) / self.interval)
                 .unwrap_or(u32::MAX),
-            window_secs: u64::try_from(self.limit.window.as_micros())
-                .unwrap_or(u64::MAX)
-                .div_ceil(MICROS),
+            window_secs: self.window.div_ceil(MICROS),
             reset_after_secs: reset_after,
             reset_at: now / MICROS + reset_after,
         }
+    }
+
+    /// The TAT after a request of `cost` from `base`, as the script computes it (saturating
+    /// where the script's double would grow past what it holds exactly; refused either way).
+    fn next(&self, base: u64, cost: u32) -> u64 {
+        base.saturating_add(self.interval.saturating_mul(u64::from(cost)))
     }
 
     fn allowed(&self, now: u64, new: u64) -> bool {
@@ -331,14 +344,14 @@ impl Limiter for RedisLimiter {
             period = Some(q.period.bounds(u64::try_from(secs).unwrap_or(0)));
             answer = self.run(r, tenant, key, period).await?;
         }
-        let [code, now, t_base, t_new, k_base, k_new, used] = answer[..] else {
+        let [code, now, t_base, k_base, used] = answer[..] else {
             return Err(failed("unexpected answer from the limit script"));
         };
         let n = |v: i64| u64::try_from(v).unwrap_or(0);
         let (now, used) = (n(now), n(used));
         let consumed = code == 0;
-        let tenant = tenant.map(|g| (g, "tenant", n(t_base), n(t_new)));
-        let key = key.map(|g| (g, "key", n(k_base), n(k_new)));
+        let tenant = tenant.map(|g| (g, "tenant", n(t_base), g.next(n(t_base), r.cost)));
+        let key = key.map(|g| (g, "key", n(k_base), g.next(n(k_base), r.cost)));
         let rate = [tenant, key]
             .into_iter()
             .flatten()
@@ -373,6 +386,40 @@ impl Limiter for RedisLimiter {
             _ => Err(failed(
                 "the limit script's period disagrees with Redis's clock",
             )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A window of u64::MAX seconds is counted as the longest window, 2^32 s, in µs: no
+    /// overflow, `limit` requests in it, all of it within the integers a Lua double holds.
+    #[test]
+    fn a_window_of_u64_max_seconds_is_the_longest_window() {
+        const LONGEST_US: u64 = (1 << 32) * MICROS;
+        let now = 1_700_000_000 * MICROS;
+        for limit in [2, 1] {
+            let g = Gcra::of(Some(RateLimit {
+                limit,
+                window: Duration::from_secs(u64::MAX),
+            }))
+            .unwrap();
+            assert_eq!(
+                (g.interval, g.capacity),
+                (LONGEST_US / u64::from(limit), LONGEST_US)
+            );
+            // A full bucket stays exact in a Lua number.
+            assert!(now + g.capacity < 1 << 53);
+            let first = g.status("tenant", now, now, now + g.interval, true);
+            assert_eq!(
+                (first.remaining, first.window_secs, first.reset_after_secs),
+                (limit - 1, 1 << 32, (1 << 32) / u64::from(limit))
+            );
+            let over = g.next(now + g.capacity, 1);
+            assert!(!g.allowed(now, over));
+            assert_eq!(g.retry_after_secs(now, over), (1 << 32) / u64::from(limit));
         }
     }
 }

@@ -491,3 +491,91 @@ async fn redis_away_refuses_with_503_and_back_recovers_without_a_restart() {
     assert_eq!(status(closed, &t.keys[0]).await, 200);
     assert_eq!(quota_used(&prefix, "acme").await, 5);
 }
+
+/// A cost of 0 on fresh buckets consumes nothing and is allowed (not a Redis error on a
+/// zero expiry): the rate limits and the quota report every request left.
+#[tokio::test]
+async fn a_cost_of_zero_on_a_fresh_bucket_is_allowed() {
+    use keygate::limit::{Decision, LimitRequest, Limiter, QuotaStatus, RateStatus, Usage};
+    let prefix = unique_prefix("cost-zero");
+    let limiter = limiter(&url(), &prefix).await;
+    let request = |cost| LimitRequest {
+        tenant_id: "acme",
+        key_id: "key_1",
+        tenant_rate: Some(RateLimit::per_minute(3)),
+        key_rate: Some(RateLimit::per_minute(2)),
+        quota: Some(Quota {
+            limit: 5,
+            period: QuotaPeriod::Day,
+        }),
+        cost,
+    };
+    // Redis's clock in whole seconds, as the decision reports it.
+    let redis_secs = |d: &Decision| match d {
+        Decision::Allowed(usage) => usage.rate.map_or(0, |r| r.reset_at - r.reset_after_secs),
+        _ => 0,
+    };
+    let expected = |secs: u64, key_left: u32, used: u64| {
+        let reset_after = u64::from(2 - key_left) * 30;
+        Decision::Allowed(Usage {
+            rate: Some(RateStatus {
+                name: "key",
+                limit: 2,
+                remaining: key_left,
+                window_secs: 60,
+                reset_after_secs: reset_after,
+                reset_at: secs + reset_after,
+            }),
+            quota: Some(QuotaStatus {
+                limit: 5,
+                remaining: 5 - used,
+                period_secs: 86_400,
+                reset_after_secs: QuotaPeriod::Day.bounds(secs).1 - secs,
+            }),
+        })
+    };
+    let free = limiter.acquire(&request(0)).await.unwrap();
+    assert_eq!(free, expected(redis_secs(&free), 2, 0));
+    // Nothing was consumed: the next request is the first one counted.
+    let paid = limiter.acquire(&request(1)).await.unwrap();
+    assert_eq!(paid, expected(redis_secs(&paid), 1, 1));
+    assert_eq!(quota_used(&prefix, "acme").await, 1);
+    // And a cost of 0 on a bucket in use changes nothing either.
+    let free = limiter.acquire(&request(0)).await.unwrap();
+    assert_eq!(free, expected(redis_secs(&free), 1, 1));
+}
+
+/// A window of u64::MAX seconds counts as 2^32 s: `limit` requests, then a refusal with the
+/// exact wait, through the script's arithmetic.
+#[tokio::test]
+async fn a_window_of_u64_max_seconds_admits_exactly_its_limit() {
+    use keygate::limit::{Decision, LimitRequest, Limiter};
+    let prefix = unique_prefix("longest-window");
+    let limiter = limiter(&url(), &prefix).await;
+    let request = LimitRequest {
+        tenant_id: "acme",
+        key_id: "key_1",
+        tenant_rate: Some(RateLimit {
+            limit: 2,
+            window: Duration::from_secs(u64::MAX),
+        }),
+        key_rate: None,
+        quota: None,
+        cost: 1,
+    };
+    let said = |d: Decision| match d {
+        Decision::Allowed(u) => (Ok(()), u.rate.map(|r| (r.remaining, r.window_secs))),
+        Decision::RateLimited {
+            retry_after_secs,
+            usage,
+        } => (
+            Err(retry_after_secs),
+            usage.rate.map(|r| (r.remaining, r.window_secs)),
+        ),
+        Decision::QuotaExhausted { .. } => panic!("no quota"),
+    };
+    let acquire = || async { said(limiter.acquire(&request).await.unwrap()) };
+    assert_eq!(acquire().await, (Ok(()), Some((1, 1 << 32))));
+    assert_eq!(acquire().await, (Ok(()), Some((0, 1 << 32))));
+    assert_eq!(acquire().await, (Err(1 << 31), Some((0, 1 << 32))));
+}

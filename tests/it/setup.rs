@@ -378,6 +378,43 @@ async fn tenant_writes_on_sqlite() {
     tenant_writes(&db).await;
 }
 
+/// A rate limit that cannot be read back is refused when written (nothing written), and one
+/// already stored (from before the check) reads as an error, never a panic.
+#[tokio::test]
+async fn a_zero_rate_limit_window_is_refused_on_write_and_an_error_on_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::sqlite(dir.path().join("tenants.db"))
+        .await
+        .unwrap();
+    let zero = TenantEntitlements::active(Plan {
+        name: "zero".into(),
+        rate_limit: Some(keygate::limit::RateLimit {
+            limit: 5,
+            window: std::time::Duration::ZERO,
+        }),
+        ..Plan::default()
+    });
+    assert_eq!(
+        db.set_tenant("acme", &zero).await.unwrap_err().to_string(),
+        "key store backend error: rate limit window must be at least 1 second"
+    );
+    assert_eq!(db.tenant("acme").await.unwrap(), None);
+
+    db.set_tenant("acme", &plan(None)).await.unwrap();
+    let Database::Sqlite(store) = &db else {
+        unreachable!()
+    };
+    sqlx::query("UPDATE keygate_tenants SET plan = $1 WHERE id = 'acme'")
+        .bind(r#"{"name":"zero","rate_limit":{"limit":5,"window":0}}"#)
+        .execute(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(
+        db.tenant("acme").await.unwrap_err().to_string(),
+        "key store backend error: rate limit window must be at least 1 second at line 1 column 50"
+    );
+}
+
 #[cfg(feature = "postgres")]
 pub(crate) mod postgres {
     use std::time::Duration;
