@@ -69,6 +69,9 @@ const STRIPES: usize = 64;
 /// - **Outage**: a miss while the store fails is refused (fail closed). With
 ///   [`serve_stale`](CachedStoreBuilder::serve_stale), a record past its TTL is served while the
 ///   store fails, within the window, with a warning event; never one an invalidation removed.
+///   With a [`ChangeListener`](super::ChangeListener), a database outage that takes the
+///   listener's connection with it flushes the cache (changes could be missed): from then on
+///   every key is a miss, refused until the database is back.
 ///
 /// Cheap to clone: clones share the cache.
 ///
@@ -106,7 +109,9 @@ type Unknown =
     Cache<KeyDigest, u64, UnitWeighter, foldhash::fast::RandomState, CountEvictions<u64>>;
 /// A shareable answer: the error of one query goes to all its waiters.
 type Shared = Result<Option<Arc<KeyRecord>>, Arc<StoreError>>;
-type Flights = SingleFlight<KeyDigest, Shared, BuildHasherDefault<DigestHasher>>;
+/// Seeded like `Unknown`: a flight is started for any key a client sends.
+type FlightHasher = foldhash::fast::RandomState;
+type Flights = SingleFlight<KeyDigest, Shared, FlightHasher>;
 
 struct Inner<S> {
     store: S,
@@ -436,7 +441,7 @@ impl<S: KeyStore> Inner<S> {
     async fn query(
         self: Arc<Self>,
         digest: KeyDigest,
-        flight: Flight<KeyDigest, Shared, BuildHasherDefault<DigestHasher>>,
+        flight: Flight<KeyDigest, Shared, FlightHasher>,
     ) {
         let epoch = self.epoch(&digest);
         let answer = tokio::time::timeout(self.query_timeout, self.store.find(&digest))
@@ -771,7 +776,10 @@ impl<S: KeyStore> CachedStoreBuilder<S> {
     /// Serve-stale (off by default): when refreshing a record past its TTL fails (store error
     /// or timeout), answer with the cached record while its age is below TTL + `window`, with
     /// a warning event (logged at most once a second). Never a record an invalidation removed,
-    /// never an unknown key, and never past `window`. A few minutes at most is sensible.
+    /// never an unknown key, and never past `window`. A few minutes at most is sensible. It
+    /// helps when the store fails and the cache keeps what it holds: with a
+    /// [`ChangeListener`](super::ChangeListener), an outage that also cuts the listener's
+    /// connection flushes the cache, and nothing is left to serve.
     pub fn serve_stale(mut self, window: Duration) -> Self {
         self.stale = Some(window);
         self

@@ -15,6 +15,10 @@ use crate::store::{PostgresStore, StoreError};
 pub(crate) const PING_EVERY: Duration = Duration::from_millis(500);
 /// How long that check may take before the connection counts as lost.
 pub(crate) const PING_TIMEOUT: Duration = Duration::from_millis(500);
+/// How long connecting and starting to listen may take: a connection whose handshake passed
+/// and which then went silent would otherwise hold the listener (and the caches' 1 s bound)
+/// until the kernel gives up on it, a quarter of an hour or more.
+const LISTEN_TIMEOUT: Duration = Duration::from_secs(5);
 /// The first and the longest wait between attempts to reconnect.
 const BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
 
@@ -27,9 +31,10 @@ const BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::fro
 /// not answer within 500 ms, sent after 500 ms of silence), changes may be missed:
 /// the listener flushes every subscribed cache, logs the warning "key cache: change
 /// notifications lost; cache flushed, staleness bounded by the TTL until they are back", and
-/// reconnects with backoff (100 ms doubling to 5 s). Until it is back, the caches' TTLs bound
-/// staleness. Once back it flushes again (changes may have been missed in between) and logs an
-/// `info` event. One listener per process serves every cache.
+/// reconnects with backoff (100 ms doubling to 5 s; an attempt that takes longer than 5 s
+/// counts as failed). Until it is back, the caches' TTLs bound staleness. Once back it
+/// flushes again (changes may have been missed in between) and logs an `info` event. One
+/// listener per process serves every cache.
 ///
 /// The listener runs in a task of its own until [`stop`](Self::stop)ped; dropping the handle
 /// does not stop it.
@@ -62,7 +67,7 @@ pub struct ChangeListener {
 impl ChangeListener {
     /// Connects (with the store's connection settings, on a connection of its own), starts
     /// listening, and returns once it listens: no change committed after this returns is
-    /// missed while the connection lasts.
+    /// missed while the connection lasts. An error if that takes longer than 5 s.
     pub async fn start(store: &PostgresStore) -> Result<ChangeListener, StoreError> {
         let options = store.pool().connect_options().as_ref().clone();
         let listener = listen(&options).await.map_err(StoreError::backend)?;
@@ -77,9 +82,13 @@ impl ChangeListener {
     }
 
     /// Hands every later change to `cache` too (a [`CachedStore`](super::CachedStore), a
-    /// [`CachedEntitlements`](crate::plan::CachedEntitlements), a [`ChangeFeed`]).
+    /// [`CachedEntitlements`](crate::plan::CachedEntitlements), a [`ChangeFeed`]), and flushes
+    /// it: what it holds may predate changes it was not told of.
     pub fn subscribe(&self, cache: impl Invalidate) {
-        self.feed.subscribe(cache);
+        let cache = std::sync::Arc::new(cache);
+        // Subscribed first: a change between the two is not lost.
+        self.feed.subscribe(cache.clone());
+        cache.invalidate(&Change::Flush);
     }
 
     /// Whether the listener is connected and listening now.
@@ -123,7 +132,18 @@ impl fmt::Debug for ChangeListener {
 
 /// A listener on a new connection of its own: not one of the store's (it would hold one for
 /// good, and close with the store's pool), and never a connection that was lost before.
+/// Connecting and `LISTEN` together are bounded by [`LISTEN_TIMEOUT`].
 async fn listen(options: &PgConnectOptions) -> Result<PgListener, sqlx::Error> {
+    match tokio::time::timeout(LISTEN_TIMEOUT, listen_unbounded(options)).await {
+        Ok(result) => result,
+        Err(_) => Err(sqlx::Error::Io(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "connecting and listening took longer than 5 s",
+        ))),
+    }
+}
+
+async fn listen_unbounded(options: &PgConnectOptions) -> Result<PgListener, sqlx::Error> {
     let pool = PgPoolOptions::new()
         .max_connections(1)
         .min_connections(0)

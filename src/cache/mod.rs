@@ -49,11 +49,16 @@
 //!
 //! - **Miss while the store fails or times out**: refused, 503 (fail closed). Errors are never
 //!   cached, and the one query of a single flight hands its error to all its waiters.
-//! - **Hit while the store fails**: served while younger than the TTL, as always.
+//! - **Hit while the store fails**: served while younger than the TTL, as always, as long as
+//!   the cache holds it. With a [`ChangeListener`], a database outage usually takes the
+//!   listener's connection too, and losing it flushes the cache (changes could be missed): the
+//!   cache then vouches for no key, and every request with one is refused (503) until the
+//!   database is back, as without a cache.
 //! - **Hit past its TTL while the store fails**: refused (503) by default. With
 //!   [`serve_stale(window)`](CachedStoreBuilder::serve_stale) the record is served while its
 //!   age is below TTL + window, with a warning event; never a record that an invalidation
-//!   removed (a revocation this instance has seen, or a flush), never an unknown key.
+//!   removed (a revocation this instance has seen, or a flush, such as the listener's on an
+//!   outage that cuts its connection), never an unknown key.
 //! - **Flood of unknown keys**: at most [`DEFAULT_UNKNOWN_CAPACITY`] are remembered (each in
 //!   at most [`UNKNOWN_ENTRY_BYTES`] bytes: 1.6 MB), and store queries for keys not in
 //!   the cache are capped by the miss budget ([`DEFAULT_MISS_BUDGET`] a second); beyond it

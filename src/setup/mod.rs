@@ -159,10 +159,15 @@ impl Keygate {
         tenant_id: &str,
         entitlements: &TenantEntitlements,
     ) -> Result<(), StoreError> {
-        let result = self.database.set_tenant(tenant_id, entitlements).await;
-        // Also on failure: the write may have committed before the error.
-        self.forget_tenant(tenant_id);
-        result
+        let (database, tenant, entitlements) = (
+            self.database.clone(),
+            tenant_id.to_owned(),
+            entitlements.clone(),
+        );
+        self.tenant_write(tenant_id, async move {
+            database.set_tenant(&tenant, &entitlements).await
+        })
+        .await
     }
 
     /// Creates a tenant; `false`, and nothing written, when it exists already.
@@ -171,9 +176,15 @@ impl Keygate {
         tenant_id: &str,
         entitlements: &TenantEntitlements,
     ) -> Result<bool, StoreError> {
-        let result = self.database.create_tenant(tenant_id, entitlements).await;
-        self.forget_tenant(tenant_id);
-        result
+        let (database, tenant, entitlements) = (
+            self.database.clone(),
+            tenant_id.to_owned(),
+            entitlements.clone(),
+        );
+        self.tenant_write(tenant_id, async move {
+            database.create_tenant(&tenant, &entitlements).await
+        })
+        .await
     }
 
     /// Suspends or resumes a tenant; `false` when there is no such tenant. This process's next
@@ -183,17 +194,42 @@ impl Keygate {
         tenant_id: &str,
         status: TenantStatus,
     ) -> Result<bool, StoreError> {
-        let result = self.database.set_tenant_status(tenant_id, status).await;
-        self.forget_tenant(tenant_id);
-        result
+        let (database, tenant) = (self.database.clone(), tenant_id.to_owned());
+        self.tenant_write(tenant_id, async move {
+            database.set_tenant_status(&tenant, status).await
+        })
+        .await
     }
 
     /// Sets a tenant's plan, keeping its status; `false` when there is no such tenant. This
     /// process's next request sees it.
     pub async fn set_tenant_plan(&self, tenant_id: &str, plan: &Plan) -> Result<bool, StoreError> {
-        let result = self.database.set_tenant_plan(tenant_id, plan).await;
-        self.forget_tenant(tenant_id);
-        result
+        let (database, tenant, plan) = (self.database.clone(), tenant_id.to_owned(), plan.clone());
+        self.tenant_write(tenant_id, async move {
+            database.set_tenant_plan(&tenant, &plan).await
+        })
+        .await
+    }
+
+    /// Runs a tenant write, then drops the tenant's cached plan (also after an error: the
+    /// write may have committed before it), in a task of their own: a caller that stops
+    /// waiting (a timeout, a client gone) cannot leave the write committed and the cache not
+    /// told.
+    async fn tenant_write<T: Send + 'static>(
+        &self,
+        tenant_id: &str,
+        write: impl Future<Output = Result<T, StoreError>> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let (plans, tenant) = (self.plans.clone(), tenant_id.to_owned());
+        let task = tokio::spawn(async move {
+            let result = write.await;
+            plans.invalidate(&Change::Tenant(tenant));
+            result
+        });
+        task.await.unwrap_or_else(|e| {
+            self.forget_tenant(tenant_id);
+            Err(StoreError::backend(e))
+        })
     }
 
     fn forget_tenant(&self, tenant_id: &str) {

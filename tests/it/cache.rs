@@ -13,7 +13,9 @@ use keygate::cache::{CachedStore, Change, Invalidate};
 use keygate::hash::{KeyDigest, KeyHasher};
 use keygate::key::{ApiKey, Environment, KeyFormat};
 use keygate::lifecycle::{KeyManager, NewKey};
-use keygate::plan::{CachedEntitlements, Plan, TenantEntitlements, TenantStatus};
+use keygate::plan::{
+    CachedEntitlements, EntitlementSource, Plan, TenantEntitlements, TenantStatus,
+};
 use keygate::store::{
     KeyRecord, KeyStore, Lookup, ManagedKeyStore, MemoryStore, SqliteStore, StoreError, conformance,
 };
@@ -740,4 +742,48 @@ fn debug_shows_settings_and_no_record() {
     );
     assert!(debug.contains("miss_budget: 1000 per 1s"), "{debug}");
     assert!(debug.contains("serve_stale_ms: Some(300000)"), "{debug}");
+}
+
+/// A tenant write whose caller stops waiting (at every point from before the commit to after
+/// it) still drops the cached answer once it commits: the cache never keeps saying "active"
+/// for a tenant the database has suspended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_write_whose_caller_stops_waiting_still_reaches_the_cache() {
+    // A file: an in-memory database lives in its one connection, which an abandoned write may
+    // close.
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path().join("keys.db")).await.unwrap();
+    let plans = CachedEntitlements::new(store.clone(), Duration::from_secs(3600));
+    let status = |status| TenantEntitlements {
+        status,
+        plan: Plan::default(),
+    };
+    // The points where the caller stops waiting spread over the time a write takes here.
+    let started = std::time::Instant::now();
+    plans
+        .set_tenant("acme", &status(TenantStatus::Active))
+        .await
+        .unwrap();
+    let write = started.elapsed();
+    const ATTEMPTS: u32 = 300;
+    for attempt in 0..ATTEMPTS {
+        let (from, to) = match attempt % 2 {
+            0 => (TenantStatus::Active, TenantStatus::Suspended),
+            _ => (TenantStatus::Suspended, TenantStatus::Active),
+        };
+        plans.set_tenant("acme", &status(from)).await.unwrap();
+        // Cached.
+        plans.entitlements("acme").await.unwrap();
+        let spin = write * 3 / 2 * attempt / ATTEMPTS;
+        abandon_after(plans.set_tenant("acme", &status(to)), spin).await;
+        agrees_within_2s(
+            &format!("attempt {attempt}: the cache disagrees"),
+            || async {
+                let stored = store.tenant("acme").await.unwrap().unwrap().status;
+                let cached = plans.entitlements("acme").await.unwrap().unwrap().status;
+                stored == cached
+            },
+        )
+        .await;
+    }
 }

@@ -336,3 +336,157 @@ async fn losing_the_listener_connection_flushes_the_cache_and_notifications_resu
     .await;
     assert!(!logs.text().contains(&secret[8..]), "a key in the logs");
 }
+
+/// What the proxy of [`a_listener_reconnection_that_goes_silent_is_given_up_and_retried`]
+/// does with connections.
+#[derive(Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum Network {
+    Healthy = 0,
+    /// Every connection cut, new ones refused.
+    Down = 1,
+    /// New connections pass the client's first packet (the startup message), so that the
+    /// handshake completes, and lose every later one: what a half-open path does.
+    SilentAfterHandshake = 2,
+}
+
+/// A TCP proxy in front of the test server whose behaviour can be switched.
+struct Proxy {
+    port: u16,
+    network: std::sync::Arc<std::sync::atomic::AtomicU8>,
+}
+
+impl Proxy {
+    async fn start(server: (String, u16)) -> Proxy {
+        use std::sync::atomic::{AtomicU8, Ordering::SeqCst};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let network = std::sync::Arc::new(AtomicU8::new(Network::Healthy as u8));
+        let state = network.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let now = state.load(SeqCst);
+                if now == Network::Down as u8 {
+                    continue;
+                }
+                let Ok(upstream) = tokio::net::TcpStream::connect(server.clone()).await else {
+                    continue;
+                };
+                let silent = now == Network::SilentAfterHandshake as u8;
+                let (client_read, client_write) = client.into_split();
+                let (server_read, server_write) = upstream.into_split();
+                tokio::spawn(pump(client_read, server_write, state.clone(), silent));
+                tokio::spawn(pump(server_read, client_write, state.clone(), false));
+            }
+        });
+        Proxy { port, network }
+    }
+
+    fn set(&self, network: Network) {
+        self.network
+            .store(network as u8, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Copies `from` to `to` until either closes or the network goes down; with `silent`, only the
+/// first packet.
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    network: std::sync::Arc<std::sync::atomic::AtomicU8>,
+    silent: bool,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let down = || network.load(std::sync::atomic::Ordering::SeqCst) == Network::Down as u8;
+    let mut buf = vec![0; 64 * 1024];
+    let mut packets = 0;
+    loop {
+        let read = tokio::time::timeout(Duration::from_millis(20), from.read(&mut buf)).await;
+        if down() {
+            return;
+        }
+        let n = match read {
+            Err(_) => continue,
+            Ok(Ok(0) | Err(_)) => return,
+            Ok(Ok(n)) => n,
+        };
+        packets += 1;
+        if silent && packets > 1 {
+            continue;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// A reconnection whose handshake passes and whose `LISTEN` is then lost (a half-open path
+/// after a failover) is given up after 5 s and tried again: the listener comes back once the
+/// network does, instead of waiting on that connection for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_reconnection_that_goes_silent_is_given_up_and_retried() {
+    let direct = PgConnectOptions::from_str(&url()).unwrap();
+    let proxy = Proxy::start((direct.get_host().to_owned(), direct.get_port())).await;
+    let options = direct.host("127.0.0.1").port(proxy.port);
+    let pool = PgPoolOptions::new()
+        .max_connections(2)
+        .connect_with(options)
+        .await
+        .unwrap_or_else(|e| panic!("cannot reach PostgreSQL through the proxy: {e}"));
+    let store = PostgresStore::from_pool(pool).await.unwrap();
+    let listener = ChangeListener::start(&store).await.unwrap();
+    assert!(listener.is_connected());
+
+    // A glitch cuts the connection; the reconnection, 100 ms later, completes its handshake
+    // and its `LISTEN` is lost.
+    proxy.set(Network::Down);
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while listener.is_connected() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the loss is seen");
+    proxy.set(Network::SilentAfterHandshake);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(!listener.is_connected());
+    // The network is healthy again: the listener is back within the 5 s bound of the stalled
+    // attempt and the backoff after it.
+    proxy.set(Network::Healthy);
+    let back = tokio::time::timeout(Duration::from_secs(10), listener.wait_connected()).await;
+    assert_eq!(back, Ok(true), "the listener did not come back");
+    listener.stop();
+}
+
+/// A cache subscribed after it was filled is flushed: it may hold what changes made before it
+/// listened have made stale, and no notification will tell it of those.
+#[tokio::test]
+async fn a_cache_subscribed_late_is_flushed() {
+    let a = Instance::start("keygate-late-a").await;
+    let store = connect_as("keygate-late-b").await;
+    let keys = CachedStore::builder(store.clone())
+        .ttl(Duration::from_secs(3600))
+        .build();
+    let verifier = Verifier::builder(keys.clone()).build();
+    let tenant = unique("late");
+    let key = a
+        .manager
+        .issue("test", &tenant, NewKey::new("k", ["read"]))
+        .await
+        .unwrap();
+    let secret = key.key.expose_secret().to_owned();
+    hold(&keys, &verifier, &secret).await;
+    // Revoked before this cache listens.
+    a.manager
+        .revoke("test", &tenant, &key.info.id)
+        .await
+        .unwrap();
+    let listener = ChangeListener::start(&store).await.unwrap();
+    listener.subscribe(keys.clone());
+    assert!(keys.is_empty());
+    assert!(matches!(
+        verify(&verifier, &secret).await,
+        Err(AuthError::RevokedKey)
+    ));
+    listener.stop();
+}

@@ -434,3 +434,36 @@ pub fn keygate_binary(kind: &str, name: &str) -> std::path::PathBuf {
     built.insert(target, path.clone());
     path
 }
+
+/// Polls `write` for about `spin`, then drops it: a caller that stops waiting (a timeout, a
+/// client gone) at a point that moves with `spin`, before, during or after the write's commit.
+pub async fn abandon_after<F: std::future::Future>(write: F, spin: std::time::Duration) {
+    let mut write = std::pin::pin!(write);
+    let start = std::time::Instant::now();
+    loop {
+        let ready =
+            std::future::poll_fn(|cx| std::task::Poll::Ready(write.as_mut().poll(cx).is_ready()))
+                .await;
+        if ready || start.elapsed() >= spin {
+            return;
+        }
+        // Blocking on purpose: the database's own threads carry the write on meanwhile.
+        std::thread::sleep(std::time::Duration::from_micros(5));
+    }
+}
+
+/// Waits (up to 2 s) until `check` holds, and says what did not.
+pub async fn agrees_within_2s<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = std::time::Instant::now();
+    while !check().await {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(2),
+            "{what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}

@@ -517,3 +517,66 @@ pub(crate) mod postgres {
         status
     }
 }
+
+/// `Keygate`'s tenant writes whose caller stops waiting still reach the next request once they
+/// commit (SQLite, the quickstart's database): a suspension is never left unseen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_write_whose_caller_stops_waiting_still_reaches_the_next_request() {
+    use tower::ServiceExt;
+    let dir = tempfile::tempdir().unwrap();
+    let keygate = Keygate::sqlite(dir.path().join("keys.db"))
+        .build()
+        .await
+        .unwrap();
+    let tenant = keygate::store::conformance::tenant();
+    keygate.set_tenant(&tenant, &plan(None)).await.unwrap();
+    let admin = keygate
+        .manager()
+        .issue("setup", &tenant, NewKey::new("admin", ["admin"]))
+        .await
+        .unwrap();
+    let app = app(&keygate);
+    let secret = admin.key.expose_secret().to_owned();
+    // The points where the caller stops waiting spread over the time a write takes here.
+    let started = std::time::Instant::now();
+    keygate
+        .set_tenant_status(&tenant, TenantStatus::Active)
+        .await
+        .unwrap();
+    let write = started.elapsed();
+    const ATTEMPTS: u32 = 300;
+    for attempt in 0..ATTEMPTS {
+        let (from, to) = match attempt % 2 {
+            0 => (TenantStatus::Active, TenantStatus::Suspended),
+            _ => (TenantStatus::Suspended, TenantStatus::Active),
+        };
+        keygate.set_tenant_status(&tenant, from).await.unwrap();
+        // A request caches the tenant's status.
+        let before = app.clone().oneshot(req(&secret, "/v1/whoami")).await;
+        let expected = match from {
+            TenantStatus::Active => StatusCode::OK,
+            _ => StatusCode::FORBIDDEN,
+        };
+        assert_eq!(before.unwrap().status(), expected);
+        let spin = write * 3 / 2 * attempt / ATTEMPTS;
+        abandon_after(keygate.set_tenant_status(&tenant, to), spin).await;
+        agrees_within_2s(
+            &format!("attempt {attempt}: a request disagrees"),
+            || async {
+                let stored = keygate.database().tenant(&tenant).await.unwrap().unwrap();
+                let reply = app
+                    .clone()
+                    .oneshot(req(&secret, "/v1/whoami"))
+                    .await
+                    .unwrap();
+                let expected = match stored.status {
+                    TenantStatus::Active => StatusCode::OK,
+                    _ => StatusCode::FORBIDDEN,
+                };
+                reply.status() == expected
+            },
+        )
+        .await;
+    }
+    keygate.shutdown().await.unwrap();
+}

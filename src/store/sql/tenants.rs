@@ -131,10 +131,21 @@ where
         tenant_id: &str,
         entitlements: &TenantEntitlements,
     ) -> Result<(), StoreError> {
-        let result = self.source().set_tenant(tenant_id, entitlements).await;
-        // Also on failure: the write may have committed before the error.
-        self.invalidate(tenant_id);
-        result
+        let (cache, tenant, entitlements) =
+            (self.clone(), tenant_id.to_owned(), entitlements.clone());
+        // The write and the invalidation after it run in a task of their own: a caller that
+        // stops waiting (a timeout, a client gone) cannot leave the write committed and this
+        // cache not told.
+        let write = tokio::spawn(async move {
+            let result = cache.source().set_tenant(&tenant, &entitlements).await;
+            // Also on failure: the write may have committed before the error.
+            cache.invalidate(&tenant);
+            result
+        });
+        write.await.unwrap_or_else(|e| {
+            self.invalidate(tenant_id);
+            Err(StoreError::backend(e))
+        })
     }
 }
 
