@@ -112,6 +112,25 @@ async fn hold(keys: &CachedStore<PostgresStore>, verifier: &Verifier, key: &str)
     }
 }
 
+/// A key issued on `a` for a new tenant named after `label`, then verified through `keys` until
+/// that cache holds it: the tenant, the issued key and its secret.
+async fn issue_and_hold(
+    a: &Instance,
+    keys: &CachedStore<PostgresStore>,
+    verifier: &Verifier,
+    label: &str,
+) -> (String, keygate::lifecycle::IssuedKey, String) {
+    let tenant = unique(label);
+    let key = a
+        .manager
+        .issue("test", &tenant, NewKey::new("k", ["read"]))
+        .await
+        .unwrap();
+    let secret = key.key.expose_secret().to_owned();
+    hold(keys, verifier, &secret).await;
+    (tenant, key, secret)
+}
+
 fn unique(prefix: &str) -> String {
     format!("{prefix}_{}", conformance::tenant())
 }
@@ -275,14 +294,7 @@ async fn losing_the_listener_connection_flushes_the_cache_and_notifications_resu
         .unwrap();
     listener.subscribe(b_keys.clone());
     let b = Verifier::builder(b_keys.clone()).build();
-    let tenant = unique("loss");
-    let key = a
-        .manager
-        .issue("test", &tenant, NewKey::new("k", ["read"]))
-        .await
-        .unwrap();
-    let secret = key.key.expose_secret().to_owned();
-    hold(&b_keys, &b, &secret).await;
+    let (tenant, key, secret) = issue_and_hold(&a, &b_keys, &b, "loss").await;
     assert_eq!(b_keys.len(), 1);
 
     // Kill the listener's connection from another one.
@@ -468,14 +480,7 @@ async fn a_cache_subscribed_late_is_flushed() {
         .ttl(Duration::from_secs(3600))
         .build();
     let verifier = Verifier::builder(keys.clone()).build();
-    let tenant = unique("late");
-    let key = a
-        .manager
-        .issue("test", &tenant, NewKey::new("k", ["read"]))
-        .await
-        .unwrap();
-    let secret = key.key.expose_secret().to_owned();
-    hold(&keys, &verifier, &secret).await;
+    let (tenant, key, secret) = issue_and_hold(&a, &keys, &verifier, "late").await;
     // Revoked before this cache listens.
     a.manager
         .revoke("test", &tenant, &key.info.id)

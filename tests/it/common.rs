@@ -435,9 +435,49 @@ pub fn keygate_binary(kind: &str, name: &str) -> std::path::PathBuf {
     path
 }
 
+/// Tenant writes abandoned part way, 300 times, at points spread over one and a half times
+/// what a write takes when waited for (a suspension, then a resumption, in turn): `set(status)`
+/// writes a status, `cache()` makes the cache under test hold the tenant's status, and after
+/// each abandoned write `agrees()` must hold within 2 s. An abandoned write may still land
+/// after the next one (its task goes on): only agreement is checked, not which status won.
+pub async fn abandon_tenant_writes<S, SF, C, CF, A, AF>(set: S, cache: C, agrees: A)
+where
+    S: Fn(keygate::plan::TenantStatus) -> SF,
+    SF: std::future::Future<Output = ()>,
+    C: Fn() -> CF,
+    CF: std::future::Future<Output = ()>,
+    A: Fn() -> AF,
+    AF: std::future::Future<Output = bool>,
+{
+    use keygate::plan::TenantStatus::{Active, Suspended};
+    use std::time::{Duration, Instant};
+    const ATTEMPTS: u32 = 300;
+    let started = Instant::now();
+    set(Active).await;
+    let write = started.elapsed();
+    for attempt in 0..ATTEMPTS {
+        let (from, to) = match attempt % 2 {
+            0 => (Active, Suspended),
+            _ => (Suspended, Active),
+        };
+        set(from).await;
+        cache().await;
+        let spin = write * 3 / 2 * attempt / ATTEMPTS;
+        abandon_after(set(to), spin).await;
+        let started = Instant::now();
+        while !agrees().await {
+            assert!(
+                started.elapsed() < Duration::from_secs(2),
+                "attempt {attempt}: the cache disagrees with the database"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
 /// Polls `write` for about `spin`, then drops it: a caller that stops waiting (a timeout, a
 /// client gone) at a point that moves with `spin`, before, during or after the write's commit.
-pub async fn abandon_after<F: std::future::Future>(write: F, spin: std::time::Duration) {
+async fn abandon_after<F: std::future::Future>(write: F, spin: std::time::Duration) {
     let mut write = std::pin::pin!(write);
     let start = std::time::Instant::now();
     loop {
@@ -449,21 +489,5 @@ pub async fn abandon_after<F: std::future::Future>(write: F, spin: std::time::Du
         }
         // Blocking on purpose: the database's own threads carry the write on meanwhile.
         std::thread::sleep(std::time::Duration::from_micros(5));
-    }
-}
-
-/// Waits (up to 2 s) until `check` holds, and says what did not.
-pub async fn agrees_within_2s<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = std::time::Instant::now();
-    while !check().await {
-        assert!(
-            start.elapsed() < std::time::Duration::from_secs(2),
-            "{what}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
 }
