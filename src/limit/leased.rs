@@ -393,7 +393,8 @@ impl<L: QuotaLedger> LeasedQuotaLimiter<L> {
     /// (by this call: not those a sweep it waited for gave back). Call it when the service
     /// stops (after the server has finished its requests): without it, unused blocks stay
     /// counted, as after a crash. Each ledger call is bounded by the
-    /// [ledger timeout](LeasedQuotaLimiterBuilder::ledger_timeout).
+    /// [ledger timeout](LeasedQuotaLimiterBuilder::ledger_timeout), and blocks go back 16 at
+    /// a time.
     ///
     /// Afterwards, requests that need a lease are refused with a backend error (503). A block
     /// whose give-back fails stays counted (never under-counted); the first error is returned
@@ -432,15 +433,7 @@ impl<L: QuotaLedger> LeasedQuotaLimiter<L> {
                 }
             }
         }
-        let (mut given, mut first_error) = (0, None);
-        for (tenant, period, units) in returns {
-            match give_back(inner, &tenant, period, units, "at shutdown").await {
-                Ok(()) => given += units,
-                Err(e) => {
-                    first_error.get_or_insert(e);
-                }
-            }
-        }
+        let (given, first_error) = give_back_all(inner, returns, "at shutdown").await;
         match first_error {
             Some(e) => Err(e),
             None => Ok(given),
@@ -781,10 +774,49 @@ async fn sweep<L: QuotaLedger>(inner: &Arc<Inner<L>>) {
             idle < inner.lifetime.saturating_mul(30)
         });
     }
-    for (tenant, period, units) in returns {
-        // A failed give-back is not retried, nor the block kept: it may have been applied.
-        let _ = give_back(inner, &tenant, period, units, "idle block").await;
+    // A failed give-back is not retried, nor the block kept: it may have been applied.
+    give_back_all(inner, returns, "idle block").await;
+}
+
+/// How many give-backs of a sweep or a shutdown run at once.
+const GIVE_BACKS_AT_ONCE: usize = 16;
+
+/// Gives back each of `returns` (tenant, period, units), [`GIVE_BACKS_AT_ONCE`] at a time, so
+/// that a sweep or a shutdown over many tenants takes a few ledger round trips, and a ledger
+/// that hangs holds them up for about one ledger timeout per batch, not one per tenant.
+/// Returns the units given back and the first error.
+async fn give_back_all<L: QuotaLedger>(
+    inner: &Arc<Inner<L>>,
+    returns: Vec<(String, Period, u64)>,
+    when: &'static str,
+) -> (u64, Option<BackendError>) {
+    let (mut given, mut first_error) = (0, None);
+    let mut running = tokio::task::JoinSet::new();
+    let mut returns = returns.into_iter();
+    loop {
+        while running.len() < GIVE_BACKS_AT_ONCE
+            && let Some((tenant, period, units)) = returns.next()
+        {
+            let inner = inner.clone();
+            running.spawn(async move {
+                give_back(&inner, &tenant, period, units, when)
+                    .await
+                    .map(|()| units)
+            });
+        }
+        match running.join_next().await {
+            Some(Ok(Ok(units))) => given += units,
+            Some(Ok(Err(e))) => {
+                first_error.get_or_insert(e);
+            }
+            // A task that panicked or was cancelled: its units stay counted.
+            Some(Err(e)) => {
+                first_error.get_or_insert(BackendError::backend(e));
+            }
+            None => break,
+        }
     }
+    (given, first_error)
 }
 
 #[async_trait]

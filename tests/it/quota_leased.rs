@@ -835,3 +835,35 @@ async fn at_the_end_of_a_period_its_unused_block_goes_back_to_it() {
     .await;
     assert_eq!(ledger.count("acme", QuotaPeriod::Month, T0), 62);
 }
+
+/// Blocks go back 16 at a time: a shutdown over 40 tenants whose ledger never answers a
+/// give-back takes three ledger timeouts, not forty; the blocks stay counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_over_many_tenants_on_a_hung_ledger_takes_a_few_timeouts() {
+    let ledger = Arc::new(FlakyLedger::default());
+    let limiter = LeasedQuotaLimiter::builder(ledger.clone())
+        .clock(ManualClock::at_unix_secs(T0))
+        .ledger_timeout(Duration::from_millis(200))
+        .build();
+    let tenants: Vec<String> = (0..40).map(|i| format!("t{i}")).collect();
+    for tenant in &tenants {
+        let request = quota_request(tenant, 1000, QuotaPeriod::Day);
+        assert!(matches!(
+            limiter.acquire(&request).await.unwrap(),
+            Decision::Allowed(_)
+        ));
+    }
+    ledger.give_back_delay_ms.store(60_000, SeqCst);
+    let started = std::time::Instant::now();
+    let stopped = limiter.shutdown().await;
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(stopped.unwrap_err().to_string(), "backend timed out");
+    assert_eq!(ledger.give_backs.load(SeqCst), 40);
+    for tenant in &tenants {
+        assert_eq!(ledger.count(tenant, QuotaPeriod::Day, T0), 62, "{tenant}");
+    }
+}
