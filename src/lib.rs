@@ -148,6 +148,7 @@ pub mod scope;
 #[cfg(feature = "sql")]
 #[cfg_attr(docsrs, doc(cfg(any(feature = "sqlite", feature = "postgres"))))]
 pub mod setup;
+mod single_flight;
 pub mod store;
 mod tenant;
 pub mod verify;

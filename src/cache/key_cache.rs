@@ -17,9 +17,9 @@ use time::OffsetDateTime;
 
 use super::changes::{Change, Invalidate};
 use super::clock::{millis, now_ms};
-use super::single_flight::{Flight, SingleFlight, Waited, wait};
 use crate::hash::{DigestHasher, KeyDigest};
 use crate::metrics::{KeyCacheMetrics, Tally};
+use crate::single_flight::{Flight, SingleFlight, Waited, wait};
 use crate::store::{KeyRecord, KeyStore, Lookup, ManagedKeyStore, StoreError};
 
 /// The default number of key records kept.

@@ -71,7 +71,6 @@
 //! | file | what |
 //! |---|---|
 //! | `key_cache.rs` | [`CachedStore`] and its builder |
-//! | `single_flight.rs` | one store query per key at a time, its answer shared |
 //! | `changes.rs` | [`Change`], [`Invalidate`], [`ChangeFeed`] |
 //! | `listener.rs` | [`ChangeListener`]: PostgreSQL `LISTEN`, loss and reconnection (feature `postgres`) |
 //! | `clock.rs` | the coarse clock a hit reads |
@@ -81,7 +80,6 @@ mod clock;
 mod key_cache;
 #[cfg(feature = "postgres")]
 mod listener;
-mod single_flight;
 
 pub use changes::{Change, ChangeFeed, Invalidate};
 pub use key_cache::{

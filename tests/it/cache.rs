@@ -14,7 +14,8 @@ use keygate::hash::{KeyDigest, KeyHasher};
 use keygate::key::{ApiKey, Environment, KeyFormat};
 use keygate::lifecycle::{KeyManager, NewKey};
 use keygate::plan::{
-    CachedEntitlements, EntitlementSource, Plan, TenantEntitlements, TenantStatus,
+    CachedEntitlements, EntitlementSource, MemoryEntitlements, Plan, TenantEntitlements,
+    TenantStatus,
 };
 use keygate::store::{
     KeyRecord, KeyStore, Lookup, ManagedKeyStore, MemoryStore, SqliteStore, StoreError, conformance,
@@ -76,6 +77,22 @@ impl<S: KeyStore> KeyStore for Gated<S> {
             )));
         }
         self.inner.find(digest).await
+    }
+}
+
+/// The same gate in front of a plan source: one query counted per `entitlements` call.
+#[async_trait::async_trait]
+impl<S: EntitlementSource> EntitlementSource for Gated<S> {
+    async fn entitlements(&self, tenant_id: &str) -> keygate::plan::EntitlementLookup {
+        self.queries.fetch_add(1, Ordering::SeqCst);
+        let mut open = self.open.subscribe();
+        let _ = open.wait_for(|o| *o).await;
+        if self.failing.load(Ordering::SeqCst) {
+            return Err(keygate::backend::BackendError::backend(
+                std::io::Error::other("connection refused"),
+            ));
+        }
+        self.inner.entitlements(tenant_id).await
     }
 }
 
@@ -773,4 +790,109 @@ async fn a_tenant_write_whose_caller_stops_waiting_still_reaches_the_cache() {
         },
     )
     .await;
+}
+
+/// A thousand lookups of one tenant's plan at once, on a plan source held until all of them
+/// have joined; their answers.
+async fn thousand_concurrent_plan_misses(
+    plans: &CachedEntitlements<Gated<MemoryEntitlements>>,
+) -> Vec<keygate::plan::EntitlementLookup> {
+    plans.source().hold();
+    let joined = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..1000 {
+        let (plans, joined) = (plans.clone(), joined.clone());
+        tasks.push(tokio::spawn(async move {
+            joined_after_first_poll(plans.entitlements("acme"), &joined).await
+        }));
+    }
+    while joined.load(Ordering::SeqCst) < 1000 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    plans.source().release();
+    let mut answers = Vec::new();
+    for task in tasks {
+        answers.push(task.await.unwrap());
+    }
+    answers
+}
+
+fn plans_of_acme() -> CachedEntitlements<Gated<MemoryEntitlements>> {
+    let source = MemoryEntitlements::new();
+    source.set("acme", TenantEntitlements::active(Plan::default()));
+    CachedEntitlements::new(Gated::new(source), Duration::from_secs(3600))
+}
+
+/// After a flush (a listener's, on a lost connection), a thousand requests of one tenant make
+/// one plan query and share its answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_concurrent_plan_misses_make_one_query() {
+    let plans = plans_of_acme();
+    let answers = thousand_concurrent_plan_misses(&plans).await;
+    assert_eq!(plans.source().queries(), 1, "one query for 1,000 lookups");
+    for answer in answers {
+        assert_eq!(answer.unwrap().unwrap().status, TenantStatus::Active);
+    }
+    assert!(plans.entitlements_now("acme").is_some(), "kept");
+    assert_eq!(plans.source().queries(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plan_query_error_goes_to_every_waiter_once_and_is_not_cached() {
+    let plans = plans_of_acme();
+    plans.source().fail(true);
+    let answers = thousand_concurrent_plan_misses(&plans).await;
+    assert_eq!(plans.source().queries(), 1, "one query on a failing source");
+    for answer in answers {
+        assert_eq!(
+            answer.unwrap_err().to_string(),
+            "backend error: connection refused"
+        );
+    }
+    assert!(plans.entitlements_now("acme").is_none(), "not cached");
+    plans.source().fail(false);
+    assert!(plans.entitlements("acme").await.unwrap().is_some());
+    assert_eq!(plans.source().queries(), 2, "the next lookup asked again");
+}
+
+/// A plan source that never answers fails each lookup after the query timeout, and once it
+/// answers again the next lookup makes a new query: no flight is left hanging.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plan_query_that_never_answers_times_out_and_the_next_asks_again() {
+    let plans = plans_of_acme().query_timeout(Duration::from_millis(100));
+    plans.source().hold();
+    let started = std::time::Instant::now();
+    let error = tokio::time::timeout(Duration::from_secs(5), plans.entitlements("acme"))
+        .await
+        .expect("the lookup waited past its query timeout")
+        .unwrap_err();
+    assert_eq!(error.to_string(), "backend timed out");
+    assert!(started.elapsed() < Duration::from_secs(1));
+    plans.source().release();
+    assert!(plans.entitlements("acme").await.unwrap().is_some());
+    assert_eq!(plans.source().queries(), 2);
+}
+
+/// A suspension that lands while a plan query is in flight: the lookups after it do not join
+/// that query, and its answer (from before the change) is not kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plan_query_in_flight_at_an_invalidation_is_not_joined_nor_kept() {
+    let plans = plans_of_acme();
+    plans.source().hold();
+    let before = tokio::spawn({
+        let plans = plans.clone();
+        async move { plans.entitlements("acme").await }
+    });
+    while plans.source().queries() < 1 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    plans.source().inner.suspend("acme");
+    plans.invalidate("acme");
+    plans.source().release();
+    let after = plans.entitlements("acme").await.unwrap().unwrap();
+    assert_eq!(after.status, TenantStatus::Suspended);
+    assert_eq!(plans.source().queries(), 2, "a query of its own");
+    before.await.unwrap().unwrap();
+    let kept = plans.entitlements_now("acme").unwrap().unwrap().unwrap();
+    assert_eq!(kept.status, TenantStatus::Suspended);
 }

@@ -1,5 +1,5 @@
-//! One store query per key at a time: the first caller that misses leads, the others wait for
-//! its answer.
+//! One backend query per key at a time (the key cache's records, the cached plans): the first
+//! caller that misses leads, the others wait for its answer.
 //!
 //! The answer, error included, is handed to every waiter: 1,000 requests for one key on a
 //! failing store make one query and all get its error, instead of each retrying in turn.
