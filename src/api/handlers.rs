@@ -1,5 +1,6 @@
 use axum::Json;
 use axum::body::Body;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -125,6 +126,12 @@ pub(super) async fn create(
     Ok(issued(&key))
 }
 
+/// The key id in the path. One that does not decode (not UTF-8) names no key: 404 in the
+/// envelope of every refusal, judged after the caller, like any other id.
+fn key_id(id: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+    id.map(|Path(id)| id).map_err(|_| ApiError::NotFound)
+}
+
 pub(super) async fn list(
     State(manager): State<KeyManager>,
     tenant: Caller,
@@ -137,9 +144,10 @@ pub(super) async fn list(
 pub(super) async fn get_one(
     State(manager): State<KeyManager>,
     tenant: Caller,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let tenant = caller(tenant)?;
+    let id = key_id(id)?;
     let key = manager.get(tenant.tenant_id(), &id).await?;
     Ok(ok(StatusCode::OK, key, None))
 }
@@ -147,10 +155,11 @@ pub(super) async fn get_one(
 pub(super) async fn rename(
     State(manager): State<KeyManager>,
     tenant: Caller,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
     body: Result<JsonBody<Rename>, ApiError>,
 ) -> Result<Response, ApiError> {
     let tenant = caller(tenant)?;
+    let id = key_id(id)?;
     let JsonBody(body) = body?;
     let key = manager
         .rename(tenant.key_id(), tenant.tenant_id(), &id, &body.name)
@@ -161,10 +170,11 @@ pub(super) async fn rename(
 pub(super) async fn rotate(
     State(manager): State<KeyManager>,
     tenant: Caller,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
     body: Result<OptionalJsonBody<Rotate>, ApiError>,
 ) -> Result<Response, ApiError> {
     let tenant = caller(tenant)?;
+    let id = key_id(id)?;
     let OptionalJsonBody(body) = body?;
     let grace = body
         .and_then(|b| b.grace_period_seconds)
@@ -176,9 +186,10 @@ pub(super) async fn rotate(
 pub(super) async fn revoke(
     State(manager): State<KeyManager>,
     tenant: Caller,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let tenant = caller(tenant)?;
+    let id = key_id(id)?;
     manager
         .revoke(tenant.key_id(), tenant.tenant_id(), &id)
         .await?;

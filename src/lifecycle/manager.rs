@@ -232,7 +232,7 @@ impl KeyManager {
             }
             Some(_) => return Err(ManageError::ImportLast4),
         };
-        let now = OffsetDateTime::now_utc();
+        let now = self.now();
         let name = validate_name(&new.name)?;
         let scopes = self.validate_scopes(&new.scopes)?;
         validate_expiry(new.expires_at, now)?;

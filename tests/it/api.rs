@@ -1841,12 +1841,44 @@ async fn management_refusals_are_no_store() {
             StatusCode::UNAUTHORIZED,
         ),
     ];
+    // An id that is not UTF-8 names no key: the same 404 as any unknown id, after the caller
+    // is judged (axum's own answer was plain text, without no-store).
+    let not_utf8 = "/v1/api-keys/%FF";
+    let cases = cases.into_iter().chain([
+        (
+            request("GET", not_utf8, &s.acme_admin, ""),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            request("PATCH", not_utf8, &s.acme_admin, r#"{"name":"x"}"#),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            request("POST", "/v1/api-keys/%FF/rotate", &s.acme_admin, ""),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            request("DELETE", not_utf8, &s.acme_admin, ""),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            request("DELETE", not_utf8, &s.acme_reader, ""),
+            StatusCode::FORBIDDEN,
+        ),
+    ]);
     for (req, status) in cases {
         let what = format!("{} {}", req.method(), req.uri());
         let reply = send_tcp(addr, req).await;
         assert_eq!(reply.status, status, "{what}");
         assert_eq!(reply.headers["cache-control"], "no-store", "{what}");
         assert_eq!(reply.json()["success"], json!(false), "{what}");
+        if status == StatusCode::NOT_FOUND {
+            assert_eq!(
+                reply.json(),
+                envelope("NOT_FOUND", "API key not found"),
+                "{what}"
+            );
+        }
     }
 }
 

@@ -275,9 +275,12 @@ async fn a_key_known_by_its_sha256_is_imported_and_authenticates() {
         KeyFormat::default().with_checksum(false),
         KeyHasher::sha256(),
     );
+    // The manager's clock, not the system's, dates an import and judges its expiry.
+    let clock = keygate::limit::ManualClock::at_unix_secs(1_767_225_600); // 2026-01-01
     let manager = KeyManager::builder(store.clone())
         .scheme(scheme.clone())
         .audit(trail.clone())
+        .clock(clock)
         .build();
     let legacy = scheme.format().generate(Environment::Test);
     let secret = legacy.expose_secret();
@@ -321,6 +324,7 @@ async fn a_key_known_by_its_sha256_is_imported_and_authenticates() {
         (info.prefix.as_str(), info.last4.as_str(), info.environment),
         ("sk_test_", legacy.last4(), Environment::Test)
     );
+    assert_eq!(info.created_at.unix_timestamp(), 1_767_225_600);
     let duplicate = manager.import("ops", "acme", digest, None, new()).await;
     assert!(matches!(duplicate, Err(ManageError::DuplicateKey)));
     assert_eq!(
