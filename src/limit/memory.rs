@@ -495,6 +495,25 @@ mod tests {
         }
     }
 
+    /// A limiter that evicts and one that never does, on `clock`.
+    fn evicting_and_kept(clock: &ManualClock) -> (MemoryLimiter, MemoryLimiter) {
+        (
+            MemoryLimiter::with_clock(clock.clone()),
+            without_eviction(clock),
+        )
+    }
+
+    /// The two limiters' decision on `r`, which must be the same.
+    fn same_decision(
+        evicting: &MemoryLimiter,
+        kept: &MemoryLimiter,
+        r: &LimitRequest<'_>,
+    ) -> Decision {
+        let (decided, reference) = (evicting.decide(r), kept.decide(r));
+        assert_eq!(decided, reference);
+        decided
+    }
+
     fn request<'a>(tenant_id: &'a str, key_id: &'a str) -> LimitRequest<'a> {
         LimitRequest {
             tenant_id,
@@ -680,13 +699,8 @@ mod tests {
     #[test]
     fn an_evicted_tenant_is_decided_as_a_fresh_one() {
         let clock = ManualClock::at_unix_secs(1_700_000_000);
-        let limiter = MemoryLimiter::with_clock(clock.clone());
-        let reference = without_eviction(&clock);
-        let both = |r: &LimitRequest<'_>| {
-            let (evicting, kept) = (limiter.decide(r), reference.decide(r));
-            assert_eq!(evicting, kept);
-            evicting
-        };
+        let (limiter, reference) = evicting_and_kept(&clock);
+        let both = |r: &LimitRequest<'_>| same_decision(&limiter, &reference, r);
         // The tenant's limit (3 a minute) used up, then refused.
         for _ in 0..3 {
             assert!(matches!(both(&request("acme", "k1")), Decision::Allowed(_)));
@@ -774,13 +788,8 @@ mod tests {
     fn a_clock_stepped_back_over_midnight_keeps_counting_the_stored_day() {
         // 2024-01-02T00:00:02Z; that day ends at 1_704_240_000.
         let clock = ManualClock::at_unix_secs(1_704_153_602);
-        let limiter = MemoryLimiter::with_clock(clock.clone());
-        let reference = without_eviction(&clock);
-        let both = |r: &LimitRequest<'_>| {
-            let (evicting, kept) = (limiter.decide(r), reference.decide(r));
-            assert_eq!(evicting, kept);
-            evicting
-        };
+        let (limiter, reference) = evicting_and_kept(&clock);
+        let both = |r: &LimitRequest<'_>| same_decision(&limiter, &reference, r);
         let quota_only = |tenant_id, cost| LimitRequest {
             tenant_rate: None,
             key_rate: None,
