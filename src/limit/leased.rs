@@ -337,6 +337,12 @@ impl Slot {
         }
     }
 
+    /// Takes what this instance holds and has not used: its block and what goes back before
+    /// the next lease.
+    fn take_unused(&mut self) -> u64 {
+        std::mem::take(&mut self.held) + std::mem::take(&mut self.returning)
+    }
+
     fn status(&self, now_secs: u64) -> QuotaStatus {
         QuotaStatus {
             limit: self.limit,
@@ -426,10 +432,9 @@ impl<L: QuotaLedger> LeasedQuotaLimiter<L> {
         for shard in &inner.shards {
             let mut map = lock(shard);
             for (tenant, slot) in map.iter_mut() {
-                let unused = slot.held + slot.returning;
+                let unused = slot.take_unused();
                 if unused > 0 {
                     returns.push((tenant.clone(), slot.period, unused));
-                    (slot.held, slot.returning) = (0, 0);
                 }
             }
         }
@@ -469,11 +474,9 @@ async fn give_back<L: QuotaLedger>(
     when: &'static str,
 ) -> Result<(), BackendError> {
     let account = account(tenant, period);
-    let call = inner.ledger.give_back(&account, units);
-    let result = match tokio::time::timeout(inner.ledger_timeout, call).await {
-        Ok(result) => result,
-        Err(_) => Err(BackendError::Timeout),
-    };
+    let result = inner
+        .within_timeout(inner.ledger.give_back(&account, units))
+        .await;
     if let Err(e) = &result {
         tracing::warn!(target: "keygate", error = %e, tenant_id = %tenant, units, when, "giving back unused quota failed; it stays counted");
     }
@@ -488,6 +491,16 @@ impl<L: QuotaLedger> Inner<L> {
 
     fn lock_sweeper(&self) -> MutexGuard<'_, Option<tokio::task::JoinHandle<()>>> {
         lock(&self.sweeper)
+    }
+
+    /// A ledger call, failed with [`BackendError::Timeout`] past the ledger timeout.
+    async fn within_timeout<T>(
+        &self,
+        call: impl Future<Output = Result<T, BackendError>>,
+    ) -> Result<T, BackendError> {
+        tokio::time::timeout(self.ledger_timeout, call)
+            .await
+            .unwrap_or(Err(BackendError::Timeout))
     }
 
     fn want(&self, slot: &Slot, cost: u64) -> u64 {
@@ -514,7 +527,7 @@ impl<L: QuotaLedger> LeasedQuotaLimiter<L> {
         if !slot.period.is_current(quota.period, now_secs) {
             // A new period (or another kind of period) starts from nothing. What is left of the
             // last one's block goes back to it, so that its count is what was served.
-            let (period, unused) = (slot.period, slot.held + slot.returning);
+            let (period, unused) = (slot.period, slot.take_unused());
             *slot = Slot::new(quota, now);
             self.give_back_later(r.tenant_id, period, unused);
         } else if slot.limit != quota.limit {
@@ -653,13 +666,11 @@ impl<L: QuotaLedger> LeasedQuotaLimiter<L> {
                 let _ = give_back(&inner, &tenant, period, returning, "after a lower limit").await;
             }
             let account = account(&tenant, period);
-            let call = inner.ledger.lease(&account, limit, want);
             // Bounded: a lease that never answers would hold up every request of this tenant
             // that needs one, as they all wait for the lease in flight.
-            let result = match tokio::time::timeout(inner.ledger_timeout, call).await {
-                Ok(result) => result,
-                Err(_) => Err(BackendError::Timeout),
-            };
+            let result = inner
+                .within_timeout(inner.ledger.lease(&account, limit, want))
+                .await;
             let now = inner.clock.now_nanos();
             let mut unusable = 0;
             let state = {
@@ -764,10 +775,9 @@ async fn sweep<L: QuotaLedger>(inner: &Arc<Inner<L>>) {
             if slot.lease.is_some() || idle < inner.lifetime {
                 return true;
             }
-            let unused = slot.held + slot.returning;
+            let unused = slot.take_unused();
             if unused > 0 {
                 returns.push((tenant.clone(), slot.period, unused));
-                (slot.held, slot.returning) = (0, 0);
                 return true;
             }
             // Kept a while for its block size and its "nothing left", then forgotten.
