@@ -20,7 +20,7 @@ use super::clock::{millis, now_ms};
 use crate::hash::{DigestHasher, KeyDigest};
 use crate::metrics::{KeyCacheMetrics, Tally};
 use crate::single_flight::{Flight, SingleFlight, Waited, wait};
-use crate::store::{KeyRecord, KeyStore, Lookup, ManagedKeyStore, StoreError};
+use crate::store::{KeyRecord, KeyStore, Lookup, ManagedKeyStore, StoreError, write_detached};
 
 /// The default number of key records kept.
 pub const DEFAULT_CAPACITY: usize = 100_000;
@@ -546,20 +546,13 @@ fn may_have_written(error: &StoreError) -> bool {
 }
 
 impl<S: ManagedKeyStore> CachedStore<S> {
-    /// Runs a write and the invalidation after it in a task of their own, so that a caller
-    /// that stops waiting (a timeout) cannot leave the write done and the cache not told.
+    /// Runs a write and the invalidation after it in a task of their own
+    /// ([`write_detached`]); if the task is lost, the whole cache is forgotten.
     async fn write<T: Send + 'static>(
         &self,
         write: impl Future<Output = Result<T, StoreError>> + Send + 'static,
     ) -> Result<T, StoreError> {
-        match tokio::spawn(write).await {
-            Ok(result) => result,
-            Err(e) => {
-                // The write's outcome is unknown.
-                self.inner.flush();
-                Err(StoreError::backend(e))
-            }
-        }
+        write_detached(write, || self.inner.flush()).await
     }
 }
 

@@ -67,7 +67,7 @@ use crate::last_used::LastUsedFlusher;
 use crate::layer::AuthLayer;
 use crate::lifecycle::KeyManager;
 use crate::plan::{Plan, TenantEntitlements, TenantStatus};
-use crate::store::StoreError;
+use crate::store::{StoreError, write_detached};
 
 /// keygate, wired in one call: the [`AuthLayer`] and the [`KeyManager`] on one database, with
 /// the key cache, cached plans, durable quotas, last-used times and the audit trail. See the
@@ -212,24 +212,19 @@ impl Keygate {
     }
 
     /// Runs a tenant write, then drops the tenant's cached plan (also after an error: the
-    /// write may have committed before it), in a task of their own: a caller that stops
-    /// waiting (a timeout, a client gone) cannot leave the write committed and the cache not
-    /// told.
+    /// write may have committed before it), in a task of their own ([`write_detached`]).
     async fn tenant_write<T: Send + 'static>(
         &self,
         tenant_id: &str,
         write: impl Future<Output = Result<T, StoreError>> + Send + 'static,
     ) -> Result<T, StoreError> {
         let (plans, tenant) = (self.plans.clone(), tenant_id.to_owned());
-        let task = tokio::spawn(async move {
+        let write = async move {
             let result = write.await;
             plans.invalidate(&Change::Tenant(tenant));
             result
-        });
-        task.await.unwrap_or_else(|e| {
-            self.forget_tenant(tenant_id);
-            Err(StoreError::backend(e))
-        })
+        };
+        write_detached(write, || self.forget_tenant(tenant_id)).await
     }
 
     fn forget_tenant(&self, tenant_id: &str) {

@@ -200,3 +200,18 @@ impl std::fmt::Debug for dyn ManagedKeyStore {
         f.write_str("ManagedKeyStore")
     }
 }
+
+/// Runs a write through a cache, and the invalidation that follows it inside `write`, in a
+/// task of their own: a caller that stops waiting (a timeout, a client gone) cannot leave the
+/// write committed and the cache not told. `if_lost` runs when the task ends without an answer
+/// (it panicked): whether the write committed is unknown, so the caller forgets what it might
+/// have changed.
+pub(crate) async fn write_detached<T: Send + 'static>(
+    write: impl Future<Output = Result<T, StoreError>> + Send + 'static,
+    if_lost: impl FnOnce(),
+) -> Result<T, StoreError> {
+    tokio::spawn(write).await.unwrap_or_else(|e| {
+        if_lost();
+        Err(StoreError::backend(e))
+    })
+}

@@ -34,6 +34,7 @@ pub mod sql;
 
 pub use error::StoreError;
 pub use managed::ManagedKeyStore;
+pub(crate) use managed::write_detached;
 pub use memory::MemoryStore;
 pub use record::{KeyInfo, KeyRecord, KeyRecordBuilder};
 #[cfg(feature = "postgres")]

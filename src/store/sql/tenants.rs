@@ -15,7 +15,7 @@ use crate::plan::{
     CachedEntitlements, EntitlementLookup, EntitlementSource, Plan, TenantEntitlements,
     TenantStatus,
 };
-use crate::store::StoreError;
+use crate::store::{StoreError, write_detached};
 
 const UPSERT: &str = "INSERT INTO keygate_tenants (id, status, plan) VALUES ($1, $2, $3) \
      ON CONFLICT (id) DO UPDATE SET status = excluded.status, plan = excluded.plan";
@@ -133,19 +133,13 @@ where
     ) -> Result<(), StoreError> {
         let (cache, tenant, entitlements) =
             (self.clone(), tenant_id.to_owned(), entitlements.clone());
-        // The write and the invalidation after it run in a task of their own: a caller that
-        // stops waiting (a timeout, a client gone) cannot leave the write committed and this
-        // cache not told.
-        let write = tokio::spawn(async move {
+        let write = async move {
             let result = cache.source().set_tenant(&tenant, &entitlements).await;
             // Also on failure: the write may have committed before the error.
             cache.invalidate(&tenant);
             result
-        });
-        write.await.unwrap_or_else(|e| {
-            self.invalidate(tenant_id);
-            Err(StoreError::backend(e))
-        })
+        };
+        write_detached(write, || self.invalidate(tenant_id)).await
     }
 }
 
