@@ -43,7 +43,7 @@
 //! | no such key for this tenant | 404 | `NOT_FOUND` | `API key not found` |
 //! | the tenant has the maximum number of active keys (a rotation with a grace period counts: the old key stays active) | 409 | `KEY_LIMIT_REACHED` | |
 //! | rotating a key in its rotation grace period (already replaced) | 409 | `KEY_ALREADY_ROTATED` | `API key has already been rotated: rotate its successor instead` |
-//! | the store fails or does not answer within the manager's store timeout | 503 | `SERVICE_UNAVAILABLE` | |
+//! | the store fails or does not answer within the manager's store timeout (an issue or a rotation it commits later is undone: see [`KeyManager`]) | 503 | `SERVICE_UNAVAILABLE` | |
 //!
 //! Nothing is written when a call is refused. Each change and its audit event are written
 //! together even if the client disconnects mid-call (see [`KeyManager`]).

@@ -658,6 +658,39 @@ impl<S: ManagedKeyStore> ManagedKeyStore for CachedStore<S> {
         .await
     }
 
+    /// Undoes a rotation through the store, then drops both keys' cached entries.
+    async fn undo_rotate(
+        &self,
+        tenant_id: &str,
+        key_id: &str,
+        old_until: OffsetDateTime,
+        successor_id: &str,
+        now: OffsetDateTime,
+    ) -> Result<Option<(KeyRecord, KeyRecord)>, StoreError> {
+        let (tenant_id, key_id, successor_id) = (
+            tenant_id.to_owned(),
+            key_id.to_owned(),
+            successor_id.to_owned(),
+        );
+        let inner = self.inner.clone();
+        self.write(async move {
+            let result = inner
+                .store
+                .undo_rotate(&tenant_id, &key_id, old_until, &successor_id, now)
+                .await;
+            match &result {
+                Ok(Some((old, successor))) => {
+                    inner.forget(&old.digest);
+                    inner.forget(&successor.digest);
+                }
+                Err(e) if may_have_written(e) => inner.flush(),
+                _ => {}
+            }
+            result
+        })
+        .await
+    }
+
     /// Writes last-used times through; cached records keep the `last_used_at` they were
     /// fetched with.
     async fn touch(&self, used: &[(String, OffsetDateTime)]) -> Result<(), StoreError> {

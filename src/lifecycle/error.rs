@@ -2,8 +2,10 @@ use super::bounds::BoundViolation;
 use crate::store::StoreError;
 
 /// Why a lifecycle operation was refused. Nothing is written when one is returned, except
-/// for [`ManageError::Store`] with [`StoreError::Timeout`]: the backend may still apply a change
-/// it was slow to confirm.
+/// for [`ManageError::Store`] with [`StoreError::Timeout`]: the backend may still apply a
+/// rename, a revocation or an import it was slow to confirm. An issue or a rotation that
+/// commits after its timeout is undone (the new key revoked, a rotated key active again), so
+/// the secret nobody received never works and a retry starts from where the caller left.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ManageError {

@@ -1,5 +1,6 @@
 use std::fmt;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use time::{Duration, OffsetDateTime};
@@ -29,7 +30,9 @@ pub(crate) const MAX_GRACE_SECONDS: u64 = 30 * 24 * 3600;
 /// [`MAX_RESTRICTION_ENTRIES`](super::MAX_RESTRICTION_ENTRIES),
 /// [`MAX_EXPIRY`](super::MAX_EXPIRY)) before any store call,
 /// and bounds each store call by the store timeout (2 s by default), after which it fails
-/// with [`StoreError::Timeout`].
+/// with [`StoreError::Timeout`]. An issue or a rotation that the store commits after that
+/// (slow to confirm, not refused) is undone as soon as the store answers: the caller was told
+/// it failed and never got the secret (see [`ManagedKeyStore::undo_rotate`]).
 ///
 /// Each change and its audit event are written by a task of their own: a caller that stops
 /// waiting (an HTTP client that disconnects, a dropped future) cannot cancel a change between
@@ -311,8 +314,28 @@ impl KeyManager {
         let manager = self.clone();
         self.commit(async move {
             let tenant_id = record.tenant_id.clone();
+            let store = manager.inner.store.clone();
+            let insert = async move { store.insert(record, max_active).await };
+            let late = LateWrite {
+                actor: actor.clone(),
+                tenant_id: tenant_id.clone(),
+                key: audited.clone(),
+                rotated: None,
+            };
+            let late_manager = manager.clone();
             manager
-                .bounded(manager.inner.store.insert(record, max_active))
+                .seen_through(insert, move |()| async move {
+                    if action == AuditAction::Issue {
+                        // Nobody got the secret.
+                        late.undo(&late_manager).await;
+                    } else {
+                        // An import hands out no secret: it did what its caller asked.
+                        let (actor, tenant_id) = (&late.actor, &late.tenant_id);
+                        late_manager
+                            .audit_late(actor, tenant_id, action, &late.key)
+                            .await;
+                    }
+                })
                 .await?;
             manager.audit(&actor, &tenant_id, action, &audited).await;
             Ok(())
@@ -350,8 +373,16 @@ impl KeyManager {
         let manager = self.clone();
         self.commit(async move {
             let now = manager.now();
+            let store = manager.inner.store.clone();
+            let rename = {
+                let (tenant_id, key_id) = (tenant_id.clone(), key_id.clone());
+                async move { store.rename(&tenant_id, &key_id, &name, now).await }
+            };
             let key = manager
-                .bounded(manager.inner.store.rename(&tenant_id, &key_id, &name, now))
+                .seen_through(
+                    rename,
+                    manager.stands(&actor, &tenant_id, AuditAction::Rename),
+                )
                 .await?;
             let info = key
                 .as_ref()
@@ -431,6 +462,7 @@ impl KeyManager {
             .await?
             .ok_or(ManageError::NotFound)?;
         let (key, digest) = self.inner.scheme.generate(old.environment);
+        let old_info = KeyInfo::from(&old);
         let replacement = KeyRecord {
             id: new_key_id(),
             digest,
@@ -451,15 +483,30 @@ impl KeyManager {
             (actor.to_owned(), tenant_id.to_owned(), key_id.to_owned());
         let manager = self.clone();
         self.commit(async move {
+            let store = manager.inner.store.clone();
+            let max_active = manager.inner.max_active;
+            let rotate = {
+                let (tenant_id, key_id) = (tenant_id.clone(), key_id.clone());
+                async move {
+                    store
+                        .rotate(&tenant_id, &key_id, replacement, until, now, max_active)
+                        .await
+                }
+            };
+            let late = LateWrite {
+                actor: actor.clone(),
+                tenant_id: tenant_id.clone(),
+                key: audited.clone(),
+                rotated: Some((old_info, until)),
+            };
+            let late_manager = manager.clone();
             let rotated = manager
-                .bounded(manager.inner.store.rotate(
-                    &tenant_id,
-                    &key_id,
-                    replacement,
-                    until,
-                    now,
-                    manager.inner.max_active,
-                ))
+                .seen_through(rotate, move |landed: Option<KeyRecord>| async move {
+                    if landed.is_some() {
+                        // Nobody got the successor's secret.
+                        late.undo(&late_manager).await;
+                    }
+                })
                 .await?
                 .ok_or(ManageError::NotFound)?;
             manager
@@ -491,8 +538,16 @@ impl KeyManager {
         let manager = self.clone();
         self.commit(async move {
             let now = manager.now();
+            let store = manager.inner.store.clone();
+            let revoke = {
+                let (tenant_id, key_id) = (tenant_id.clone(), key_id.clone());
+                async move { store.revoke(&tenant_id, &key_id, now).await }
+            };
             let key = manager
-                .bounded(manager.inner.store.revoke(&tenant_id, &key_id, now))
+                .seen_through(
+                    revoke,
+                    manager.stands(&actor, &tenant_id, AuditAction::Revoke),
+                )
                 .await?;
             let info = key
                 .as_ref()
@@ -539,6 +594,61 @@ impl KeyManager {
             .map_err(|e| ManageError::Store(StoreError::backend(e)))?
     }
 
+    /// A write, bounded by the store timeout for its caller but seen through to the store's
+    /// answer: a store may commit a write it was slow to confirm (a cache runs writes in a
+    /// task of their own; a database may have received the commit), after the caller was told
+    /// it failed. Such a write goes to `late` when it lands: an issue or a rotation is taken
+    /// back there ([`LateWrite::undo`]), since nobody got its secret; any other change stands
+    /// and gets its audit event.
+    async fn seen_through<T, F>(
+        &self,
+        write: impl Future<Output = Result<T, StoreError>> + Send + 'static,
+        late: impl FnOnce(T) -> F + Send + 'static,
+    ) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: Future<Output = ()> + Send,
+    {
+        let mut task = tokio::spawn(write);
+        match tokio::time::timeout(self.inner.store_timeout, &mut task).await {
+            Ok(joined) => joined.unwrap_or_else(|e| Err(StoreError::backend(e))),
+            Err(_) => {
+                // Not bounded: until the store answers, the write may still commit.
+                tokio::spawn(async move {
+                    if let Ok(Ok(landed)) = task.await {
+                        late(landed).await;
+                    }
+                });
+                Err(StoreError::Timeout)
+            }
+        }
+    }
+
+    /// What a rename or a revocation that lands late does: it stands, and is audited.
+    fn stands(
+        &self,
+        actor: &str,
+        tenant_id: &str,
+        action: AuditAction,
+    ) -> impl FnOnce(Option<KeyRecord>) -> BoxFuture<'static, ()> + Send + 'static {
+        let (manager, actor, tenant_id) = (self.clone(), actor.to_owned(), tenant_id.to_owned());
+        move |landed| {
+            Box::pin(async move {
+                if let Some(record) = landed {
+                    let key = KeyInfo::from(&record);
+                    manager.audit_late(&actor, &tenant_id, action, &key).await;
+                }
+            })
+        }
+    }
+
+    /// The audit event of a change that committed after its caller was told it failed, and
+    /// stands (it hands out no secret).
+    async fn audit_late(&self, actor: &str, tenant_id: &str, action: AuditAction, key: &KeyInfo) {
+        tracing::warn!(target: "keygate::lifecycle", key_id = %key.id, action = %action, "a change committed after its caller was told it failed; it stands");
+        self.audit(actor, tenant_id, action, key).await;
+    }
+
     /// A store call, bounded by the store timeout.
     async fn bounded<T>(
         &self,
@@ -565,6 +675,121 @@ impl KeyManager {
                 .unwrap_or(Err(BackendError::Timeout));
         if let Err(error) = recorded {
             tracing::error!(target: "keygate::audit", %error, action = %action, key_id = %key.id, "audit sink failed");
+        }
+    }
+}
+
+type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What a write that hands out a secret made, when it may land after its caller was told it
+/// failed.
+struct LateWrite {
+    actor: String,
+    tenant_id: String,
+    /// The key made, whose secret nobody holds.
+    key: KeyInfo,
+    /// For a rotation: the key replaced, and the end its rotation gave it.
+    rotated: Option<(KeyInfo, OffsetDateTime)>,
+}
+
+/// How often a late write's undo is tried, a store timeout apart: the store that was too slow
+/// for the write may be slow for its undo too.
+const UNDO_ATTEMPTS: u32 = 3;
+
+/// How far a late write was taken back.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Undone {
+    /// All of it: the new key is revoked (and a rotated key active again).
+    Whole,
+    /// The new key is revoked, but the store cannot undo a rotation: the old key stays rotated.
+    SuccessorOnly,
+    /// Not at all: the keys changed since, or the store kept failing.
+    Not,
+}
+
+impl LateWrite {
+    /// Takes the write back. Nobody waits for this, so the store's answers are awaited, not
+    /// bounded by the store timeout: a call abandoned here could land late in turn. What cannot
+    /// be taken back is logged, with key ids only; the audit trail records what the store
+    /// holds.
+    async fn undo(self, manager: &KeyManager) {
+        for attempt in 1..=UNDO_ATTEMPTS {
+            match self.try_undo(manager).await {
+                Ok(undone) => return self.record(manager, undone).await,
+                Err(error) if attempt < UNDO_ATTEMPTS => {
+                    tracing::warn!(target: "keygate::lifecycle", %error, key_id = %self.key.id, attempt, "undoing a write that committed after its caller was told it failed: the store failed, trying again");
+                    tokio::time::sleep(manager.inner.store_timeout).await;
+                }
+                Err(error) => {
+                    tracing::error!(target: "keygate::lifecycle", %error, key_id = %self.key.id, "undoing a write that committed after its caller was told it failed: the store kept failing");
+                    return self.record(manager, Undone::Not).await;
+                }
+            }
+        }
+    }
+
+    async fn try_undo(&self, manager: &KeyManager) -> Result<Undone, StoreError> {
+        let store = &manager.inner.store;
+        let (tenant_id, key_id) = (self.tenant_id.as_str(), self.key.id.as_str());
+        let now = manager.now();
+        let revoke_new = async {
+            let revoked = store.revoke(tenant_id, key_id, now).await?;
+            Ok::<_, StoreError>(revoked.is_some())
+        };
+        let Some((old, old_until)) = &self.rotated else {
+            return Ok(if revoke_new.await? {
+                Undone::Whole
+            } else {
+                Undone::Not
+            });
+        };
+        match store
+            .undo_rotate(tenant_id, &old.id, *old_until, key_id, now)
+            .await
+        {
+            Ok(undone) => Ok(if undone.is_some() {
+                Undone::Whole
+            } else {
+                Undone::Not
+            }),
+            Err(StoreError::Unsupported) => Ok(if revoke_new.await? {
+                Undone::SuccessorOnly
+            } else {
+                Undone::Not
+            }),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Logs the outcome and writes the audit events of what the store now holds: the rotation
+    /// if it stands, the new key's issue, and its revocation if it was revoked.
+    async fn record(&self, manager: &KeyManager, undone: Undone) {
+        let (actor, tenant_id, key) = (&self.actor, &self.tenant_id, &self.key);
+        match undone {
+            Undone::Whole => {
+                tracing::warn!(target: "keygate::lifecycle", key_id = %key.id, "a write that committed after its caller was told it failed was undone")
+            }
+            Undone::SuccessorOnly => {
+                tracing::error!(target: "keygate::lifecycle", key_id = %key.id, "a rotation committed after its caller was told it failed, and the store cannot undo a rotation: its successor is revoked, the old key stays rotated")
+            }
+            Undone::Not => {
+                tracing::error!(target: "keygate::lifecycle", key_id = %key.id, "a write that committed after its caller was told it failed was not undone; nobody holds its key's secret")
+            }
+        }
+        if let Some((old, _)) = &self.rotated
+            && undone != Undone::Whole
+        {
+            manager
+                .audit(actor, tenant_id, AuditAction::Rotate, old)
+                .await;
+        }
+        manager
+            .audit(actor, tenant_id, AuditAction::Issue, key)
+            .await;
+        if undone != Undone::Not {
+            manager
+                .audit(actor, tenant_id, AuditAction::Revoke, key)
+                .await;
         }
     }
 }

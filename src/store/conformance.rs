@@ -69,6 +69,7 @@ where
     rotate_racing_revoke(make().await).await;
     rotation_with_grace_counts_against_the_cap(&make().await).await;
     a_key_in_grace_cannot_be_rotated_again(&make().await).await;
+    undo_rotate(&make().await).await;
     times_out_of_range_are_refused(&make().await).await;
 }
 
@@ -967,6 +968,149 @@ pub async fn a_key_in_grace_cannot_be_rotated_again<S: ManagedKeyStore>(store: &
         .await
         .unwrap()
         .expect("the successor can be rotated");
+}
+
+/// [`ManagedKeyStore::undo_rotate`] takes a rotation back, with or without a grace period:
+/// the old key active again with no `revoked_at`, the successor revoked at the judged time.
+/// It writes nothing when the old key's end is not the one given, when either key has changed
+/// since (the old key revoked in its grace period, the successor revoked or the old key
+/// rotated again), or for another tenant. A store that leaves `undo_rotate` to its default
+/// ([`StoreError::Unsupported`]) passes.
+pub async fn undo_rotate<S: ManagedKeyStore>(store: &S) {
+    let t = tenant();
+    for grace in [Duration::ZERO, Duration::hours(1)] {
+        let (old, successor, until) = rotated(store, &t, grace).await;
+        match store
+            .undo_rotate(&tenant(), &old.id, until, &successor.id, now())
+            .await
+        {
+            Err(StoreError::Unsupported) => return,
+            Ok(None) => {}
+            other => panic!("undo_rotate for another tenant: expected Ok(None), got {other:?}"),
+        }
+        let wrong_end = store
+            .undo_rotate(
+                &t,
+                &old.id,
+                until + Duration::seconds(1),
+                &successor.id,
+                now(),
+            )
+            .await
+            .unwrap();
+        assert!(
+            wrong_end.is_none(),
+            "undo_rotate with another end than the rotation's"
+        );
+        assert_eq!(
+            ends(store, &old, &successor).await,
+            (Some(until), None),
+            "undo_rotate for another tenant or end wrote nothing"
+        );
+        let at = now();
+        let (restored, revoked) = store
+            .undo_rotate(&t, &old.id, until, &successor.id, at)
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("undo_rotate (grace {grace}) found nothing to undo"));
+        assert_eq!(
+            (restored.id.as_str(), restored.revoked_at),
+            (old.id.as_str(), None)
+        );
+        assert_eq!(revoked.id, successor.id);
+        assert!(
+            revoked.revoked_at.is_some_and(|r| r >= at),
+            "the successor is revoked at the judged time, not before {at}: {:?}",
+            revoked.revoked_at
+        );
+        assert_eq!(
+            ends(store, &old, &successor).await,
+            (None, revoked.revoked_at),
+            "undo_rotate returns the records as stored"
+        );
+        let later = now() + Duration::hours(2);
+        assert!(
+            store.get(&t, &successor.id, later).await.unwrap().is_none()
+                && store.get(&t, &old.id, later).await.unwrap().is_some(),
+            "after undo_rotate (grace {grace}) the old key is active, the successor is not"
+        );
+        let again = store
+            .undo_rotate(&t, &old.id, until, &successor.id, now())
+            .await
+            .unwrap();
+        assert!(again.is_none(), "a second undo finds the successor revoked");
+        let at = now();
+        store
+            .rotate(&t, &old.id, record(&t, at), at, at, None)
+            .await
+            .unwrap()
+            .expect("the old key can be rotated again");
+    }
+
+    let (old, successor, until) = rotated(store, &t, Duration::hours(1)).await;
+    let revoked = store.revoke(&t, &old.id, now()).await.unwrap();
+    let revoked_at = revoked.expect("revoke in grace").revoked_at;
+    let undone = store
+        .undo_rotate(&t, &old.id, until, &successor.id, now())
+        .await
+        .unwrap();
+    assert!(
+        undone.is_none(),
+        "undo_rotate after the old key was revoked"
+    );
+    assert_eq!(
+        ends(store, &old, &successor).await,
+        (revoked_at, None),
+        "the old key revoked since stays revoked, its successor untouched"
+    );
+
+    let (old, successor, until) = rotated(store, &t, Duration::hours(1)).await;
+    let revoked = store.revoke(&t, &successor.id, now()).await.unwrap();
+    let revoked_at = revoked.expect("revoke the successor").revoked_at;
+    let undone = store
+        .undo_rotate(&t, &old.id, until, &successor.id, now())
+        .await
+        .unwrap();
+    assert!(
+        undone.is_none(),
+        "undo_rotate after the successor was revoked"
+    );
+    assert_eq!(
+        ends(store, &old, &successor).await,
+        (Some(until), revoked_at),
+        "with its successor revoked since, the old key stays rotated"
+    );
+}
+
+/// A key of `t` rotated with `grace`: the old record, its successor, the old key's end.
+async fn rotated<S: ManagedKeyStore>(
+    store: &S,
+    t: &str,
+    grace: Duration,
+) -> (KeyRecord, KeyRecord, OffsetDateTime) {
+    let old = record(t, now() - Duration::minutes(1));
+    store.insert(old.clone(), None).await.unwrap();
+    let at = now();
+    let successor = record(t, at);
+    store
+        .rotate(t, &old.id, successor.clone(), at + grace, at, None)
+        .await
+        .unwrap()
+        .expect("rotate");
+    (old, successor, at + grace)
+}
+
+/// The stored `revoked_at` of two keys.
+async fn ends<S: ManagedKeyStore>(
+    store: &S,
+    a: &KeyRecord,
+    b: &KeyRecord,
+) -> (Option<OffsetDateTime>, Option<OffsetDateTime>) {
+    let end = |r: Option<Arc<KeyRecord>>| r.expect("the record is kept").revoked_at;
+    (
+        end(store.find(&a.digest).await.unwrap()),
+        end(store.find(&b.digest).await.unwrap()),
+    )
 }
 
 /// Every time handed to a store lies within [`MIN_TIME`]..=[`MAX_TIME`]: the bounds are kept

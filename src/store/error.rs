@@ -32,6 +32,10 @@ pub enum StoreError {
     /// range every keygate store accepts. Nothing was written.
     #[error("time {} is outside the range a key store accepts ({} to {})", rfc3339(.0), rfc3339(&super::MIN_TIME), rfc3339(&super::MAX_TIME))]
     TimeOutOfRange(OffsetDateTime),
+    /// The store does not implement this operation (a provided method of
+    /// [`ManagedKeyStore`](super::ManagedKeyStore) it leaves to its default).
+    #[error("the key store does not support this operation")]
+    Unsupported,
 }
 
 /// A backend failure is a store failure: [`BackendError::Failed`] becomes

@@ -107,6 +107,11 @@ use super::record::KeyRecord;
 ///     async fn touch(&self, used: &[(String, OffsetDateTime)]) -> Result<(), StoreError> {
 ///         self.inner.touch(used).await
 ///     }
+///     async fn undo_rotate(&self, tenant: &str, id: &str, old_until: OffsetDateTime,
+///         successor: &str, now: OffsetDateTime)
+///         -> Result<Option<(KeyRecord, KeyRecord)>, StoreError> {
+///         self.inner.undo_rotate(tenant, id, old_until, successor, now).await
+///     }
 /// }
 ///
 /// # #[tokio::main]
@@ -187,6 +192,33 @@ pub trait ManagedKeyStore: KeyStore {
         now: OffsetDateTime,
         max_active: Option<usize>,
     ) -> Result<Option<KeyRecord>, StoreError>;
+
+    /// Takes a rotation back, in one atomic step: when `key_id` still has the `revoked_at` its
+    /// rotation gave it (`old_until`) and `successor_id` has never been revoked or replaced,
+    /// revokes the successor as of the judged time (see [Times](ManagedKeyStore#times)) and
+    /// makes `key_id` active again (no `revoked_at`). Returns the two records as updated, the
+    /// old key first; `Ok(None)` when either has changed since (or is not the tenant's), and
+    /// nothing is written.
+    ///
+    /// [`KeyManager`](crate::lifecycle::KeyManager) calls it only for a rotation that
+    /// committed after its caller was told it failed (the store answered after the manager's
+    /// store timeout): the caller never got the successor's secret, so the rotation is undone
+    /// and the failure it was told holds. The old key works again; the successor, whose secret
+    /// nobody holds, never will.
+    ///
+    /// The default answers [`StoreError::Unsupported`]; the manager then revokes the successor
+    /// alone and logs that the old key stays rotated.
+    async fn undo_rotate(
+        &self,
+        tenant_id: &str,
+        key_id: &str,
+        old_until: OffsetDateTime,
+        successor_id: &str,
+        now: OffsetDateTime,
+    ) -> Result<Option<(KeyRecord, KeyRecord)>, StoreError> {
+        let _ = (tenant_id, key_id, old_until, successor_id, now);
+        Err(StoreError::Unsupported)
+    }
 
     /// Records last-used times, a batch at a time; an unknown id is ignored. A time earlier
     /// than the stored one never moves it back. A batch with a time out of range is refused

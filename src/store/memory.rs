@@ -256,6 +256,42 @@ impl ManagedKeyStore for MemoryStore {
         Ok(old)
     }
 
+    async fn undo_rotate(
+        &self,
+        tenant_id: &str,
+        key_id: &str,
+        old_until: OffsetDateTime,
+        successor_id: &str,
+        now: OffsetDateTime,
+    ) -> Result<Option<(KeyRecord, KeyRecord)>, StoreError> {
+        check_time(old_until)?;
+        check_time(now)?;
+        let mut inner = self.write();
+        let at = judged_at(now);
+        let record = |id: &str| {
+            let digest = inner.by_id.get(id)?;
+            inner
+                .by_digest
+                .get(digest)
+                .filter(|r| r.tenant_id == tenant_id)
+        };
+        let (Some(old), Some(successor)) = (record(key_id), record(successor_id)) else {
+            return Ok(None);
+        };
+        if old.revoked_at != Some(old_until) || successor.revoked_at.is_some() {
+            return Ok(None);
+        }
+        let mut old = KeyRecord::clone(old);
+        let mut successor = KeyRecord::clone(successor);
+        old.revoked_at = None;
+        successor.revoked_at = Some(at);
+        inner.by_digest.insert(old.digest, Arc::new(old.clone()));
+        inner
+            .by_digest
+            .insert(successor.digest, Arc::new(successor.clone()));
+        Ok(Some((old, successor)))
+    }
+
     async fn touch(&self, used: &[(String, OffsetDateTime)]) -> Result<(), StoreError> {
         // The whole batch or nothing.
         for (_, at) in used {

@@ -22,6 +22,8 @@ mod credentials;
 mod dev_mode;
 mod fuzzish;
 mod grpc;
+#[cfg(feature = "axum")]
+mod late_writes;
 mod layer_contract;
 mod lifecycle;
 mod limits;

@@ -16,8 +16,8 @@ use crate::store::{
     KeyRecord, KeyStore, Lookup, ManagedKeyStore, StoreError, check_record_times, judged_at,
 };
 
-// `$n` placeholders mean the same in every statement that has them: $1 the tenant, $2 the key
-// id, $3 the time a key must be active at, $4 the value set.
+// `$n` placeholders mean the same in every statement that has them (but the undo of a rotation):
+// $1 the tenant, $2 the key id, $3 the time a key must be active at, $4 the value set.
 
 const FIND: &str = "SELECT id, tenant_id, name, digest, prefix, last4, scopes, environment, \
      created_at, expires_at, revoked_at, last_used_at, metadata, restrictions \
@@ -63,6 +63,21 @@ const REVOKE: &str = "UPDATE keygate_keys SET revoked_at = $4 WHERE tenant_id = 
 /// replaced.
 const ROTATE: &str = "UPDATE keygate_keys SET revoked_at = $4 WHERE tenant_id = $1 AND id = $2 \
      AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $3) \
+     RETURNING id, tenant_id, name, digest, prefix, last4, scopes, environment, created_at, \
+     expires_at, revoked_at, last_used_at, metadata, restrictions";
+
+// The undo of a rotation has a `$3` of its own: the successor's revocation time in
+// `UNDO_REVOKE`, the time the rotation ended the old key at in `UNDO_RESTORE`.
+
+/// The successor, if it was never revoked or replaced.
+const UNDO_REVOKE: &str = "UPDATE keygate_keys SET revoked_at = $3 \
+     WHERE tenant_id = $1 AND id = $2 AND revoked_at IS NULL \
+     RETURNING id, tenant_id, name, digest, prefix, last4, scopes, environment, created_at, \
+     expires_at, revoked_at, last_used_at, metadata, restrictions";
+
+/// The old key, if it still ends when its rotation said.
+const UNDO_RESTORE: &str = "UPDATE keygate_keys SET revoked_at = NULL \
+     WHERE tenant_id = $1 AND id = $2 AND revoked_at = $3 \
      RETURNING id, tenant_id, name, digest, prefix, last4, scopes, environment, created_at, \
      expires_at, revoked_at, last_used_at, metadata, restrictions";
 
@@ -290,6 +305,47 @@ where
             .await?;
         self.commit(tx).await?;
         Ok(Some(old))
+    }
+
+    async fn undo_rotate(
+        &self,
+        tenant_id: &str,
+        key_id: &str,
+        old_until: OffsetDateTime,
+        successor_id: &str,
+        now: OffsetDateTime,
+    ) -> Result<Option<(KeyRecord, KeyRecord)>, StoreError> {
+        let until = nanos(old_until)?;
+        nanos(now)?;
+        self.dialect.check_write()?;
+        let mut tx = self.dialect.begin_write(&self.pool, tenant_id).await?;
+        let at = nanos(judged_at(now))?;
+        let args = |id: &str, time: i64| {
+            vec![
+                Arg::Text(tenant_id.to_owned()),
+                Arg::Text(id.to_owned()),
+                Arg::Int(time),
+            ]
+        };
+        // Either update finding nothing drops the transaction, which rolls the other back.
+        let Some(successor) =
+            D::Db::fetch_key(On::Tx(&mut tx), UNDO_REVOKE, args(successor_id, at))
+                .await
+                .map_err(write_error)?
+        else {
+            return Ok(None);
+        };
+        let Some(old) = D::Db::fetch_key(On::Tx(&mut tx), UNDO_RESTORE, args(key_id, until))
+            .await
+            .map_err(write_error)?
+        else {
+            return Ok(None);
+        };
+        let (old, successor) = (old.into_record()?, successor.into_record()?);
+        self.publish(&mut tx, Notice::Key(old.digest)).await?;
+        self.publish(&mut tx, Notice::Key(successor.digest)).await?;
+        self.commit(tx).await?;
+        Ok(Some((old, successor)))
     }
 
     async fn touch(&self, used: &[(String, OffsetDateTime)]) -> Result<(), StoreError> {
