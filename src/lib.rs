@@ -70,10 +70,10 @@
 //! and the request is refused with 503.
 //!
 //! **The management path**: [`api`] (axum) checks the caller and parses strict bodies; the
-//! [`lifecycle::KeyManager`] validates the caps, keeps what a caller issues within its
-//! [`lifecycle::KeyBounds`], makes keys with the same [`key::KeyScheme`] as the verifier, and
-//! writes each change to a [`store::ManagedKeyStore`] with its event to an
-//! [`audit::AuditSink`].
+//! [`lifecycle::KeyManager`] validates the caps, keeps what a caller issues, and the keys it
+//! changes, within its [`lifecycle::KeyBounds`], makes keys with the same [`key::KeyScheme`]
+//! as the verifier, and writes each change to a [`store::ManagedKeyStore`] with its event to
+//! an [`audit::AuditSink`].
 //!
 //! | backend trait | shipped implementations |
 //! |---|---|

@@ -17,8 +17,9 @@ pub enum ApiError {
     /// The request is malformed; the message says what is wrong.
     #[error("{0}")]
     BadRequest(String),
-    /// The caller may not do this: the key would reach beyond the caller's own, or the
-    /// caller's key is in its rotation grace period. The message says which.
+    /// The caller may not do this: the key to issue, or the key to rename, rotate or revoke,
+    /// reaches beyond the caller's own, or the caller's key is in its rotation grace period.
+    /// The message says which.
     #[error("{0}")]
     Forbidden(String),
     /// The body is larger than [`MAX_BODY_BYTES`](super::MAX_BODY_BYTES).

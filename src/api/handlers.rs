@@ -161,9 +161,7 @@ pub(super) async fn rename(
     let tenant = caller(tenant)?;
     let id = key_id(id)?;
     let JsonBody(body) = body?;
-    let key = manager
-        .rename(tenant.key_id(), tenant.tenant_id(), &id, &body.name)
-        .await?;
+    let key = manager.rename_as(&tenant, &id, &body.name).await?;
     Ok(ok(StatusCode::OK, key, None))
 }
 
@@ -190,8 +188,6 @@ pub(super) async fn revoke(
 ) -> Result<Response, ApiError> {
     let tenant = caller(tenant)?;
     let id = key_id(id)?;
-    manager
-        .revoke(tenant.key_id(), tenant.tenant_id(), &id)
-        .await?;
+    manager.revoke_as(&tenant, &id).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

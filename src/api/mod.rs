@@ -21,8 +21,11 @@
 //!
 //! What a caller issues stays inside its own key's bounds ([`KeyBounds`](crate::lifecycle::KeyBounds)):
 //! same environment, restrictions at least as tight, expiry no later, scopes its key and plan
-//! grant; this holds for `POST /v1/api-keys` and for the successor made by a rotation. A key in
-//! its rotation grace period still authenticates but may not manage keys.
+//! grant; this holds for `POST /v1/api-keys` and for the successor made by a rotation. A caller
+//! changes (renames, rotates, revokes) only keys it could have issued, itself included, so that
+//! a sandbox or restricted admin key cannot revoke the tenant's live admin key. Listing and
+//! getting are not bound: every admin key sees all the tenant's active keys, metadata only. A
+//! key in its rotation grace period still authenticates but may not manage keys.
 //!
 //! Another tenant's key id answers 404, exactly like an unknown id. Refusals use the error
 //! envelope `{"success":false,"error":{"code","message"}}`:
@@ -38,7 +41,7 @@
 //! | bad grace period | 400 | `BAD_REQUEST` | `grace_period_seconds must be between 0 and 2592000` |
 //! | body over 65536 bytes | 413 | `PAYLOAD_TOO_LARGE` | `Request body too large: at most 65536 bytes` |
 //! | no `admin` | 403 (+ `WWW-Authenticate`) | `FORBIDDEN` | `API key lacks the required scope: admin` |
-//! | the key would reach beyond the caller's | 403 | `FORBIDDEN` | `Cannot issue a key beyond your own: environment` (or `scopes`, `restrictions`, `expiry`) |
+//! | the key to issue, or the key to rename, rotate or revoke, reaches beyond the caller's | 403 | `FORBIDDEN` | `Cannot issue a key beyond your own: environment` (or `scopes`, `restrictions`, `expiry`) |
 //! | the caller's key is in its rotation grace period | 403 | `FORBIDDEN` | `API key has been rotated: use its successor to manage keys` |
 //! | no such key for this tenant | 404 | `NOT_FOUND` | `API key not found` |
 //! | the tenant has the maximum number of active keys (a rotation with a grace period counts: the old key stays active) | 409 | `KEY_LIMIT_REACHED` | |

@@ -61,8 +61,9 @@ const FORBIDDEN: Refusal = Refusal {
     codes: &["FORBIDDEN"],
     description: "The caller's key lacks the `admin` scope (with `WWW-Authenticate`), its \
         tenant is suspended or has no plan, a restriction of the key refuses the request, the \
-        key is in its rotation grace period, or the key asked for would reach beyond the \
-        caller's (environment, scopes, restrictions, expiry).",
+        key is in its rotation grace period, or the key asked for, or the key to rename, \
+        rotate or revoke, reaches beyond the caller's (environment, scopes, restrictions, \
+        expiry).",
     www_authenticate: true,
 };
 const NOT_FOUND: Refusal = Refusal {
@@ -194,7 +195,10 @@ const CALLS: [Call; 6] = [
         path: "/v1/api-keys/{id}",
         operation_id: "renameKey",
         summary: "Rename a key",
-        description: "Renames one key of the caller's tenant.",
+        description: "Renames one key of the caller's tenant. The caller renames only keys \
+            it could have issued, itself included: a key beyond its own bounds (another \
+            environment, wider restrictions, a later expiry, scopes it does not grant) is \
+            refused with 403.",
         body: Some(("RenameKeyRequest", true)),
         success: ("200", "The renamed key.", Some("KeyResponse")),
         refusals: &[
@@ -213,7 +217,9 @@ const CALLS: [Call; 6] = [
         summary: "Rotate a key",
         description: "Replaces a key by a new one with the same name, scopes, environment, \
             expiry, metadata and restrictions. The old key stops at once, or after the grace \
-            period. The body may be left empty. The answer holds the new secret, once.",
+            period. The caller rotates only keys it could have issued, itself included: a key \
+            beyond its own bounds is refused with 403. The body may be left empty. The answer \
+            holds the new secret, once.",
         body: Some(("RotateKeyRequest", false)),
         success: (
             "201",
@@ -235,7 +241,10 @@ const CALLS: [Call; 6] = [
         path: "/v1/api-keys/{id}",
         operation_id: "revokeKey",
         summary: "Revoke a key",
-        description: "Revokes one key of the caller's tenant: it stops working at once.",
+        description: "Revokes one key of the caller's tenant: it stops working at once. The \
+            caller revokes only keys it could have issued, itself included: a key beyond its \
+            own bounds (another environment, wider restrictions, a later expiry, scopes it \
+            does not grant) is refused with 403.",
         body: None,
         success: ("204", "Revoked; no body.", None),
         refusals: &[UNAUTHORIZED, FORBIDDEN, NOT_FOUND, UNAVAILABLE],

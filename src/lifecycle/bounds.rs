@@ -13,10 +13,12 @@ use crate::tenant::{Tenant, granted};
 /// restrictions and expiry.
 ///
 /// [`KeyBounds::contains`] decides whether one key may issue another: a key may only hand on
-/// what it holds itself. The HTTP API applies it to every key it issues and to the successor of
-/// every key it rotates, against the caller's key (see
-/// [`KeyManager::issue_as`](super::KeyManager::issue_as)); plain
-/// [`KeyManager::issue`](super::KeyManager::issue), called by operator code, is not bound.
+/// what it holds itself. It also decides which keys a key may change: only those it could have
+/// issued. The HTTP API applies it against the caller's key to every key it issues, to the
+/// successor of every key it rotates, and to every key it renames or revokes (see
+/// [`KeyManager::issue_as`](super::KeyManager::issue_as) and
+/// [`KeyManager::revoke_as`](super::KeyManager::revoke_as)); the plain methods such as
+/// [`KeyManager::issue`](super::KeyManager::issue), called by operator code, are not bound.
 ///
 /// The relation is pure, reflexive (a key whose scopes its plan allows contains itself) and
 /// transitive, and it never widens: every request a contained key may make, the containing
@@ -65,7 +67,9 @@ pub struct KeyBounds<'a> {
     pub expires_at: Option<OffsetDateTime>,
 }
 
-/// Which bound a new key would exceed. Checked, and reported, in this order.
+/// Which bound a key would exceed: a new key, or a key the caller would rename, rotate or
+/// revoke. Checked, and reported, in this order. The messages speak of issuing for both: a
+/// caller changes only keys it could have issued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum BoundViolation {

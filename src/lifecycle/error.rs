@@ -53,8 +53,9 @@ pub enum ManageError {
         /// The longest grace period allowed, in seconds.
         max: u64,
     },
-    /// The key would reach beyond the key of the caller it is issued for (see
-    /// [`KeyBounds`](super::KeyBounds)).
+    /// The key would reach beyond the key of the caller it is issued for, or the key the
+    /// caller would rename, rotate or revoke lies beyond the caller's own: one it could not
+    /// have issued (see [`KeyBounds`](super::KeyBounds)).
     #[error("{0}")]
     BeyondBounds(BoundViolation),
     /// The caller's key has been rotated and is in its grace period: it still authenticates,

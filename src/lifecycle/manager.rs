@@ -39,9 +39,12 @@ pub(crate) const MAX_GRACE_SECONDS: u64 = 30 * 24 * 3600;
 /// the store write and its audit event. The task needs a tokio runtime.
 ///
 /// The plain methods ([`issue`](Self::issue), [`rotate`](Self::rotate), …) are for operator
-/// code and are bound by no caller; [`issue_as`](Self::issue_as) and
-/// [`rotate_as`](Self::rotate_as) act for an authenticated caller and keep what they issue
-/// within its [`KeyBounds`], as the management HTTP API does.
+/// code and are bound by no caller. The `_as` methods act for an authenticated caller, as the
+/// management HTTP API does, and keep it within its [`KeyBounds`]: it issues
+/// ([`issue_as`](Self::issue_as)) only keys inside them, and changes
+/// ([`rename_as`](Self::rename_as), [`rotate_as`](Self::rotate_as),
+/// [`revoke_as`](Self::revoke_as)) only keys it could have issued. Listing and getting are not
+/// bound: any admin key of a tenant sees all its keys, metadata only.
 #[derive(Clone)]
 pub struct KeyManager {
     inner: Arc<Inner>,
@@ -360,6 +363,9 @@ impl KeyManager {
     }
 
     /// Renames an active key.
+    ///
+    /// Operator code: bound by no caller. To rename on behalf of an authenticated caller, use
+    /// [`KeyManager::rename_as`].
     pub async fn rename(
         &self,
         actor: &str,
@@ -368,6 +374,69 @@ impl KeyManager {
         name: &str,
     ) -> Result<KeyInfo, ManageError> {
         let name = validate_name(name)?;
+        self.rename_valid(actor, tenant_id, key_id, name).await
+    }
+
+    /// [`KeyManager::rename`] on behalf of `caller`, in its tenant. A caller changes only keys
+    /// it could have issued: the key must lie inside the caller's [`KeyBounds`], otherwise
+    /// [`ManageError::BeyondBounds`] and nothing is written. Without this, a sandbox admin
+    /// could rename the tenant's live keys. A caller may rename itself: a key lies inside its
+    /// own bounds, as long as its plan allows its scopes (an admin's plan always does). A caller
+    /// whose key is in its rotation grace period is refused with
+    /// [`ManageError::CallerRotated`]. The audit actor is the caller's key id.
+    ///
+    /// ```
+    /// use keygate::Verifier;
+    /// use keygate::key::{Environment, KeyScheme};
+    /// use keygate::lifecycle::{BoundViolation, KeyManager, ManageError, NewKey};
+    /// use keygate::store::MemoryStore;
+    /// use keygate::request::RequestHead;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let store = MemoryStore::new();
+    /// let scheme = KeyScheme::default();
+    /// let verifier = Verifier::builder(store.clone()).scheme(scheme.clone()).build();
+    /// let manager = KeyManager::builder(store).scheme(scheme).build();
+    /// let live = manager.issue("setup", "acme", NewKey::new("prod", ["read"])).await.unwrap();
+    /// let admin = manager
+    ///     .issue("setup", "acme", NewKey::new("sandbox admin", ["admin"]).environment(Environment::Test))
+    ///     .await
+    ///     .unwrap();
+    ///
+    /// // The authenticated caller, as the layer hands it to a handler.
+    /// let request = http::Request::get("/").header("x-api-key", admin.key.expose_secret()).body(()).unwrap();
+    /// let caller = verifier.verify(&RequestHead::from(&request), None).await.unwrap();
+    ///
+    /// assert!(matches!(
+    ///     manager.rename_as(&caller, &live.info.id, "pwned").await,
+    ///     Err(ManageError::BeyondBounds(BoundViolation::Environment))
+    /// ));
+    /// // Its own key lies inside its bounds.
+    /// let renamed = manager.rename_as(&caller, &admin.info.id, "ci admin").await.unwrap();
+    /// assert_eq!(renamed.name, "ci admin");
+    /// # }
+    /// ```
+    pub async fn rename_as(
+        &self,
+        caller: &Tenant,
+        key_id: &str,
+        name: &str,
+    ) -> Result<KeyInfo, ManageError> {
+        may_manage(caller)?;
+        let name = validate_name(name)?;
+        self.within_bounds_of(caller, key_id).await?;
+        self.rename_valid(caller.key_id(), caller.tenant_id(), key_id, name)
+            .await
+    }
+
+    /// Renames the key to `name`, already validated.
+    async fn rename_valid(
+        &self,
+        actor: &str,
+        tenant_id: &str,
+        key_id: &str,
+        name: String,
+    ) -> Result<KeyInfo, ManageError> {
         let (actor, tenant_id, key_id) =
             (actor.to_owned(), tenant_id.to_owned(), key_id.to_owned());
         let manager = self.clone();
@@ -527,6 +596,9 @@ impl KeyManager {
     }
 
     /// Revokes an active key: the next request with it is refused.
+    ///
+    /// Operator code: bound by no caller. To revoke on behalf of an authenticated caller, use
+    /// [`KeyManager::revoke_as`].
     pub async fn revoke(
         &self,
         actor: &str,
@@ -559,6 +631,63 @@ impl KeyManager {
             Ok(())
         })
         .await
+    }
+
+    /// [`KeyManager::revoke`] on behalf of `caller`, in its tenant. A caller changes only keys
+    /// it could have issued: the key must lie inside the caller's [`KeyBounds`], otherwise
+    /// [`ManageError::BeyondBounds`] and nothing is written. Without this, a sandbox or
+    /// IP-restricted admin could revoke the tenant's live, unrestricted admin key. A caller may
+    /// revoke itself: a key lies inside its own bounds, as long as its plan allows its scopes
+    /// (an admin's plan always does). A caller whose key is in its rotation grace period is
+    /// refused with [`ManageError::CallerRotated`]. The audit actor is the caller's key id.
+    ///
+    /// ```
+    /// use keygate::Verifier;
+    /// use keygate::key::{Environment, KeyScheme};
+    /// use keygate::lifecycle::{BoundViolation, KeyManager, ManageError, NewKey};
+    /// use keygate::store::MemoryStore;
+    /// use keygate::request::RequestHead;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let store = MemoryStore::new();
+    /// let scheme = KeyScheme::default();
+    /// let verifier = Verifier::builder(store.clone()).scheme(scheme.clone()).build();
+    /// let manager = KeyManager::builder(store).scheme(scheme).build();
+    /// let live_admin = manager.issue("setup", "acme", NewKey::new("admin", ["admin"])).await.unwrap();
+    /// let test = |name| NewKey::new(name, ["admin"]).environment(Environment::Test);
+    /// let sandbox_admin = manager.issue("setup", "acme", test("sandbox admin")).await.unwrap();
+    /// let ci = manager.issue("setup", "acme", test("ci")).await.unwrap();
+    ///
+    /// // The authenticated caller, as the layer hands it to a handler.
+    /// let request = http::Request::get("/").header("x-api-key", sandbox_admin.key.expose_secret()).body(()).unwrap();
+    /// let caller = verifier.verify(&RequestHead::from(&request), None).await.unwrap();
+    ///
+    /// assert!(matches!(
+    ///     manager.revoke_as(&caller, &live_admin.info.id).await,
+    ///     Err(ManageError::BeyondBounds(BoundViolation::Environment))
+    /// ));
+    /// assert!(manager.revoke_as(&caller, &ci.info.id).await.is_ok());
+    /// assert_eq!(manager.list("acme").await.unwrap().len(), 2);
+    /// # }
+    /// ```
+    pub async fn revoke_as(&self, caller: &Tenant, key_id: &str) -> Result<(), ManageError> {
+        may_manage(caller)?;
+        self.within_bounds_of(caller, key_id).await?;
+        self.revoke(caller.key_id(), caller.tenant_id(), key_id)
+            .await
+    }
+
+    /// `Ok` when the active key `key_id` of `caller`'s tenant lies inside `caller`'s bounds:
+    /// one it could have issued. The check reads before the write and writes nothing, which is
+    /// enough: no [`ManagedKeyStore`] call changes what it compares (environment, scopes,
+    /// restrictions, expiry) for a key id; a rotation gives the successor an id of its own.
+    async fn within_bounds_of(&self, caller: &Tenant, key_id: &str) -> Result<(), ManageError> {
+        let target = self
+            .bounded(self.inner.store.get(caller.tenant_id(), key_id, self.now()))
+            .await?
+            .ok_or(ManageError::NotFound)?;
+        KeyBounds::of_tenant(caller).contains(&KeyBounds::of(&target, None))?;
+        Ok(())
     }
 
     fn validate_scopes(&self, names: &[String]) -> Result<Scopes, ManageError> {

@@ -5,9 +5,11 @@
 //!
 //! - Input is capped for every caller: [`MAX_SCOPES`], [`MAX_NAME_CHARS`],
 //!   [`MAX_METADATA_BYTES`], [`MAX_RESTRICTION_ENTRIES`], [`MAX_EXPIRY`].
-//! - [`KeyBounds`] is the rule that keeps a key from issuing keys wider than itself;
-//!   [`KeyManager::issue_as`] and [`KeyManager::rotate_as`] apply it for an authenticated
-//!   caller, the plain methods are for operator code.
+//! - [`KeyBounds`] is the rule that keeps a key from issuing keys wider than itself, and from
+//!   changing keys it could not have issued: [`KeyManager::issue_as`],
+//!   [`KeyManager::rename_as`], [`KeyManager::rotate_as`] and [`KeyManager::revoke_as`] apply
+//!   it for an authenticated caller, the plain methods are for operator code. Listing and
+//!   getting are not bound.
 //! - Store calls are bounded by a timeout, and each change is written with its audit event by a
 //!   task of its own, which a caller that goes away cannot cancel halfway.
 //!

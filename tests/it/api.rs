@@ -972,6 +972,150 @@ async fn a_key_cannot_issue_or_rotate_keys_beyond_its_own() {
     assert_eq!(reply.json()["data"]["environment"], "test");
 }
 
+/// Found by review: a test-environment or IP-restricted admin could rename and revoke any key of
+/// its tenant over the API, the live admin key included. A caller now changes only keys it
+/// could have issued; it still lists and gets them all.
+#[tokio::test]
+async fn a_key_cannot_rename_or_revoke_keys_beyond_its_own() {
+    let store = MemoryStore::new();
+    let verifier = Verifier::builder(store.clone()).build();
+    let operator = KeyManager::builder(store.clone())
+        .scheme(verifier.scheme().clone())
+        .build();
+    let auth = AuthLayer::new(verifier);
+    let app = api::router(operator.clone())
+        .route_layer(auth.require_scope(Scope::ADMIN))
+        .route(
+            "/v1/whoami",
+            get(|t: Tenant| async move { t.key_id().to_owned() }).route_layer(auth),
+        );
+    let addr = serve(app).await;
+
+    let (live_admin, live_admin_id) =
+        issue(&operator, "acme", NewKey::new("live admin", ["admin"])).await;
+    let (test_admin, test_admin_id) = issue(
+        &operator,
+        "acme",
+        NewKey::new("test admin", ["admin"]).environment(Environment::Test),
+    )
+    .await;
+    let (ip_admin, _) = issue(
+        &operator,
+        "acme",
+        NewKey::new("ip admin", ["admin"])
+            .restrictions(restrictions(json!({"ip_ranges": ["127.0.0.0/8"]}))),
+    )
+    .await;
+    let (ci, ci_id) = issue(
+        &operator,
+        "acme",
+        NewKey::new("ci", ["read"]).environment(Environment::Test),
+    )
+    .await;
+    let live = format!("/v1/api-keys/{live_admin_id}");
+    let rename = Some(json!({"name": "pwned"}).to_string());
+
+    for (who, key, method, body, bound) in [
+        (
+            "test admin",
+            &test_admin,
+            "PATCH",
+            rename.clone(),
+            "environment",
+        ),
+        ("test admin", &test_admin, "DELETE", None, "environment"),
+        (
+            "ip admin",
+            &ip_admin,
+            "PATCH",
+            rename.clone(),
+            "restrictions",
+        ),
+        ("ip admin", &ip_admin, "DELETE", None, "restrictions"),
+    ] {
+        let reply = call_tcp(addr, method, &live, key, body).await;
+        assert_eq!(
+            (reply.status, reply.json()),
+            (
+                StatusCode::FORBIDDEN,
+                forbidden(&format!("Cannot issue a key beyond your own: {bound}"))
+            ),
+            "{who}: {method} {live}"
+        );
+        assert_eq!(reply.headers["content-type"], "application/json");
+        assert_eq!(reply.headers["cache-control"], "no-store");
+        assert!(
+            !reply.headers.contains_key("www-authenticate"),
+            "{who}: {method}: the caller is authenticated and holds admin"
+        );
+    }
+
+    // The live admin key is untouched: listed under its name, and it still authenticates.
+    let got = call_tcp(addr, "GET", &live, &test_admin, None).await;
+    assert_eq!(got.status, StatusCode::OK);
+    assert_eq!(got.json()["data"]["name"], "live admin");
+    // Listing stays unbounded: a test admin sees every active key of its tenant.
+    let listed = call_tcp(addr, "GET", "/v1/api-keys", &test_admin, None).await;
+    assert_eq!(listed.status, StatusCode::OK);
+    let listed = listed.json();
+    let mut names: Vec<&str> = listed["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["name"].as_str().unwrap())
+        .collect();
+    names.sort_unstable();
+    assert_eq!(names, ["ci", "ip admin", "live admin", "test admin"]);
+    let who = call_tcp(addr, "GET", "/v1/whoami", &live_admin, None).await;
+    assert_eq!(
+        (who.status, &who.body[..]),
+        (StatusCode::OK, live_admin_id.as_bytes())
+    );
+
+    // Within its bounds a key renames and revokes, itself included.
+    let ci_path = format!("/v1/api-keys/{ci_id}");
+    let renamed = call_tcp(
+        addr,
+        "PATCH",
+        &ci_path,
+        &test_admin,
+        Some(json!({"name": "ci renamed"}).to_string()),
+    )
+    .await;
+    assert_eq!(renamed.status, StatusCode::OK);
+    assert_eq!(renamed.json()["data"]["name"], "ci renamed");
+    let revoked = call_tcp(addr, "DELETE", &ci_path, &test_admin, None).await;
+    assert_eq!(
+        (revoked.status, revoked.body.len()),
+        (StatusCode::NO_CONTENT, 0)
+    );
+    let who = call_tcp(addr, "GET", "/v1/whoami", &ci, None).await;
+    assert_eq!(
+        (who.status, who.json()),
+        (StatusCode::UNAUTHORIZED, envelope("UNAUTHORIZED", REVOKED))
+    );
+    let own = format!("/v1/api-keys/{test_admin_id}");
+    let renamed = call_tcp(
+        addr,
+        "PATCH",
+        &own,
+        &test_admin,
+        Some(json!({"name": "me"}).to_string()),
+    )
+    .await;
+    assert_eq!(
+        (renamed.status, renamed.json()["data"]["name"].clone()),
+        (StatusCode::OK, json!("me"))
+    );
+    let revoked = call_tcp(addr, "DELETE", &own, &test_admin, None).await;
+    assert_eq!(revoked.status, StatusCode::NO_CONTENT);
+    let who = call_tcp(addr, "GET", "/v1/whoami", &test_admin, None).await;
+    assert_eq!(
+        (who.status, who.json()),
+        (StatusCode::UNAUTHORIZED, envelope("UNAUTHORIZED", REVOKED))
+    );
+}
+
 #[tokio::test]
 async fn oversized_input_is_refused_with_a_clear_answer() {
     let store = MemoryStore::new();

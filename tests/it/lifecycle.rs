@@ -1,5 +1,6 @@
 //! `KeyManager` called from Rust: the caps apply to every caller, operator code is bound by no
-//! caller, and `issue_as` / `rotate_as` keep what they issue within the caller's bounds.
+//! caller, `issue_as` / `rotate_as` keep what they issue within the caller's bounds, and
+//! `rename_as` / `revoke_as` change only keys the caller could have issued.
 
 use std::sync::Arc;
 
@@ -207,6 +208,187 @@ async fn operator_code_is_unbound_but_issue_as_is_bound_by_its_caller() {
         message(manager.rotate_as(&rotated, &successor.info.id, None).await),
         "API key has been rotated: use its successor to manage keys"
     );
+}
+
+/// Whether `secret` authenticates through `verifier`.
+async fn authenticates(verifier: &keygate::Verifier, secret: &str) -> bool {
+    let request = http::Request::get("/")
+        .header("x-api-key", secret)
+        .body(())
+        .unwrap();
+    verifier
+        .verify(&keygate::request::RequestHead::from(&request), None)
+        .await
+        .is_ok()
+}
+
+/// Found by review: a sandbox or restricted admin could rename and revoke any key of its
+/// tenant, its live admin key included. A caller now changes only keys it could have issued.
+#[tokio::test]
+async fn rename_as_and_revoke_as_change_only_keys_the_caller_could_have_issued() {
+    let store = MemoryStore::new();
+    let trail = Trail::default();
+    let verifier = keygate::Verifier::builder(store.clone()).build();
+    let manager = KeyManager::builder(store.clone())
+        .scheme(verifier.scheme().clone())
+        .audit(trail.clone())
+        .build();
+    let issue = |new: NewKey| {
+        let manager = manager.clone();
+        async move { manager.issue("ops", "acme", new).await.unwrap() }
+    };
+    let office = |cidr: &str| -> Restrictions {
+        serde_json::from_value(json!({"ip_ranges": [cidr]})).unwrap()
+    };
+    let live_admin = issue(NewKey::new("live admin", ["admin"])).await;
+    let sandbox_admin =
+        issue(NewKey::new("sandbox admin", ["admin"]).environment(Environment::Test)).await;
+    let ip_admin =
+        issue(NewKey::new("ip admin", ["admin"]).restrictions(office("10.0.0.0/8"))).await;
+    let in_an_hour = OffsetDateTime::now_utc() + time::Duration::hours(1);
+    let expiring_admin =
+        issue(NewKey::new("expiring admin", ["admin"]).expires_at(in_an_hour)).await;
+    let ci = issue(NewKey::new("ci", ["read"]).environment(Environment::Test)).await;
+    let office_key =
+        issue(NewKey::new("office", ["read"]).restrictions(office("10.1.0.0/16"))).await;
+    let globex = manager
+        .issue("ops", "globex", NewKey::new("globex admin", ["admin"]))
+        .await
+        .unwrap();
+    let sandbox = caller(&store, &sandbox_admin.info.id, None).await;
+    let restricted = caller(&store, &ip_admin.info.id, None).await;
+    let expiring = caller(&store, &expiring_admin.info.id, None).await;
+    let audited = || trail.0.lock().unwrap().len();
+    let before = audited();
+
+    // Beyond the caller's bounds: refused, nothing written, nothing audited.
+    let live = &live_admin.info.id;
+    for (who, by, violation) in [
+        ("sandbox admin", &sandbox, BoundViolation::Environment),
+        ("ip admin", &restricted, BoundViolation::Restrictions),
+        ("expiring admin", &expiring, BoundViolation::Expiry),
+    ] {
+        match manager.revoke_as(by, live).await {
+            Err(ManageError::BeyondBounds(v)) => assert_eq!(v, violation, "{who} revokes"),
+            other => panic!("{who} revokes the live admin: {other:?}"),
+        }
+        match manager.rename_as(by, live, "pwned").await {
+            Err(ManageError::BeyondBounds(v)) => assert_eq!(v, violation, "{who} renames"),
+            other => panic!("{who} renames the live admin: {other:?}"),
+        }
+    }
+    assert_eq!(
+        message(manager.revoke_as(&sandbox, live).await),
+        "Cannot issue a key beyond your own: environment"
+    );
+    assert_eq!(manager.get("acme", live).await.unwrap().name, "live admin");
+    assert!(authenticates(&verifier, live_admin.key.expose_secret()).await);
+    assert_eq!(audited(), before, "refusals are not audited");
+    // Listing and getting stay unbounded: every admin sees the tenant's keys (no secrets).
+    assert_eq!(manager.list("acme").await.unwrap().len(), 6);
+
+    // Unknown ids, and another tenant's, are NotFound as before.
+    for id in ["key_does_not_exist", globex.info.id.as_str()] {
+        assert!(matches!(
+            manager.revoke_as(&sandbox, id).await,
+            Err(ManageError::NotFound)
+        ));
+        assert!(matches!(
+            manager.rename_as(&sandbox, id, "x").await,
+            Err(ManageError::NotFound)
+        ));
+    }
+    assert!(authenticates(&verifier, globex.key.expose_secret()).await);
+
+    // Within the caller's bounds: renamed and revoked, audited under the caller's key id.
+    let renamed = manager
+        .rename_as(&sandbox, &ci.info.id, " ci renamed ")
+        .await
+        .unwrap();
+    assert_eq!(renamed.name, "ci renamed");
+    manager.revoke_as(&sandbox, &ci.info.id).await.unwrap();
+    assert!(!authenticates(&verifier, ci.key.expose_secret()).await);
+    assert!(matches!(
+        manager.revoke_as(&sandbox, &ci.info.id).await,
+        Err(ManageError::NotFound)
+    ));
+    manager
+        .revoke_as(&restricted, &office_key.info.id)
+        .await
+        .unwrap();
+    assert!(!authenticates(&verifier, office_key.key.expose_secret()).await);
+
+    // A caller's own key is within its own bounds.
+    let me = manager
+        .rename_as(&sandbox, &sandbox_admin.info.id, "me")
+        .await
+        .unwrap();
+    assert_eq!(me.name, "me");
+    manager
+        .revoke_as(&sandbox, &sandbox_admin.info.id)
+        .await
+        .unwrap();
+    assert!(!authenticates(&verifier, sandbox_admin.key.expose_secret()).await);
+
+    let events: Vec<(AuditAction, String, String)> = trail.0.lock().unwrap()[before..]
+        .iter()
+        .map(|e| (e.action, e.key_id.clone(), e.actor.clone()))
+        .collect();
+    let (sandbox_id, ip_id) = (sandbox_admin.info.id.clone(), ip_admin.info.id.clone());
+    assert_eq!(
+        events,
+        [
+            (AuditAction::Rename, ci.info.id.clone(), sandbox_id.clone()),
+            (AuditAction::Revoke, ci.info.id.clone(), sandbox_id.clone()),
+            (AuditAction::Revoke, office_key.info.id.clone(), ip_id),
+            (AuditAction::Rename, sandbox_id.clone(), sandbox_id.clone()),
+            (AuditAction::Revoke, sandbox_id.clone(), sandbox_id),
+        ]
+    );
+}
+
+/// A caller in its rotation grace period renames and revokes nothing, not even its successor.
+#[tokio::test]
+async fn a_caller_in_its_grace_period_may_not_rename_or_revoke() {
+    let store = MemoryStore::new();
+    let manager = KeyManager::builder(store.clone()).build();
+    let admin = manager
+        .issue("ops", "acme", NewKey::new("admin", ["admin"]))
+        .await
+        .unwrap();
+    let other = manager
+        .issue("ops", "acme", NewKey::new("other", ["read"]))
+        .await
+        .unwrap();
+    let successor = manager
+        .rotate(
+            "ops",
+            "acme",
+            &admin.info.id,
+            Some(std::time::Duration::from_secs(60)),
+        )
+        .await
+        .unwrap();
+    let rotated = caller_in_grace(&store, &admin).await;
+    for id in [&successor.info.id, &other.info.id, &admin.info.id] {
+        assert!(matches!(
+            manager.revoke_as(&rotated, id).await,
+            Err(ManageError::CallerRotated)
+        ));
+        assert!(matches!(
+            manager.rename_as(&rotated, id, "mine").await,
+            Err(ManageError::CallerRotated)
+        ));
+    }
+    let mut names: Vec<String> = manager
+        .list("acme")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|k| k.name)
+        .collect();
+    names.sort_unstable();
+    assert_eq!(names, ["admin", "admin", "other"], "nothing written");
 }
 
 /// The caller for a key that is in its grace period: still found by the lookup path.
