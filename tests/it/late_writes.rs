@@ -171,8 +171,10 @@ impl Trail {
     }
 }
 
-const TIMEOUT: Duration = Duration::from_millis(100);
-const SLOW: Duration = Duration::from_millis(300);
+/// The manager's store timeout: long enough that a write on a loaded machine is not late by
+/// accident, short against `SLOW`, which makes a write late for sure.
+const TIMEOUT: Duration = Duration::from_millis(500);
+const SLOW: Duration = Duration::from_millis(1500);
 
 fn manager<S: ManagedKeyStore + Clone>(
     slow: &SlowWrites<S>,
