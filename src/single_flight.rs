@@ -92,18 +92,26 @@ impl<K: Hash + Eq + Clone, V: Clone, H: BuildHasher + Default> SingleFlight<K, V
 impl<K: Hash + Eq, V, H: BuildHasher> Flight<K, V, H> {
     /// Hands `answer` to every waiter and ends the flight.
     pub(crate) fn finish(self, answer: V) {
+        // Out of the map before the answer goes out: a waiter that has its answer and asks
+        // again must start a new flight, not join this finished one and get the same answer
+        // (an error shared with a caller that came after it).
+        self.leave();
         self.tx.send_replace(Some(answer));
-        // Drop removes the flight from the map.
+    }
+
+    /// Removes this flight from the map; only this flight's entry: after a `forget`, a newer
+    /// flight may hold the key.
+    fn leave(&self) {
+        let mut flights = lock(&self.flights);
+        if flights.get(&self.key).is_some_and(|(id, _)| *id == self.id) {
+            flights.remove(&self.key);
+        }
     }
 }
 
 impl<K: Hash + Eq, V, H: BuildHasher> Drop for Flight<K, V, H> {
     fn drop(&mut self) {
-        let mut flights = lock(&self.flights);
-        // Only this flight's entry: after a `forget`, a newer flight may hold the key.
-        if flights.get(&self.key).is_some_and(|(id, _)| *id == self.id) {
-            flights.remove(&self.key);
-        }
+        self.leave();
     }
 }
 
