@@ -10,8 +10,8 @@ use serde::Serialize;
 use zeroize::Zeroizing;
 
 use super::error::ApiError;
-use super::request_body::{CreateKey, JsonBody, OptionalJsonBody, Rename, Rotate};
-use crate::lifecycle::{IssuedKey, KeyManager, NewKey, may_manage};
+use super::request_body::{CreateKey, GraceSeconds, JsonBody, OptionalJsonBody, Rename, Rotate};
+use crate::lifecycle::{IssuedKey, KeyManager, MAX_GRACE_SECONDS, ManageError, NewKey, may_manage};
 use crate::scope::Scope;
 use crate::store::KeyInfo;
 use crate::{AuthError, Tenant};
@@ -174,9 +174,14 @@ pub(super) async fn rotate(
     let tenant = caller(tenant)?;
     let id = key_id(id)?;
     let OptionalJsonBody(body) = body?;
-    let grace = body
-        .and_then(|b| b.grace_period_seconds)
-        .map(std::time::Duration::from_secs);
+    let grace = match body.and_then(|b| b.grace_period_seconds) {
+        None => None,
+        Some(GraceSeconds::Seconds(s)) => Some(std::time::Duration::from_secs(s)),
+        Some(GraceSeconds::Invalid) => {
+            let max = MAX_GRACE_SECONDS;
+            return Err(ManageError::InvalidGracePeriod { max }.into());
+        }
+    };
     let key = manager.rotate_as(&tenant, &id, grace).await?;
     Ok(issued(&key))
 }

@@ -33,7 +33,7 @@
 //! | case | status | code | message |
 //! |---|---|---|---|
 //! | malformed JSON, wrong content type, unknown field at any level, missing field, an array where an object belongs (at any level) | 400 | `BAD_REQUEST` | `Invalid JSON body: …` naming the field, or `Content-Type must be application/json` |
-//! | bad name (checked after trimming surrounding whitespace) | 400 | `BAD_REQUEST` | `Name must be 1 to 128 characters without control or bidirectional-formatting characters` |
+//! | bad name (checked after trimming surrounding whitespace) | 400 | `BAD_REQUEST` | `Name must be 1 to 128 characters without control or formatting characters` |
 //! | no scopes, more than 64, unknown scope | 400 | `BAD_REQUEST` | `Scopes must not be empty`, `Too many scopes: at most 64`, `Unknown scope: …` |
 //! | metadata over 4096 bytes of JSON | 400 | `BAD_REQUEST` | `metadata must be at most 4096 bytes of JSON` |
 //! | a restriction list over 64 entries | 400 | `BAD_REQUEST` | `restrictions.ip_ranges must have at most 64 entries` (likewise `referrers`, `endpoints`) |

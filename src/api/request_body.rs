@@ -89,7 +89,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for OptionalJsonBody<T>
 )]
 pub(super) struct CreateKey {
     /// 1 to 128 characters once surrounding whitespace is trimmed, without control or
-    /// bidirectional-formatting characters.
+    /// formatting characters (invisible ones, bidirectional controls).
     pub(super) name: String,
     /// 1 to 64 scope names, each known to the server and granted to the caller.
     pub(super) scopes: Vec<String>,
@@ -120,7 +120,7 @@ pub(super) struct CreateKey {
 )]
 pub(super) struct Rename {
     /// 1 to 128 characters once surrounding whitespace is trimmed, without control or
-    /// bidirectional-formatting characters.
+    /// formatting characters (invisible ones, bidirectional controls).
     pub(super) name: String,
 }
 
@@ -136,5 +136,24 @@ pub(super) struct Rotate {
     /// Seconds the old key keeps working beside its successor, 0 to 2592000 (30 days).
     /// Default: 0, the old key stops at once.
     #[serde(default)]
-    pub(super) grace_period_seconds: Option<u64>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<u64>))]
+    pub(super) grace_period_seconds: Option<GraceSeconds>,
+}
+
+/// `grace_period_seconds` as sent: a whole number of seconds, or anything else (a negative
+/// number, a fraction, a string), which the handler refuses with the message of a grace period
+/// out of range rather than the parser's.
+#[derive(Debug)]
+pub(super) enum GraceSeconds {
+    Seconds(u64),
+    Invalid,
+}
+
+impl<'de> Deserialize<'de> for GraceSeconds {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let value = serde_json::Value::deserialize(d)?;
+        Ok(value
+            .as_u64()
+            .map_or(GraceSeconds::Invalid, GraceSeconds::Seconds))
+    }
 }

@@ -9,10 +9,8 @@ use crate::store::StoreError;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ManageError {
-    /// The name is empty, too long, or holds control or bidirectional-formatting characters.
-    #[error(
-        "Name must be 1 to 128 characters without control or bidirectional-formatting characters"
-    )]
+    /// The name is empty, too long, or holds control or formatting characters.
+    #[error("Name must be 1 to 128 characters without control or formatting characters")]
     InvalidName,
     /// No scope was given.
     #[error("Scopes must not be empty")]

@@ -103,19 +103,42 @@ pub(super) fn validate_name(name: &str) -> Result<String, ManageError> {
     let valid = !name.is_empty()
         && name.len() <= MAX_NAME_CHARS * 4
         && name.chars().count() <= MAX_NAME_CHARS
-        && !name.chars().any(|c| c.is_control() || is_bidi_format(c));
+        && !name.chars().any(|c| c.is_control() || is_format(c));
     if !valid {
         return Err(ManageError::InvalidName);
     }
     Ok(name.to_owned())
 }
 
-/// Characters that reorder how text is displayed: in a key's name they could make a listing
-/// show something other than what is stored.
-fn is_bidi_format(c: char) -> bool {
+/// Format characters (Unicode general category Cf, as of Unicode 15.1): invisible ones
+/// (zero-width spaces and joiners, the byte-order mark, tags) and those that reorder how text
+/// is displayed (bidirectional controls). In a key's name they could make two names look alike
+/// or a listing show something other than what is stored. The table is short and fixed, so it
+/// is written out rather than taken from a Unicode crate.
+fn is_format(c: char) -> bool {
     matches!(
         c,
-        '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}' | '\u{061C}'
+        '\u{00AD}'
+            | '\u{0600}'..='\u{0605}'
+            | '\u{061C}'
+            | '\u{06DD}'
+            | '\u{070F}'
+            | '\u{0890}'..='\u{0891}'
+            | '\u{08E2}'
+            | '\u{180E}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{206F}'
+            | '\u{FEFF}'
+            | '\u{FFF9}'..='\u{FFFB}'
+            | '\u{110BD}'
+            | '\u{110CD}'
+            | '\u{13430}'..='\u{1343F}'
+            | '\u{1BCA0}'..='\u{1BCA3}'
+            | '\u{1D173}'..='\u{1D17A}'
+            | '\u{E0001}'
+            | '\u{E0020}'..='\u{E007F}'
     )
 }
 

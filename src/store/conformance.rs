@@ -69,6 +69,7 @@ where
     rotate_racing_revoke(make().await).await;
     rotation_with_grace_counts_against_the_cap(&make().await).await;
     a_key_in_grace_cannot_be_rotated_again(&make().await).await;
+    a_rotation_refused_by_a_conflict_writes_nothing(&make().await).await;
     undo_rotate(&make().await).await;
     times_out_of_range_are_refused(&make().await).await;
 }
@@ -646,6 +647,34 @@ pub async fn expiry<S: ManagedKeyStore>(store: &S) {
     );
     let found = store.find(&r.digest).await.unwrap().unwrap();
     assert!(found.is_expired_at(at + Duration::seconds(61)) && !found.is_expired_at(at));
+
+    // An expired key is not found for a change, and is left as it was.
+    let expired = KeyRecord {
+        expires_at: Some(at - Duration::seconds(1)),
+        ..record(&t, at - Duration::hours(1))
+    };
+    store.insert(expired.clone(), None).await.unwrap();
+    let id = &expired.id;
+    let renamed = store.rename(&t, id, "renamed", now()).await.unwrap();
+    assert!(renamed.is_none(), "renaming an expired key");
+    let revoked = store.revoke(&t, id, now()).await.unwrap();
+    assert!(revoked.is_none(), "revoking an expired key");
+    let successor = record(&t, now());
+    let rotated = store
+        .rotate(&t, id, successor.clone(), now(), now(), None)
+        .await
+        .unwrap();
+    assert!(rotated.is_none(), "rotating an expired key");
+    assert!(
+        store.find(&successor.digest).await.unwrap().is_none(),
+        "a refused rotation writes nothing"
+    );
+    let kept = store.find(&expired.digest).await.unwrap();
+    assert_eq!(
+        kept.as_deref(),
+        Some(&expired),
+        "the expired key is unchanged"
+    );
 }
 
 /// Twenty rotations of one key at once, without grace: exactly one succeeds, the others find
@@ -935,6 +964,16 @@ pub async fn a_key_in_grace_cannot_be_rotated_again<S: ManagedKeyStore>(store: &
         .await
         .unwrap()
         .expect("first rotation");
+    // To another tenant the key in grace is unknown, not "already rotated".
+    let intruder = tenant();
+    let stolen = record(&intruder, now());
+    let answer = store
+        .rotate(&intruder, &old.id, stolen, now(), now(), None)
+        .await;
+    assert!(
+        matches!(answer, Ok(None)),
+        "another tenant rotating a key in grace: expected Ok(None), got {answer:?}"
+    );
     for grace in [Duration::hours(1), Duration::ZERO] {
         let at = now();
         let again = record(&t, at);
@@ -1111,6 +1150,57 @@ async fn ends<S: ManagedKeyStore>(
         end(store.find(&a.digest).await.unwrap()),
         end(store.find(&b.digest).await.unwrap()),
     )
+}
+
+/// A rotation whose successor's id or digest exists is refused with
+/// [`StoreError::Conflict`], with or without grace, and writes nothing: the old key is not
+/// rotated (it can be rotated afterwards) and no successor is stored.
+pub async fn a_rotation_refused_by_a_conflict_writes_nothing<S: ManagedKeyStore>(store: &S) {
+    let t = tenant();
+    let old = record(&t, now() - Duration::minutes(1));
+    let other = record(&t, now() - Duration::minutes(1));
+    store.insert(old.clone(), None).await.unwrap();
+    store.insert(other.clone(), None).await.unwrap();
+    for grace in [Duration::ZERO, Duration::hours(1)] {
+        let at = now();
+        let fresh = record(&t, at);
+        let same_id = KeyRecord {
+            id: other.id.clone(),
+            ..fresh.clone()
+        };
+        let same_digest = KeyRecord {
+            digest: other.digest,
+            ..record(&t, at)
+        };
+        for (what, successor) in [("id", same_id), ("digest", same_digest)] {
+            let answer = store
+                .rotate(&t, &old.id, successor, at + grace, at, None)
+                .await;
+            assert!(
+                matches!(answer, Err(StoreError::Conflict(_))),
+                "a successor with an existing {what} (grace {grace}): expected Conflict, got {answer:?}"
+            );
+            let kept = store.find(&old.digest).await.unwrap();
+            assert_eq!(
+                kept.as_deref(),
+                Some(&old),
+                "a rotation refused on the {what} leaves the old key as it was"
+            );
+            let kept = store.find(&other.digest).await.unwrap();
+            assert_eq!(
+                kept.as_deref(),
+                Some(&other),
+                "the key it clashed with is untouched"
+            );
+        }
+        assert!(store.find(&fresh.digest).await.unwrap().is_none());
+    }
+    let at = now();
+    store
+        .rotate(&t, &old.id, record(&t, at), at, at, None)
+        .await
+        .unwrap()
+        .expect("the old key can still be rotated");
 }
 
 /// Every time handed to a store lies within [`MIN_TIME`]..=[`MAX_TIME`]: the bounds are kept

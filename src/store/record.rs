@@ -247,6 +247,12 @@ pub struct KeyInfo {
     #[serde(with = "time::serde::rfc3339::option")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
     pub last_used_at: Option<OffsetDateTime>,
+    /// When the key stops working because it was rotated or revoked (RFC 3339): for a key in
+    /// its rotation grace period, the end of that period; null for a key neither rotated nor
+    /// revoked. Absent from views written before the field existed.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
+    pub revoked_at: Option<OffsetDateTime>,
     /// Free-form data handed to the service with the tenant.
     #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub metadata: serde_json::Map<String, serde_json::Value>,
@@ -266,6 +272,7 @@ impl From<&KeyRecord> for KeyInfo {
             created_at: r.created_at,
             expires_at: r.expires_at,
             last_used_at: r.last_used_at,
+            revoked_at: r.revoked_at,
             metadata: r.metadata.clone(),
             restrictions: r.restrictions.clone(),
         }

@@ -173,6 +173,7 @@ async fn issue_list_get_rename_rotate_revoke() {
             "name",
             "prefix",
             "restrictions",
+            "revoked_at",
             "scopes"
         ]
     );
@@ -272,6 +273,20 @@ async fn issue_list_get_rename_rotate_revoke() {
     assert_eq!(status, StatusCode::CREATED);
     let third = graced["data"]["key"].as_str().unwrap().to_owned();
     assert!(s.works(&new_key).await && s.works(&third).await);
+    assert_eq!(graced["data"]["revoked_at"], Value::Null);
+    // The key in its grace period shows when it stops: an hour after its successor was made.
+    let (status, _, shown) = s
+        .call("GET", &format!("/v1/api-keys/{new_id}"), Some(&admin), None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let rfc3339 = |v: &Value| {
+        let text = v.as_str().unwrap_or_else(|| panic!("a time, not {v}"));
+        time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).unwrap()
+    };
+    assert_eq!(
+        rfc3339(&shown["data"]["revoked_at"]),
+        rfc3339(&graced["data"]["created_at"]) + time::Duration::hours(1)
+    );
 
     // Revoke: 204, empty body, refused on the next request, gone.
     let (status, headers, body) = s
@@ -325,21 +340,99 @@ async fn every_bad_body_is_a_400_and_writes_nothing() {
     let before = count(&s, &admin).await;
     let json_ct = "application/json";
     let cases: Vec<(&str, &str, &str, String)> = vec![
-        ("missing name", json_ct, r#"{"scopes":["read"]}"#, "Invalid JSON body: missing field `name` at line 1 column 19".into()),
-        ("empty name", json_ct, r#"{"name":"  ","scopes":["read"]}"#, "Name must be 1 to 128 characters without control or bidirectional-formatting characters".into()),
-        ("long name", json_ct, &*Box::leak(format!(r#"{{"name":"{}","scopes":["read"]}}"#, "n".repeat(129)).into_boxed_str()), "Name must be 1 to 128 characters without control or bidirectional-formatting characters".into()),
-        ("missing scopes", json_ct, r#"{"name":"x"}"#, "Invalid JSON body: missing field `scopes` at line 1 column 12".into()),
-        ("empty scopes", json_ct, r#"{"name":"x","scopes":[]}"#, "Scopes must not be empty".into()),
-        ("unknown scope", json_ct, r#"{"name":"x","scopes":["read","billing"]}"#, "Unknown scope: billing".into()),
-        ("invalid scope", json_ct, r#"{"name":"x","scopes":["Read Me"]}"#, "Unknown scope: Read Me".into()),
-        ("past expiry", json_ct, r#"{"name":"x","scopes":["read"],"expires_at":"2001-01-01T00:00:00Z"}"#, "expires_at must be in the future".into()),
-        ("expiry not RFC 3339", json_ct, r#"{"name":"x","scopes":["read"],"expires_at":"tomorrow"}"#, String::new()),
-        ("unknown environment", json_ct, r#"{"name":"x","scopes":["read"],"environment":"prod"}"#, String::new()),
-        ("unknown field", json_ct, r#"{"name":"x","scopes":["read"],"admin":true}"#, String::new()),
-        ("malformed JSON", json_ct, r#"{"name":"x","#, "Invalid JSON body: EOF while parsing a value at line 1 column 12".into()),
-        ("not an object", json_ct, "[]", "Invalid JSON body: invalid type: sequence, expected a JSON object at line 1 column 0".into()),
-        ("wrong content type", "text/plain", r#"{"name":"x","scopes":["read"]}"#, "Content-Type must be application/json".into()),
-        ("no content type", "", r#"{"name":"x","scopes":["read"]}"#, "Content-Type must be application/json".into()),
+        (
+            "missing name",
+            json_ct,
+            r#"{"scopes":["read"]}"#,
+            "Invalid JSON body: missing field `name` at line 1 column 19".into(),
+        ),
+        (
+            "empty name",
+            json_ct,
+            r#"{"name":"  ","scopes":["read"]}"#,
+            "Name must be 1 to 128 characters without control or formatting characters".into(),
+        ),
+        (
+            "long name",
+            json_ct,
+            &*Box::leak(
+                format!(r#"{{"name":"{}","scopes":["read"]}}"#, "n".repeat(129)).into_boxed_str(),
+            ),
+            "Name must be 1 to 128 characters without control or formatting characters".into(),
+        ),
+        (
+            "missing scopes",
+            json_ct,
+            r#"{"name":"x"}"#,
+            "Invalid JSON body: missing field `scopes` at line 1 column 12".into(),
+        ),
+        (
+            "empty scopes",
+            json_ct,
+            r#"{"name":"x","scopes":[]}"#,
+            "Scopes must not be empty".into(),
+        ),
+        (
+            "unknown scope",
+            json_ct,
+            r#"{"name":"x","scopes":["read","billing"]}"#,
+            "Unknown scope: billing".into(),
+        ),
+        (
+            "invalid scope",
+            json_ct,
+            r#"{"name":"x","scopes":["Read Me"]}"#,
+            "Unknown scope: Read Me".into(),
+        ),
+        (
+            "past expiry",
+            json_ct,
+            r#"{"name":"x","scopes":["read"],"expires_at":"2001-01-01T00:00:00Z"}"#,
+            "expires_at must be in the future".into(),
+        ),
+        (
+            "expiry not RFC 3339",
+            json_ct,
+            r#"{"name":"x","scopes":["read"],"expires_at":"tomorrow"}"#,
+            String::new(),
+        ),
+        (
+            "unknown environment",
+            json_ct,
+            r#"{"name":"x","scopes":["read"],"environment":"prod"}"#,
+            String::new(),
+        ),
+        (
+            "unknown field",
+            json_ct,
+            r#"{"name":"x","scopes":["read"],"admin":true}"#,
+            String::new(),
+        ),
+        (
+            "malformed JSON",
+            json_ct,
+            r#"{"name":"x","#,
+            "Invalid JSON body: EOF while parsing a value at line 1 column 12".into(),
+        ),
+        (
+            "not an object",
+            json_ct,
+            "[]",
+            "Invalid JSON body: invalid type: sequence, expected a JSON object at line 1 column 0"
+                .into(),
+        ),
+        (
+            "wrong content type",
+            "text/plain",
+            r#"{"name":"x","scopes":["read"]}"#,
+            "Content-Type must be application/json".into(),
+        ),
+        (
+            "no content type",
+            "",
+            r#"{"name":"x","scopes":["read"]}"#,
+            "Content-Type must be application/json".into(),
+        ),
     ];
     for (name, content_type, body, message) in cases {
         let (status, headers, value) = s
@@ -379,7 +472,7 @@ async fn every_bad_body_is_a_400_and_writes_nothing() {
         (
             StatusCode::BAD_REQUEST,
             bad_request(
-                "Name must be 1 to 128 characters without control or bidirectional-formatting characters"
+                "Name must be 1 to 128 characters without control or formatting characters"
             )
         )
     );
@@ -407,15 +500,32 @@ async fn every_bad_body_is_a_400_and_writes_nothing() {
             bad_request("grace_period_seconds must be between 0 and 2592000")
         )
     );
-    let (status, _) = s
-        .json(
-            "POST",
-            &format!("/v1/api-keys/{id}/rotate"),
-            &admin,
-            json!({"grace_period_seconds": -5}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
+    // Not a whole number of seconds: the same message as a grace period out of range.
+    for grace in [
+        json!(-5),
+        json!(1.5),
+        json!("60"),
+        json!(true),
+        json!(1e30),
+        json!([]),
+    ] {
+        let (status, v) = s
+            .json(
+                "POST",
+                &format!("/v1/api-keys/{id}/rotate"),
+                &admin,
+                json!({"grace_period_seconds": grace}),
+            )
+            .await;
+        assert_eq!(
+            (status, v),
+            (
+                StatusCode::BAD_REQUEST,
+                bad_request("grace_period_seconds must be between 0 and 2592000")
+            ),
+            "grace_period_seconds {grace}"
+        );
+    }
     assert!(
         s.works(&s.acme_reader).await,
         "a refused rotation changes nothing"
@@ -1136,7 +1246,7 @@ async fn oversized_input_is_refused_with_a_clear_answer() {
     let referrer = |i: usize| json!(format!("https://app{i}.example.com"));
     let endpoint = |i: usize| json!({"path": format!("/v1/e{i}")});
     const NAME_MESSAGE: &str =
-        "Name must be 1 to 128 characters without control or bidirectional-formatting characters";
+        "Name must be 1 to 128 characters without control or formatting characters";
     let cases: Vec<(&str, Value, &str)> = vec![
         (
             "65 scopes",
@@ -2060,7 +2170,7 @@ async fn names_are_trimmed_before_they_are_checked_and_stored() {
         assert_eq!(
             refused,
             bad_request(
-                "Name must be 1 to 128 characters without control or bidirectional-formatting characters"
+                "Name must be 1 to 128 characters without control or formatting characters"
             )
         );
     }

@@ -192,6 +192,7 @@ async fn every_command(url: &str, kind: &str) {
             "scopes": ["admin"],
             "environment": "test",
             "expires_at": null,
+            "revoked_at": null,
             "metadata": {},
             "restrictions": {"ip_ranges": [], "referrers": [], "endpoints": []},
             "key": admin_secret,
@@ -244,6 +245,7 @@ async fn every_command(url: &str, kind: &str) {
         "scopes": ["read", "write"],
         "environment": "live",
         "expires_at": "2030-01-01T00:00:00Z",
+        "revoked_at": null,
         "metadata": {"team": "core"},
         "restrictions": {"ip_ranges": [], "referrers": [], "endpoints": []},
     });
@@ -296,6 +298,33 @@ async fn every_command(url: &str, kind: &str) {
     assert_eq!(rotated["name"], "ci-2");
     assert_eq!(whoami(addr, &new_secret).await.status, StatusCode::OK);
     assert_eq!(whoami(addr, &secret).await.status, StatusCode::OK);
+    // The key in its grace period shows when it stops, in JSON and in text; its successor
+    // has no end.
+    let old = keygate(url, &["key", "get", "--tenant", t, &id, "--json"]).ok();
+    let stops = time::OffsetDateTime::parse(
+        old["revoked_at"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    let created = time::OffsetDateTime::parse(
+        rotated["created_at"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    assert_eq!(stops - created, time::Duration::seconds(600));
+    assert_eq!(rotated["revoked_at"], Value::Null);
+    let text = keygate(url, &["key", "get", "--tenant", t, &id]);
+    assert_eq!((text.code, text.stderr.as_str()), (0, ""));
+    let line = text
+        .stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("stops:"));
+    assert_eq!(
+        line.map(|l| l.split_whitespace().nth(1).unwrap().to_owned()),
+        Some(old["revoked_at"].as_str().unwrap().to_owned()),
+        "{}",
+        text.stdout
+    );
     let twice = keygate(url, &["key", "rotate", "--tenant", t, &id]);
     assert_eq!(
         twice.failed(),
@@ -447,6 +476,7 @@ async fn import(url: &str) {
             "scopes": ["read"],
             "environment": "live",
             "expires_at": null,
+            "revoked_at": null,
             "metadata": {},
             "restrictions": {"ip_ranges": [], "referrers": [], "endpoints": []},
         })

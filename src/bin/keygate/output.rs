@@ -122,7 +122,7 @@ pub(crate) fn key_text(k: &KeyInfo) -> String {
     };
     let scopes: Vec<&str> = k.scopes.iter().map(|s| s.as_str()).collect();
     format!(
-        "  id:          {}\n  name:        {}\n  prefix:      {}…{}\n  scopes:      {}\n  environment: {}\n  created:     {}\n  expires:     {}\n  last used:   {}\n",
+        "  id:          {}\n  name:        {}\n  prefix:      {}…{}\n  scopes:      {}\n  environment: {}\n  created:     {}\n  expires:     {}\n  last used:   {}\n{}",
         k.id,
         k.name,
         k.prefix,
@@ -132,6 +132,10 @@ pub(crate) fn key_text(k: &KeyInfo) -> String {
         time(Some(k.created_at), ""),
         time(k.expires_at, "never"),
         time(k.last_used_at, "never"),
+        // Only a key in its rotation grace period is listed with an end.
+        k.revoked_at
+            .map(|t| format!("  stops:       {}\n", time(Some(t), "")))
+            .unwrap_or_default(),
     )
 }
 
