@@ -37,7 +37,7 @@ mod new_key;
 
 pub use bounds::{BoundViolation, KeyBounds};
 pub use error::ManageError;
-#[cfg(feature = "openapi")]
+#[cfg(feature = "axum")]
 pub(crate) use manager::MAX_GRACE_SECONDS;
 #[cfg(feature = "axum")]
 pub(crate) use manager::may_manage;
