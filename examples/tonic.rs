@@ -11,10 +11,11 @@
 
 use keygate::hash::KeyHasher;
 use keygate::key::{Environment, KeyFormat};
+use keygate::request::ClientAddr;
 use keygate::scope::{Scope, Scopes};
 use keygate::store::{KeyRecord, MemoryStore};
 use keygate::{AuthLayer, Verifier};
-use tonic::transport::server::TcpIncoming;
+use tonic::transport::server::{TcpConnectInfo, TcpIncoming};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
 
@@ -45,8 +46,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
+    // tonic keeps the peer address in its own extension; keygate reads `ClientAddr`. Without
+    // this copy, a key restricted to IP ranges is refused (the client is unknown).
+    let peer = tower::util::MapRequestLayer::new(|mut req: keygate::http::Request<_>| {
+        let remote = req.extensions().get::<TcpConnectInfo>();
+        if let Some(remote) = remote.and_then(TcpConnectInfo::remote_addr) {
+            req.extensions_mut().insert(ClientAddr(remote));
+        }
+        req
+    });
     tokio::spawn(
         tonic::transport::Server::builder()
+            .layer(peer)
             .layer(auth)
             .add_service(health)
             .serve_with_incoming(TcpIncoming::from(listener)),

@@ -57,7 +57,13 @@ impl Restrictions {
 /// One allowed endpoint: an optional method and a path pattern.
 ///
 /// The pattern matches the path exactly, or, when it ends in `*`, every path that starts with
-/// what comes before the `*`.
+/// what comes before the `*`. A `GET` rule also allows `HEAD` (servers answer `HEAD` with the
+/// `GET` handler). The path is the one the client asked for: under axum's `Router::nest`, the
+/// path before the router removed its prefix (`OriginalUri`), not the nested router's.
+///
+/// A path that a service or a proxy behind the layer could resolve to another path matches no
+/// rule: one with a `.` or `..` segment (percent-encoded or not), or an encoded `/` or `\`
+/// (`%2F`, `%5C`) or a `\`. `/v1/public/../admin` is not under `/v1/public/*`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -105,14 +111,15 @@ impl Restrictions {
             }
         }
         if !self.endpoints.is_empty() {
-            let path = head.uri.path();
+            let path = requested_path(head);
             let method = head.method.as_str();
-            let allowed = self.endpoints.iter().any(|rule| {
-                rule.method
-                    .as_deref()
-                    .is_none_or(|m| m.eq_ignore_ascii_case(method))
-                    && path_matches(&rule.path, path)
-            });
+            let allowed = is_plain_path(path)
+                && self.endpoints.iter().any(|rule| {
+                    rule.method
+                        .as_deref()
+                        .is_none_or(|m| method_allows(m, method))
+                        && path_matches(&rule.path, path)
+                });
             if !allowed {
                 return Err(Violation::Endpoint);
             }
@@ -171,6 +178,59 @@ fn referrer_matches(pattern: &str, referrer: &str) -> bool {
             .is_some_and(|rest| rest.starts_with('/') || rest.starts_with('?'))
 }
 
+/// The path the client asked for: axum's `Router::nest` hands nested routers the path
+/// without its prefix, and keeps the whole one as `OriginalUri`.
+fn requested_path<'a>(head: &RequestHead<'a>) -> &'a str {
+    #[cfg(feature = "axum")]
+    if let Some(original) = head.extensions.get::<axum::extract::OriginalUri>() {
+        return original.0.path();
+    }
+    head.uri.path()
+}
+
+/// Whether a rule's method allows the request's: the same name (any case), or `GET` for
+/// `HEAD`.
+pub(crate) fn method_allows(rule: &str, method: &str) -> bool {
+    rule.eq_ignore_ascii_case(method)
+        || (rule.eq_ignore_ascii_case("GET") && method.eq_ignore_ascii_case("HEAD"))
+}
+
+/// Whether the path names itself: no `.` or `..` segment, percent-encoded or not, and no
+/// encoded `/` or `\` nor `\`, which something behind the layer could resolve to a path the
+/// rules were not checked against.
+fn is_plain_path(path: &str) -> bool {
+    path.split('/').all(|segment| {
+        !is_dot_segment(segment)
+            && !segment.contains('\\')
+            && !contains_ignore_case(segment, "%2f")
+            && !contains_ignore_case(segment, "%5c")
+    })
+}
+
+/// `.` or `..`, each dot written as itself or as `%2E` (any case).
+fn is_dot_segment(segment: &str) -> bool {
+    let mut rest = segment.as_bytes();
+    let mut dots = 0;
+    while !rest.is_empty() {
+        if rest[0] == b'.' {
+            rest = &rest[1..];
+        } else if rest.len() >= 3 && rest[..3].eq_ignore_ascii_case(b"%2e") {
+            rest = &rest[3..];
+        } else {
+            return false;
+        }
+        dots += 1;
+    }
+    dots == 1 || dots == 2
+}
+
+fn contains_ignore_case(haystack: &str, needle: &str) -> bool {
+    haystack
+        .as_bytes()
+        .windows(needle.len())
+        .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
+}
+
 fn path_matches(pattern: &str, path: &str) -> bool {
     match pattern.strip_suffix('*') {
         Some(prefix) => path.starts_with(prefix),
@@ -181,6 +241,41 @@ fn path_matches(pattern: &str, path: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dot_segments_and_encoded_separators() {
+        for plain in [
+            "/",
+            "/v1/docs",
+            "/v1/.well-known",
+            "/v1/a..b",
+            "/v1/...",
+            "/v1/%2e%2e%2e",
+            "",
+        ] {
+            assert!(is_plain_path(plain), "{plain}");
+        }
+        for resolving in [
+            "/v1/..",
+            "/v1/.",
+            "/v1/./x",
+            "/v1/%2e/x",
+            "/v1/%2E%2e/x",
+            "/v1/.%2E/x",
+            "/v1/a%2fb",
+            "/v1/a%2Fb",
+            "/v1/a%5cb",
+            "/v1/a\\b",
+        ] {
+            assert!(!is_plain_path(resolving), "{resolving}");
+        }
+    }
+
+    #[test]
+    fn a_get_rule_allows_head_only_besides_get() {
+        assert!(method_allows("GET", "HEAD") && method_allows("get", "GET"));
+        assert!(!method_allows("HEAD", "GET") && !method_allows("GET", "POST"));
+    }
 
     #[test]
     fn referrers_and_paths() {

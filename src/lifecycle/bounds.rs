@@ -4,7 +4,7 @@ use time::OffsetDateTime;
 
 use crate::key::Environment;
 use crate::plan::Plan;
-use crate::restriction::{EndpointRule, Restrictions, ip_range_within};
+use crate::restriction::{EndpointRule, Restrictions, ip_range_within, method_allows};
 use crate::scope::Scopes;
 use crate::store::KeyRecord;
 use crate::tenant::{Tenant, granted};
@@ -185,7 +185,7 @@ fn referrer_within(outer: &str, inner: &str) -> bool {
 fn endpoint_within(outer: &EndpointRule, inner: &EndpointRule) -> bool {
     let method = match (&outer.method, &inner.method) {
         (None, _) => true,
-        (Some(o), Some(i)) => o.eq_ignore_ascii_case(i),
+        (Some(o), Some(i)) => method_allows(o, i),
         (Some(_), None) => false,
     };
     let path = match outer.path.strip_suffix('*') {
@@ -278,6 +278,15 @@ mod tests {
         assert!(!endpoint_within(
             &rule(None, "/v1/x/*"),
             &rule(None, "/v1/x")
+        ));
+        // A GET rule allows HEAD, not the other way round.
+        assert!(endpoint_within(
+            &rule(Some("GET"), "/v1/x"),
+            &rule(Some("HEAD"), "/v1/x")
+        ));
+        assert!(!endpoint_within(
+            &rule(Some("HEAD"), "/v1/x"),
+            &rule(Some("GET"), "/v1/x")
         ));
     }
 

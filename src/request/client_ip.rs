@@ -4,7 +4,8 @@ use http::{Extensions, HeaderMap};
 use ipnet::{IpNet, Ipv4Net};
 
 /// The peer address of a connection, for servers other than axum: insert it into the request
-/// extensions (axum's `ConnectInfo<SocketAddr>` is read as it is).
+/// extensions (axum's `ConnectInfo<SocketAddr>` is read as it is). tonic keeps it in its own
+/// `TcpConnectInfo`: copy it with a layer in front of keygate's (see `examples/tonic.rs`).
 ///
 /// ```
 /// use keygate::request::ClientAddr;

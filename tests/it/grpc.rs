@@ -299,3 +299,63 @@ async fn grpc_style_only_for_http2_post() {
     assert_eq!(grpc.headers["cache-control"], "no-store");
     assert!(grpc.body.is_empty());
 }
+
+/// tonic keeps the peer address in its own extension (`TcpConnectInfo`), which keygate does
+/// not read: an IP-restricted key is refused (the client is unknown: fail closed) unless a layer
+/// in front of keygate's copies the address into `ClientAddr`, as `examples/tonic.rs` does.
+#[tokio::test]
+async fn ip_restrictions_need_the_peer_address_copied_for_tonic() {
+    use keygate::request::ClientAddr;
+    use keygate::restriction::Restrictions;
+    use keygate::store::MemoryStore;
+    use tonic::transport::server::TcpConnectInfo;
+
+    let store = MemoryStore::new();
+    let key = keygate::key::KeyFormat::default().generate(keygate::key::Environment::Live);
+    store.put(keygate::store::KeyRecord {
+        restrictions: Restrictions {
+            ip_ranges: vec!["127.0.0.0/8".parse().unwrap()],
+            ..Restrictions::default()
+        },
+        ..record(&key, "key_local", "acme", &["admin"])
+    });
+    let auth = AuthLayer::new(Verifier::builder(store).build());
+    let secret = key.expose_secret();
+
+    // Without the copy: the client address is unknown, and the key is refused.
+    let addr = serve_grpc(auth.clone(), Seen::default()).await;
+    let refused = check(addr, Some(secret)).await.unwrap_err();
+    assert_eq!(
+        (refused.code(), refused.message()),
+        (
+            Code::PermissionDenied,
+            "API key restriction violated: IP address not allowed"
+        )
+    );
+
+    // With it: the loopback client is inside the key's range.
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter
+        .set_service_status("", tonic_health::ServingStatus::Serving)
+        .await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let peer = tower::util::MapRequestLayer::new(|mut req: http::Request<tonic::body::Body>| {
+        let remote = req.extensions().get::<TcpConnectInfo>();
+        if let Some(remote) = remote.and_then(TcpConnectInfo::remote_addr) {
+            req.extensions_mut().insert(ClientAddr(remote));
+        }
+        req
+    });
+    tokio::spawn(async move {
+        let _keep = reporter;
+        tonic::transport::Server::builder()
+            .layer(peer)
+            .layer(auth)
+            .add_service(health)
+            .serve_with_incoming(TcpIncoming::from(listener))
+            .await
+            .unwrap();
+    });
+    assert_eq!(check(addr, Some(secret)).await.unwrap(), 1, "SERVING");
+}

@@ -465,3 +465,125 @@ async fn ipv4_mapped_addresses_count_as_ipv4() {
         403
     );
 }
+
+const ENDPOINT_REFUSED: &str = "API key restriction violated: endpoint not allowed";
+
+fn endpoints(rules: &[(Option<&str>, &str)]) -> Restrictions {
+    Restrictions {
+        endpoints: rules
+            .iter()
+            .map(|(method, path)| EndpointRule {
+                method: method.map(str::to_owned),
+                path: (*path).to_owned(),
+            })
+            .collect(),
+        ..Restrictions::default()
+    }
+}
+
+fn call(key: &ApiKey, method: &str, path: &str) -> Request<String> {
+    Request::builder()
+        .method(method)
+        .uri(path)
+        .header("x-api-key", key.expose_secret())
+        .body(String::new())
+        .unwrap()
+}
+
+/// A path a service behind the layer could resolve to another one (`..`, `.`, encoded slashes)
+/// is under no endpoint rule: `/v1/public/../admin` is `/v1/admin` to a file server or a
+/// proxy, and the key may call `/v1/public/*` only.
+#[tokio::test]
+async fn paths_that_resolve_elsewhere_match_no_endpoint_rule() {
+    let store = MemoryStore::new();
+    let public = restricted(&store, "key_public", endpoints(&[(None, "/v1/public/*")]));
+    let open = restricted(&store, "key_open", Restrictions::default());
+    let addr = serve(app(&store, &[])).await;
+    for path in [
+        "/v1/admin",
+        "/v1/public/../admin",
+        "/v1/public/%2e%2e/admin",
+        "/v1/public/%2E./admin",
+        "/v1/public/..%2fadmin",
+        "/v1/public/..%5Cadmin",
+        "/v1/public/a%2Fb",
+        "/v1/public/./docs",
+        "/v1/public/docs/..",
+    ] {
+        let reply = send_tcp(addr, call(&public, "GET", path)).await;
+        assert_eq!(
+            (reply.status, reply.json()),
+            (
+                StatusCode::FORBIDDEN,
+                envelope("FORBIDDEN", ENDPOINT_REFUSED)
+            ),
+            "{path}"
+        );
+        // A key without endpoint rules is not affected.
+        let reply = send_tcp(addr, call(&open, "GET", path)).await;
+        assert_eq!(reply.status, StatusCode::OK, "{path}, unrestricted key");
+    }
+    for path in [
+        "/v1/public/docs",
+        "/v1/public/.well-known",
+        "/v1/public/a..b/c",
+    ] {
+        let reply = send_tcp(addr, call(&public, "GET", path)).await;
+        assert_eq!(reply.status, StatusCode::OK, "{path}");
+    }
+}
+
+/// A `GET` rule lets `HEAD` through, as axum answers `HEAD` with the `GET` handler; it lets
+/// nothing else through.
+#[tokio::test]
+async fn a_get_rule_allows_head() {
+    let store = MemoryStore::new();
+    let docs = restricted(
+        &store,
+        "key_docs",
+        endpoints(&[(Some("GET"), "/v1/documents")]),
+    );
+    let addr = serve(app(&store, &[])).await;
+    for (method, status) in [
+        ("GET", StatusCode::OK),
+        ("HEAD", StatusCode::OK),
+        ("POST", StatusCode::FORBIDDEN),
+    ] {
+        let reply = send_tcp(addr, call(&docs, method, "/v1/documents")).await;
+        assert_eq!(reply.status, status, "{method}");
+    }
+}
+
+/// Under `Router::nest`, endpoint rules match the path the client asked for, not the nested
+/// router's: a rule for `/v1/documents` works there, and does not cover the same router
+/// mounted elsewhere.
+#[tokio::test]
+async fn endpoint_rules_match_the_path_asked_for_under_nest() {
+    let store = MemoryStore::new();
+    let v1 = restricted(
+        &store,
+        "key_v1",
+        endpoints(&[(Some("GET"), "/v1/documents")]),
+    );
+    let bare = restricted(
+        &store,
+        "key_bare",
+        endpoints(&[(Some("GET"), "/documents")]),
+    );
+    let inner = Router::new()
+        .route("/documents", get(|| async { "ok" }))
+        .layer(AuthLayer::new(Verifier::builder(store.clone()).build()));
+    let app = Router::new()
+        .nest("/v1", inner.clone())
+        .nest("/internal", inner);
+    let addr = serve(app).await;
+    for (key, path, status) in [
+        (&v1, "/v1/documents", StatusCode::OK),
+        (&v1, "/internal/documents", StatusCode::FORBIDDEN),
+        (&bare, "/v1/documents", StatusCode::FORBIDDEN),
+        (&bare, "/internal/documents", StatusCode::FORBIDDEN),
+    ] {
+        let reply = send_tcp(addr, call(key, "GET", path)).await;
+        assert_eq!(reply.status, status, "{path}");
+    }
+}
