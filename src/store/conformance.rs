@@ -1086,39 +1086,28 @@ pub async fn undo_rotate<S: ManagedKeyStore>(store: &S) {
             .expect("the old key can be rotated again");
     }
 
-    let (old, successor, until) = rotated(store, &t, Duration::hours(1)).await;
-    let revoked = store.revoke(&t, &old.id, now()).await.unwrap();
-    let revoked_at = revoked.expect("revoke in grace").revoked_at;
-    let undone = store
-        .undo_rotate(&t, &old.id, until, &successor.id, now())
-        .await
-        .unwrap();
-    assert!(
-        undone.is_none(),
-        "undo_rotate after the old key was revoked"
-    );
-    assert_eq!(
-        ends(store, &old, &successor).await,
-        (revoked_at, None),
-        "the old key revoked since stays revoked, its successor untouched"
-    );
-
-    let (old, successor, until) = rotated(store, &t, Duration::hours(1)).await;
-    let revoked = store.revoke(&t, &successor.id, now()).await.unwrap();
-    let revoked_at = revoked.expect("revoke the successor").revoked_at;
-    let undone = store
-        .undo_rotate(&t, &old.id, until, &successor.id, now())
-        .await
-        .unwrap();
-    assert!(
-        undone.is_none(),
-        "undo_rotate after the successor was revoked"
-    );
-    assert_eq!(
-        ends(store, &old, &successor).await,
-        (Some(until), revoked_at),
-        "with its successor revoked since, the old key stays rotated"
-    );
+    // Either key revoked since the rotation: nothing is undone, nothing written.
+    for revoke_old in [true, false] {
+        let (old, successor, until) = rotated(store, &t, Duration::hours(1)).await;
+        let target = if revoke_old { &old } else { &successor };
+        let revoked = store.revoke(&t, &target.id, now()).await.unwrap();
+        let revoked_at = revoked.expect("revoke").revoked_at;
+        let undone = store
+            .undo_rotate(&t, &old.id, until, &successor.id, now())
+            .await
+            .unwrap();
+        let (what, expected) = if revoke_old {
+            ("the old key revoked since", (revoked_at, None))
+        } else {
+            ("the successor revoked since", (Some(until), revoked_at))
+        };
+        assert!(undone.is_none(), "undo_rotate with {what}");
+        assert_eq!(
+            ends(store, &old, &successor).await,
+            expected,
+            "undo_rotate with {what} writes nothing"
+        );
+    }
 }
 
 /// A key of `t` rotated with `grace`: the old record, its successor, the old key's end.

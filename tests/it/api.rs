@@ -845,6 +845,18 @@ fn restrictions(value: Value) -> keygate::restriction::Restrictions {
     serde_json::from_value(value).unwrap()
 }
 
+/// Two admin keys of acme, each bounded where a live admin key is not: one of the test
+/// environment, one restricted to loopback clients. Secrets and ids.
+async fn restricted_admins(operator: &KeyManager) -> [(String, String); 2] {
+    let test = NewKey::new("test admin", ["admin"]).environment(Environment::Test);
+    let ip = NewKey::new("ip admin", ["admin"])
+        .restrictions(restrictions(json!({"ip_ranges": ["127.0.0.0/8"]})));
+    [
+        issue(operator, "acme", test).await,
+        issue(operator, "acme", ip).await,
+    ]
+}
+
 #[tokio::test]
 async fn a_key_cannot_issue_or_rotate_keys_beyond_its_own() {
     let store = MemoryStore::new();
@@ -857,19 +869,7 @@ async fn a_key_cannot_issue_or_rotate_keys_beyond_its_own() {
     let addr =
         serve(api::router(operator.clone()).route_layer(auth.require_scope(Scope::ADMIN))).await;
 
-    let (test_admin, test_admin_id) = issue(
-        &operator,
-        "acme",
-        NewKey::new("test admin", ["admin"]).environment(Environment::Test),
-    )
-    .await;
-    let (ip_admin, _) = issue(
-        &operator,
-        "acme",
-        NewKey::new("ip admin", ["admin"])
-            .restrictions(restrictions(json!({"ip_ranges": ["127.0.0.0/8"]}))),
-    )
-    .await;
+    let [(test_admin, test_admin_id), (ip_admin, _)] = restricted_admins(&operator).await;
     let (endpoint_admin, _) = issue(
         &operator,
         "acme",
@@ -1103,19 +1103,7 @@ async fn a_key_cannot_rename_or_revoke_keys_beyond_its_own() {
 
     let (live_admin, live_admin_id) =
         issue(&operator, "acme", NewKey::new("live admin", ["admin"])).await;
-    let (test_admin, test_admin_id) = issue(
-        &operator,
-        "acme",
-        NewKey::new("test admin", ["admin"]).environment(Environment::Test),
-    )
-    .await;
-    let (ip_admin, _) = issue(
-        &operator,
-        "acme",
-        NewKey::new("ip admin", ["admin"])
-            .restrictions(restrictions(json!({"ip_ranges": ["127.0.0.0/8"]}))),
-    )
-    .await;
+    let [(test_admin, test_admin_id), (ip_admin, _)] = restricted_admins(&operator).await;
     let (ci, ci_id) = issue(
         &operator,
         "acme",

@@ -17,6 +17,14 @@ use tonic_health::pb::health_client::HealthClient;
 struct Seen(Arc<Mutex<Vec<String>>>);
 
 async fn serve_grpc(auth: AuthLayer, seen: Seen) -> std::net::SocketAddr {
+    serve_grpc_with(auth, seen, false).await
+}
+
+/// The server of `serve_grpc`; with `copy_peer`, a layer in front of keygate's copies tonic's
+/// peer address into `ClientAddr`, as `examples/tonic.rs` does.
+async fn serve_grpc_with(auth: AuthLayer, seen: Seen, copy_peer: bool) -> std::net::SocketAddr {
+    use keygate::request::ClientAddr;
+    use tonic::transport::server::TcpConnectInfo;
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter
         .set_service_status("", tonic_health::ServingStatus::Serving)
@@ -33,9 +41,17 @@ async fn serve_grpc(auth: AuthLayer, seen: Seen) -> std::net::SocketAddr {
             async move { tower::Service::call(&mut inner, req).await }
         })
     });
+    let peer = tower::util::MapRequestLayer::new(|mut req: http::Request<tonic::body::Body>| {
+        let remote = req.extensions().get::<TcpConnectInfo>();
+        if let Some(remote) = remote.and_then(TcpConnectInfo::remote_addr) {
+            req.extensions_mut().insert(ClientAddr(remote));
+        }
+        req
+    });
     tokio::spawn(async move {
         let _keep = reporter;
         tonic::transport::Server::builder()
+            .layer(tower::util::option_layer(copy_peer.then_some(peer)))
             .layer(auth)
             .layer(probe)
             .add_service(health)
@@ -305,10 +321,8 @@ async fn grpc_style_only_for_http2_post() {
 /// in front of keygate's copies the address into `ClientAddr`, as `examples/tonic.rs` does.
 #[tokio::test]
 async fn ip_restrictions_need_the_peer_address_copied_for_tonic() {
-    use keygate::request::ClientAddr;
     use keygate::restriction::Restrictions;
     use keygate::store::MemoryStore;
-    use tonic::transport::server::TcpConnectInfo;
 
     let store = MemoryStore::new();
     let key = keygate::key::KeyFormat::default().generate(keygate::key::Environment::Live);
@@ -334,28 +348,6 @@ async fn ip_restrictions_need_the_peer_address_copied_for_tonic() {
     );
 
     // With it: the loopback client is inside the key's range.
-    let (reporter, health) = tonic_health::server::health_reporter();
-    reporter
-        .set_service_status("", tonic_health::ServingStatus::Serving)
-        .await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let peer = tower::util::MapRequestLayer::new(|mut req: http::Request<tonic::body::Body>| {
-        let remote = req.extensions().get::<TcpConnectInfo>();
-        if let Some(remote) = remote.and_then(TcpConnectInfo::remote_addr) {
-            req.extensions_mut().insert(ClientAddr(remote));
-        }
-        req
-    });
-    tokio::spawn(async move {
-        let _keep = reporter;
-        tonic::transport::Server::builder()
-            .layer(peer)
-            .layer(auth)
-            .add_service(health)
-            .serve_with_incoming(TcpIncoming::from(listener))
-            .await
-            .unwrap();
-    });
+    let addr = serve_grpc_with(auth, Seen::default(), true).await;
     assert_eq!(check(addr, Some(secret)).await.unwrap(), 1, "SERVING");
 }
