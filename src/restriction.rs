@@ -40,7 +40,9 @@ pub struct Restrictions {
     #[cfg_attr(feature = "openapi", schema(value_type = Vec<String>))]
     pub ip_ranges: Vec<IpNet>,
     /// Allowed `Referer`/`Origin` values: an exact origin such as `https://app.example.com`, or
-    /// a prefix ending in `*`.
+    /// a prefix ending in `*`. Compared byte for byte with what the browser sends; a
+    /// [`KeyManager`](crate::lifecycle::KeyManager) stores them in that form (lowercase scheme
+    /// and host, no default port) and refuses one nothing could match.
     pub referrers: Vec<String>,
     /// Endpoints the key may call.
     #[serde(deserialize_with = "crate::json_object::list")]

@@ -45,6 +45,16 @@ pub enum ManageError {
         /// The most entries allowed.
         max: usize,
     },
+    /// A referrer that no browser's `Referer` or `Origin` could match: not `http://` or
+    /// `https://`, no host (unless the pattern is a prefix such as `https://*`), or a user
+    /// name before the host.
+    #[error(
+        "Invalid referrer {0:?}: use an origin such as https://app.example.com, optionally followed by a path, or a prefix ending in *"
+    )]
+    InvalidReferrer(String),
+    /// An endpoint rule whose path does not start with `/`, which no request path matches.
+    #[error("Invalid endpoint path {0:?}: it must start with /")]
+    InvalidEndpointPath(String),
     /// The grace period is negative or longer than allowed.
     #[error("grace_period_seconds must be between 0 and {max}")]
     InvalidGracePeriod {

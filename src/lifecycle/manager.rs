@@ -242,7 +242,7 @@ impl KeyManager {
         let name = validate_name(&new.name)?;
         let scopes = self.validate_scopes(&new.scopes)?;
         validate_expiry(new.expires_at, now)?;
-        validate_restrictions(&new.restrictions)?;
+        let restrictions = validate_restrictions(new.restrictions)?;
         validate_metadata(&new.metadata)?;
         let prefix = format!(
             "{}_{}_",
@@ -258,7 +258,7 @@ impl KeyManager {
             .created_at(now)
             .expires_at(new.expires_at)
             .metadata(new.metadata)
-            .restrictions(new.restrictions)
+            .restrictions(restrictions)
             .build();
         let info = KeyInfo::from(&record);
         match self
@@ -277,7 +277,7 @@ impl KeyManager {
         let name = validate_name(&new.name)?;
         let scopes = self.validate_scopes(&new.scopes)?;
         validate_expiry(new.expires_at, now)?;
-        validate_restrictions(&new.restrictions)?;
+        let restrictions = validate_restrictions(new.restrictions)?;
         validate_metadata(&new.metadata)?;
         let (key, digest) = self.inner.scheme.generate(new.environment);
         let record = KeyRecord::builder(new_key_id(), tenant_id, digest)
@@ -287,7 +287,7 @@ impl KeyManager {
             .created_at(now)
             .expires_at(new.expires_at)
             .metadata(new.metadata)
-            .restrictions(new.restrictions)
+            .restrictions(restrictions)
             .build();
         Ok((key, record))
     }

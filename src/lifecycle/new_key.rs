@@ -153,7 +153,9 @@ pub(super) fn validate_expiry(
     }
 }
 
-pub(super) fn validate_restrictions(r: &Restrictions) -> Result<(), ManageError> {
+/// Checks the restrictions' sizes and entries, and gives them back with each referrer in the
+/// form browsers send (see [`normalize_referrer`]).
+pub(super) fn validate_restrictions(mut r: Restrictions) -> Result<Restrictions, ManageError> {
     for (field, len) in [
         ("ip_ranges", r.ip_ranges.len()),
         ("referrers", r.referrers.len()),
@@ -166,7 +168,37 @@ pub(super) fn validate_restrictions(r: &Restrictions) -> Result<(), ManageError>
             });
         }
     }
-    Ok(())
+    for referrer in &mut r.referrers {
+        *referrer = normalize_referrer(referrer)
+            .ok_or_else(|| ManageError::InvalidReferrer(referrer.clone()))?;
+    }
+    if let Some(rule) = r.endpoints.iter().find(|rule| !rule.path.starts_with('/')) {
+        return Err(ManageError::InvalidEndpointPath(rule.path.clone()));
+    }
+    Ok(r)
+}
+
+/// A referrer pattern in the form browsers send `Referer` and `Origin`, which are compared to
+/// it byte for byte: the scheme and host in lowercase, no default port (`:443` for https,
+/// `:80` for http). `None` for a pattern nothing could match: a scheme other than http or
+/// https, no host (unless a `*` follows at once: `https://*` is any https origin), or a user
+/// name before the host.
+fn normalize_referrer(pattern: &str) -> Option<String> {
+    let (scheme, rest) = pattern.split_once("://")?;
+    let scheme = scheme.to_ascii_lowercase();
+    let default_port = match scheme.as_str() {
+        "https" => ":443",
+        "http" => ":80",
+        _ => return None,
+    };
+    let end = rest.find(['/', '?', '#', '*']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    if authority.contains('@') || (authority.is_empty() && !tail.starts_with('*')) {
+        return None;
+    }
+    let authority = authority.to_ascii_lowercase();
+    let authority = authority.strip_suffix(default_port).unwrap_or(&authority);
+    Some(format!("{scheme}://{authority}{tail}"))
 }
 
 pub(super) fn validate_metadata(
@@ -191,4 +223,46 @@ pub(super) fn validate_metadata(
             max: MAX_METADATA_BYTES,
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn referrers_take_the_form_browsers_send() {
+        for (given, stored) in [
+            ("https://app.example.com", "https://app.example.com"),
+            (
+                "HTTPS://App.Example.COM/Docs/*",
+                "https://app.example.com/Docs/*",
+            ),
+            ("https://app.example.com:443/x", "https://app.example.com/x"),
+            ("http://app.example.com:80", "http://app.example.com"),
+            (
+                "https://app.example.com:8443",
+                "https://app.example.com:8443",
+            ),
+            ("http://localhost:3000*", "http://localhost:3000*"),
+            ("https://*", "https://*"),
+            ("https://[::1]:443/", "https://[::1]/"),
+        ] {
+            assert_eq!(
+                normalize_referrer(given).as_deref(),
+                Some(stored),
+                "{given}"
+            );
+        }
+        for refused in [
+            "app.example.com",
+            "ftp://app.example.com",
+            "https://",
+            "https:///path",
+            "https://user@app.example.com",
+            "*",
+            "",
+        ] {
+            assert_eq!(normalize_referrer(refused), None, "{refused}");
+        }
+    }
 }

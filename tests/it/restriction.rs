@@ -587,3 +587,92 @@ async fn endpoint_rules_match_the_path_asked_for_under_nest() {
         assert_eq!(reply.status, status, "{path}");
     }
 }
+
+/// Referrers are stored in the form browsers send `Origin` and `Referer` (lowercase scheme
+/// and host, no default port), so that a key issued with `HTTPS://App.Example.com:443` works
+/// from that origin; one nothing could match, and an endpoint path without its leading `/`,
+/// are refused at issue time with what to write instead.
+#[tokio::test]
+async fn referrers_and_endpoint_paths_are_checked_at_issue_time() {
+    use keygate::lifecycle::{KeyManager, NewKey};
+    use keygate::scope::Scope;
+    let store = MemoryStore::new();
+    let verifier = Verifier::builder(store.clone()).build();
+    let manager = KeyManager::builder(store.clone())
+        .scheme(verifier.scheme().clone())
+        .build();
+    let admin = manager
+        .issue("t", "acme", NewKey::new("admin", ["admin"]))
+        .await
+        .unwrap();
+    let admin = admin.key.expose_secret().to_owned();
+    let app = keygate::api::router(manager)
+        .route_layer(AuthLayer::new(verifier.clone()).require_scope(Scope::ADMIN))
+        .merge(
+            Router::new()
+                .route("/v1/documents", get(|| async { "ok" }))
+                .route_layer(AuthLayer::new(verifier)),
+        );
+    let addr = serve(app).await;
+    let create = |restrictions: serde_json::Value| {
+        let body =
+            serde_json::json!({"name": "web", "scopes": ["read"], "restrictions": restrictions});
+        Request::post("/v1/api-keys")
+            .header("x-api-key", &admin)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .unwrap()
+    };
+
+    let created = send_tcp(
+        addr,
+        create(serde_json::json!({"referrers": ["HTTPS://App.Example.com:443"]})),
+    )
+    .await;
+    assert_eq!(created.status, StatusCode::CREATED);
+    let data = &created.json()["data"];
+    assert_eq!(
+        data["restrictions"]["referrers"],
+        serde_json::json!(["https://app.example.com"])
+    );
+    let key = data["key"].as_str().unwrap().to_owned();
+    let from = |origin: &str| {
+        Request::get("/v1/documents")
+            .header("x-api-key", &key)
+            .header("origin", origin)
+            .body(String::new())
+            .unwrap()
+    };
+    assert_eq!(
+        send_tcp(addr, from("https://app.example.com")).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        send_tcp(addr, from("https://evil.example.com"))
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+
+    for (restrictions, message) in [
+        (
+            serde_json::json!({"referrers": ["app.example.com"]}),
+            "Invalid referrer \"app.example.com\": use an origin such as https://app.example.com, optionally followed by a path, or a prefix ending in *",
+        ),
+        (
+            serde_json::json!({"referrers": ["https://user@app.example.com"]}),
+            "Invalid referrer \"https://user@app.example.com\": use an origin such as https://app.example.com, optionally followed by a path, or a prefix ending in *",
+        ),
+        (
+            serde_json::json!({"endpoints": [{"path": "v1/documents"}]}),
+            "Invalid endpoint path \"v1/documents\": it must start with /",
+        ),
+    ] {
+        let refused = send_tcp(addr, create(restrictions.clone())).await;
+        assert_eq!(
+            (refused.status, refused.json()),
+            (StatusCode::BAD_REQUEST, envelope("BAD_REQUEST", message)),
+            "{restrictions}"
+        );
+    }
+}
