@@ -545,13 +545,12 @@ impl KeyManager {
         if let Some(bounds) = bounds {
             bounds.contains(&KeyBounds::of(&replacement, None))?;
         }
-        let info = KeyInfo::from(&replacement);
-        let audited = info.clone();
+        let audited = KeyInfo::from(&replacement);
         let until = now + Duration::seconds(grace_secs as i64);
         let (actor, tenant_id, key_id) =
             (actor.to_owned(), tenant_id.to_owned(), key_id.to_owned());
         let manager = self.clone();
-        self.commit(async move {
+        let info = self.commit(async move {
             let store = manager.inner.store.clone();
             let max_active = manager.inner.max_active;
             let rotate = {
@@ -589,7 +588,19 @@ impl KeyManager {
             manager
                 .audit(&actor, &tenant_id, AuditAction::Issue, &audited)
                 .await;
-            Ok(())
+            if rotated.name == audited.name {
+                return Ok(audited);
+            }
+            // Renamed between this rotation's read and its write: the successor takes the
+            // name the old key had when it was replaced. The rotation stands either way (the
+            // caller must get its secret), so a failed rename leaves the earlier name.
+            let renamed = manager
+                .rename_valid(&actor, &tenant_id, &audited.id, rotated.name.clone())
+                .await;
+            Ok(renamed.unwrap_or_else(|error| {
+                tracing::warn!(target: "keygate::lifecycle", %error, key_id = %audited.id, "the successor of a key renamed during its rotation keeps the earlier name");
+                audited
+            }))
         })
         .await?;
         Ok(IssuedKey { key, info })

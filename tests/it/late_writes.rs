@@ -1,8 +1,10 @@
-//! An issue or a rotation that the store commits after the manager's store timeout is undone:
-//! its caller was told it failed (503) and never got the secret, so the new key must never
-//! work and a rotated key must work again. Writes through a `CachedStore` run in a task of
-//! their own, so a store that is slow to answer commits them after the timeout: that is the
-//! case built here, with a store that commits `delay` after it is asked.
+//! Writes that land around a manager's call. An issue or a rotation that the store commits
+//! after the manager's store timeout is undone: its caller was told it failed (503) and never
+//! got the secret, so the new key must never work and a rotated key must work again. Writes
+//! through a `CachedStore` run in a task of their own, so a store that is slow to answer
+//! commits them after the timeout: that is the case built here, with a store that commits
+//! `delay` after it is asked. And a rename that lands in the middle of a rotation reaches the
+//! successor.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -20,11 +22,15 @@ use crate::common::*;
 
 /// A store whose writes commit `delay` after they are asked for. With
 /// `undo: false` it leaves `undo_rotate` to its default, as a third-party store may.
+///
+/// It can also rename a key just before rotating it (`rename_before_rotate`): a rename that
+/// lands between a rotation's read of the key and its write.
 #[derive(Clone)]
 struct SlowWrites<S> {
     inner: S,
     delay: Arc<Mutex<Duration>>,
     undo: bool,
+    rename_first: Arc<Mutex<Option<String>>>,
 }
 
 impl<S> SlowWrites<S> {
@@ -33,7 +39,12 @@ impl<S> SlowWrites<S> {
             inner,
             delay: Arc::default(),
             undo,
+            rename_first: Arc::default(),
         }
+    }
+
+    fn rename_before_rotate(&self, name: &str) {
+        *self.rename_first.lock().unwrap() = Some(name.to_owned());
     }
 
     fn set_delay(&self, delay: Duration) {
@@ -99,6 +110,10 @@ impl<S: ManagedKeyStore> ManagedKeyStore for SlowWrites<S> {
         max: Option<usize>,
     ) -> Result<Option<KeyRecord>, StoreError> {
         self.wait().await;
+        let rename = self.rename_first.lock().unwrap().take();
+        if let Some(name) = rename {
+            self.inner.rename(tenant, id, &name, now).await?;
+        }
         self.inner
             .rotate(tenant, id, replacement, old_until, now, max)
             .await
@@ -497,5 +512,39 @@ async fn a_rename_or_revocation_that_commits_after_the_timeout_stands_and_is_aud
     assert_eq!(
         authenticates(&verifier, key.key.expose_secret()).await,
         Err("API key has been revoked".to_owned())
+    );
+}
+
+/// A rename that commits between a rotation's read of the key and its write reaches the
+/// successor: it takes the name the old key had when it was replaced, not the one read.
+#[tokio::test]
+async fn a_rename_during_a_rotation_reaches_the_successor() {
+    let store = MemoryStore::new();
+    let slow = SlowWrites::new(store.clone(), true);
+    let verifier = Verifier::builder(store.clone()).build();
+    let trail = Trail::default();
+    let manager = manager(&slow, &verifier, &trail);
+    let old = manager
+        .issue("ops", "acme", NewKey::new("ci", ["read"]))
+        .await
+        .unwrap();
+    slow.rename_before_rotate("deploys");
+    let from = trail.len();
+    let new = manager
+        .rotate("ops", "acme", &old.info.id, None)
+        .await
+        .unwrap();
+    assert_eq!(new.info.name, "deploys");
+    assert_eq!(
+        manager.get("acme", &new.info.id).await.unwrap().name,
+        "deploys"
+    );
+    assert_eq!(
+        trail.since(from),
+        [
+            (AuditAction::Rotate, old.info.id.clone()),
+            (AuditAction::Issue, new.info.id.clone()),
+            (AuditAction::Rename, new.info.id.clone()),
+        ]
     );
 }
