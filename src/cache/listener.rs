@@ -28,7 +28,9 @@ const BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::fro
 /// this one within a second.
 ///
 /// When the connection is lost (an error, the server closing it, or a check query that does
-/// not answer within 500 ms, sent after 500 ms of silence), changes may be missed:
+/// not answer within 500 ms, sent after 500 ms of silence; see
+/// [`start_with_check_timeout`](Self::start_with_check_timeout) for a slower database), changes
+/// may be missed:
 /// the listener flushes every subscribed cache, logs the warning "key cache: change
 /// notifications lost; cache flushed, staleness bounded by the TTL until they are back", and
 /// reconnects with backoff (100 ms doubling to 5 s; an attempt that takes longer than 5 s
@@ -69,11 +71,36 @@ impl ChangeListener {
     /// listening, and returns once it listens: no change committed after this returns is
     /// missed while the connection lasts. An error if that takes longer than 5 s.
     pub async fn start(store: &PostgresStore) -> Result<ChangeListener, StoreError> {
+        Self::start_with_check_timeout(store, PING_TIMEOUT).await
+    }
+
+    /// [`start`](Self::start), with another limit for the check query the listener sends after
+    /// 500 ms of silence (500 ms by default). For a database that takes longer than that to
+    /// answer `SELECT 1`: with the default, each check would count the connection lost and
+    /// flush every subscribed cache. A change on another instance then reaches this one within
+    /// 500 ms plus `timeout` of its commit, rather than within a second.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use keygate::cache::ChangeListener;
+    /// use keygate::store::PostgresStore;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let store = PostgresStore::connect("postgres://postgres@db.internal:5432/app").await?;
+    /// let changes = ChangeListener::start_with_check_timeout(&store, Duration::from_secs(2)).await?;
+    /// # let _ = changes;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn start_with_check_timeout(
+        store: &PostgresStore,
+        timeout: Duration,
+    ) -> Result<ChangeListener, StoreError> {
         let options = store.pool().connect_options().as_ref().clone();
         let listener = listen(&options).await.map_err(StoreError::backend)?;
         let feed = ChangeFeed::new();
         let (tx, connected) = watch::channel(true);
-        let task = tokio::spawn(run(options, listener, feed.clone(), tx));
+        let task = tokio::spawn(run(options, listener, feed.clone(), tx, timeout));
         Ok(ChangeListener {
             feed,
             connected,
@@ -164,10 +191,11 @@ async fn run(
     first: PgListener,
     feed: ChangeFeed,
     connected: watch::Sender<bool>,
+    check_timeout: Duration,
 ) {
     let mut listener = first;
     loop {
-        let why = receive(&mut listener, &feed).await;
+        let why = receive(&mut listener, &feed, check_timeout).await;
         drop(listener);
         connected.send_replace(false);
         feed.invalidate(&Change::Flush);
@@ -197,8 +225,9 @@ async fn run(
     }
 }
 
-/// Hands notifications to `feed` until the connection fails; returns why.
-async fn receive(listener: &mut PgListener, feed: &ChangeFeed) -> String {
+/// Hands notifications to `feed` until the connection fails (or a check query takes longer
+/// than `check_timeout`); returns why.
+async fn receive(listener: &mut PgListener, feed: &ChangeFeed, check_timeout: Duration) -> String {
     loop {
         // `try_recv` is cancel-safe: a timeout loses no notification.
         match tokio::time::timeout(PING_EVERY, listener.try_recv()).await {
@@ -215,7 +244,7 @@ async fn receive(listener: &mut PgListener, feed: &ChangeFeed) -> String {
             Err(_) => {
                 // Silence: make sure the connection is still there.
                 let ping = sqlx::query("SELECT 1").execute(&mut *listener);
-                match tokio::time::timeout(PING_TIMEOUT, ping).await {
+                match tokio::time::timeout(check_timeout, ping).await {
                     Ok(Ok(_)) => {}
                     Ok(Err(error)) => return error.to_string(),
                     Err(_) => return "the connection did not answer a check in time".into(),

@@ -360,6 +360,8 @@ enum Network {
     /// New connections pass the client's first packet (the startup message), so that the
     /// handshake completes, and lose every later one: what a half-open path does.
     SilentAfterHandshake = 2,
+    /// Every answer of the server reaches the client 800 ms late: a slow database.
+    Slow = 3,
 }
 
 /// A TCP proxy in front of the test server whose behaviour can be switched.
@@ -387,8 +389,14 @@ impl Proxy {
                 let silent = now == Network::SilentAfterHandshake as u8;
                 let (client_read, client_write) = client.into_split();
                 let (server_read, server_write) = upstream.into_split();
-                tokio::spawn(pump(client_read, server_write, state.clone(), silent));
-                tokio::spawn(pump(server_read, client_write, state.clone(), false));
+                tokio::spawn(pump(
+                    client_read,
+                    server_write,
+                    state.clone(),
+                    silent,
+                    false,
+                ));
+                tokio::spawn(pump(server_read, client_write, state.clone(), false, true));
             }
         });
         Proxy { port, network }
@@ -401,12 +409,13 @@ impl Proxy {
 }
 
 /// Copies `from` to `to` until either closes or the network goes down; with `silent`, only the
-/// first packet.
+/// first packet; with `answers`, late when the network is slow.
 async fn pump(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     network: std::sync::Arc<std::sync::atomic::AtomicU8>,
     silent: bool,
+    answers: bool,
 ) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let down = || network.load(std::sync::atomic::Ordering::SeqCst) == Network::Down as u8;
@@ -425,6 +434,9 @@ async fn pump(
         packets += 1;
         if silent && packets > 1 {
             continue;
+        }
+        if answers && network.load(std::sync::atomic::Ordering::SeqCst) == Network::Slow as u8 {
+            tokio::time::sleep(Duration::from_millis(800)).await;
         }
         if to.write_all(&buf[..n]).await.is_err() {
             return;
@@ -468,6 +480,45 @@ async fn a_listener_reconnection_that_goes_silent_is_given_up_and_retried() {
     let back = tokio::time::timeout(Duration::from_secs(10), listener.wait_connected()).await;
     assert_eq!(back, Ok(true), "the listener did not come back");
     listener.stop();
+}
+
+/// A database that answers 800 ms late: with the default 500 ms check, the listener counts
+/// the connection lost at its first check (and flushes every cache); with a 2 s check it stays
+/// connected. The guard bounds only how long the test waits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_database_needs_a_longer_check_timeout() {
+    let direct = PgConnectOptions::from_str(&url()).unwrap();
+    let proxy = Proxy::start((direct.get_host().to_owned(), direct.get_port())).await;
+    let options = direct.host("127.0.0.1").port(proxy.port);
+    let pool = PgPoolOptions::new()
+        .max_connections(2)
+        .connect_with(options)
+        .await
+        .unwrap_or_else(|e| panic!("cannot reach PostgreSQL through the proxy: {e}"));
+    let store = PostgresStore::from_pool(pool).await.unwrap();
+    let default = ChangeListener::start(&store).await.unwrap();
+    let patient = ChangeListener::start_with_check_timeout(&store, Duration::from_secs(2))
+        .await
+        .unwrap();
+    assert!(default.is_connected() && patient.is_connected());
+    proxy.set(Network::Slow);
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while default.is_connected() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the default check gives up on a slow database");
+    // Three more seconds (several checks) of the patient listener, watched all along.
+    let mut stayed = true;
+    for _ in 0..300 {
+        stayed &= patient.is_connected();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(stayed, "a 2 s check counted an 800 ms database lost");
+    proxy.set(Network::Healthy);
+    default.stop();
+    patient.stop();
 }
 
 /// A cache subscribed after it was filled is flushed: it may hold what changes made before it
