@@ -125,3 +125,30 @@ pub(crate) async fn wait<V: Clone>(mut rx: watch::Receiver<Option<V>>) -> Waited
         Err(_) => Waited::Abandoned,
     }
 }
+
+/// An error that wraps a backend's error after a prefix of its own (`StoreError::Backend`,
+/// `BackendError::Failed`): a [`SharedError`] shows what it wraps, so that each waiter's copy
+/// does not print the prefix twice.
+pub(crate) trait WrapsBackend: std::error::Error {
+    /// The backend's error, if this is one that wraps it.
+    fn wrapped(&self) -> Option<&(dyn std::error::Error + Send + Sync + 'static)>;
+}
+
+/// One flight's error, handed to each of its waiters inside an error of their own.
+#[derive(Debug)]
+pub(crate) struct SharedError<E>(pub(crate) Arc<E>);
+
+impl<E: WrapsBackend> std::fmt::Display for SharedError<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.wrapped() {
+            Some(wrapped) => std::fmt::Display::fmt(wrapped, f),
+            None => std::fmt::Display::fmt(&*self.0, f),
+        }
+    }
+}
+
+impl<E: WrapsBackend> std::error::Error for SharedError<E> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.wrapped().and_then(|wrapped| wrapped.source())
+    }
+}

@@ -19,7 +19,7 @@ use super::changes::{Change, Invalidate};
 use super::clock::{millis, now_ms};
 use crate::hash::{DigestHasher, KeyDigest};
 use crate::metrics::{KeyCacheMetrics, Tally};
-use crate::single_flight::{Flight, SingleFlight, Waited, wait};
+use crate::single_flight::{Flight, SharedError, SingleFlight, Waited, WrapsBackend, wait};
 use crate::store::{KeyRecord, KeyStore, Lookup, ManagedKeyStore, StoreError, write_detached};
 
 /// The default number of key records kept.
@@ -256,24 +256,10 @@ impl fmt::Display for MissBudgetExceeded {
 
 impl StdError for MissBudgetExceeded {}
 
-/// One query's error, handed to each of its waiters.
-#[derive(Debug)]
-struct SharedError(Arc<StoreError>);
-
-impl fmt::Display for SharedError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &*self.0 {
-            // `StoreError::Backend` prints its own prefix: show only what it wraps.
-            StoreError::Backend(e) => e.fmt(f),
-            other => other.fmt(f),
-        }
-    }
-}
-
-impl StdError for SharedError {
-    fn source(&self) -> Option<&(dyn StdError + 'static)> {
-        match &*self.0 {
-            StoreError::Backend(e) => e.source(),
+impl WrapsBackend for StoreError {
+    fn wrapped(&self) -> Option<&(dyn StdError + Send + Sync + 'static)> {
+        match self {
+            StoreError::Backend(e) => Some(&**e),
             _ => None,
         }
     }

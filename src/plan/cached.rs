@@ -6,7 +6,7 @@ use async_trait::async_trait;
 
 use super::{EntitlementLookup, EntitlementSource, TenantEntitlements};
 use crate::backend::BackendError;
-use crate::single_flight::{Flight, SingleFlight, Waited, wait};
+use crate::single_flight::{Flight, SharedError, SingleFlight, Waited, WrapsBackend, wait};
 
 /// When an answer was fetched, and the answer.
 type CachedAnswer = (std::time::Instant, Option<Arc<TenantEntitlements>>);
@@ -173,29 +173,16 @@ impl<S: EntitlementSource> CachedEntitlements<S> {
     }
 }
 
-/// A shared error, for each waiter of the query that failed.
-#[derive(Debug)]
-struct SharedError(Arc<BackendError>);
-
-impl std::fmt::Display for SharedError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &*self.0 {
-            // `BackendError::Failed` prints its own prefix: show only what it wraps.
-            BackendError::Failed(e) => e.fmt(f),
-            other => other.fmt(f),
+impl WrapsBackend for BackendError {
+    fn wrapped(&self) -> Option<&(dyn std::error::Error + Send + Sync + 'static)> {
+        match self {
+            BackendError::Failed(e) => Some(&**e),
+            BackendError::Timeout => None,
         }
     }
 }
 
-impl std::error::Error for SharedError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match &*self.0 {
-            BackendError::Failed(e) => e.source(),
-            _ => None,
-        }
-    }
-}
-
+/// A copy of a shared error for one waiter.
 fn unshare(error: &Arc<BackendError>) -> BackendError {
     match &**error {
         BackendError::Timeout => BackendError::Timeout,
