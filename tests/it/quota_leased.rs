@@ -377,8 +377,10 @@ async fn an_idle_block_is_given_back_for_other_instances() {
     // One lease lifetime later A gives its idle block back, and B, asking again once its
     // "nothing left" is a lifetime old, gets exactly those 5.
     clock.advance(Duration::from_secs(2));
+    // The sweep takes the block (held 0), then gives it back to the ledger: wait for both.
     for _ in 0..200 {
-        if a.held("acme") == 0 {
+        let used = store.used(&account("acme", T0)).await.unwrap();
+        if a.held("acme") == 0 && used == 95 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
