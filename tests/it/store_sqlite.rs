@@ -421,3 +421,24 @@ async fn the_management_api_and_the_request_path_answer_503_when_the_file_is_gon
     );
     assert_no_db(&path);
 }
+
+/// Instances starting at once on a new file each migrate it: the one that loses the race finds
+/// the migrations applied by the other and opens the store, instead of failing on "table
+/// already exists" or "database is locked".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stores_opened_at_once_on_a_new_file_all_open() {
+    for round in 0..5 {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys.db");
+        let opens: Vec<_> = (0..6)
+            .map(|_| {
+                let path = path.clone();
+                tokio::spawn(async move { SqliteStore::open(&path).await.map(|_| ()) })
+            })
+            .collect();
+        for (i, open) in opens.into_iter().enumerate() {
+            let opened = open.await.unwrap();
+            assert!(opened.is_ok(), "round {round}, store {i}: {opened:?}");
+        }
+    }
+}

@@ -131,7 +131,10 @@ impl SqlStore<Sqlite> {
     /// does, but whether the pool's new connections may create a missing file is up to its
     /// options.
     pub async fn from_pool(pool: SqlitePool) -> Result<SqliteStore, StoreError> {
-        migrate(&pool).await?;
+        super::migrations::sqlite()
+            .run(&pool)
+            .await
+            .map_err(StoreError::backend)?;
         let mut conn = pool.acquire().await.map_err(StoreError::backend)?;
         let file = FileGuard::of(&mut conn).await?;
         drop(conn);
@@ -144,7 +147,7 @@ impl SqlStore<Sqlite> {
     ) -> Result<SqliteStore, StoreError> {
         // The one connection that may create the file: it creates and migrates it.
         let mut first = options.connect().await.map_err(StoreError::backend)?;
-        migrate(&mut first).await?;
+        migrate_racing(&mut first).await?;
         let file = FileGuard::of(&mut first).await?;
         // Every other connection must find the file in place: a deleted database is refused,
         // never silently recreated empty.
@@ -158,14 +161,25 @@ impl SqlStore<Sqlite> {
     }
 }
 
-async fn migrate<'a, A>(conn: A) -> Result<(), StoreError>
-where
-    A: sqlx::Acquire<'a, Database = sqlx::Sqlite>,
-{
-    super::migrations::sqlite()
-        .run(conn)
-        .await
-        .map_err(StoreError::backend)
+/// Runs the embedded migrations on a file other processes may be migrating at the same moment (instances
+/// starting at once on a new file). sqlx's migration lock does nothing on SQLite: two
+/// processes may both find a migration not applied yet, and the second to apply it fails
+/// ("table … already exists", or "database is locked" where its read turns into a write).
+/// Each attempt reads again what is applied, so after the other process has committed the
+/// next attempt finds the migration done; a real failure fails every attempt and is returned.
+async fn migrate_racing(conn: &mut sqlx::SqliteConnection) -> Result<(), StoreError> {
+    const ATTEMPTS: u32 = 5;
+    let mut attempt = 1;
+    loop {
+        match super::migrations::sqlite().run_direct(&mut *conn).await {
+            Err(error) if attempt < ATTEMPTS => {
+                tracing::debug!(target: "keygate", %error, attempt, "SQLite migration failed, perhaps racing another process; trying again");
+                tokio::time::sleep(Duration::from_millis(100) * attempt).await;
+                attempt += 1;
+            }
+            done => return done.map_err(StoreError::backend),
+        }
+    }
 }
 
 /// How long a lookup may go without checking the database file.
