@@ -9,7 +9,8 @@
 //!   instance (`KEYGATE_REDIS_PREFIX`, default `keygate:`, starts their key names). Without it
 //!   quotas are durable in the database (leased in blocks) and rate limits are per process;
 //! - `KEYGATE_RATE_LIMIT_PER_MINUTE` (default 60) and `KEYGATE_MONTHLY_QUOTA` (default
-//!   unlimited): tenant `demo`'s plan, stored in the database at every start;
+//!   unlimited): tenant `demo`'s plan, stored in the database at every start (its status is
+//!   left as it is: a suspension outlives a restart);
 //! - `RUST_LOG` for logs: a level or `target=level` directives, e.g. `warn,keygate=debug`
 //!   (default `info`).
 //!
@@ -18,13 +19,14 @@
 //! `GET /metrics` (public, no key) answers keygate's metrics in Prometheus' text format.
 //!
 //! On a database without keys it creates tenant `demo` with an admin key (environment `test`)
-//! and prints it once as `admin key: <key>`; of several instances starting at once on one
-//! database, exactly one does. Everything is wired by `keygate::Keygate` in one call: keys and
+//! and prints it once as `admin key: <key>`, after binding its port; of several instances
+//! starting at once on one database, exactly one does. On a database that holds keys already
+//! it makes none, and logs so. Everything is wired by `keygate::Keygate` in one call: keys and
 //! plans cached in memory (`CachedStore`, `CachedEntitlements`), on PostgreSQL a
 //! `ChangeListener` carrying every change to the other instances' caches within a second,
 //! durable quotas, last-used times and the audit trail in the database. It stops cleanly on
 //! Ctrl-C and SIGTERM, writing pending last-used times and giving back unused quota blocks
-//! first.
+//! first; open connections get 10 s to finish. A setting that is not UTF-8 is an error.
 
 use axum::http::{StatusCode, header::CONTENT_TYPE};
 use axum::{Json, Router, routing::get};
@@ -55,7 +57,7 @@ type BoxError = Box<dyn std::error::Error>;
 
 async fn run() -> Result<(), BoxError> {
     // `RUST_LOG` as `target=level` directives, e.g. `info` or `warn,keygate=trace`.
-    let filter = setting("RUST_LOG").unwrap_or_else(|| "info".into());
+    let filter = setting("RUST_LOG")?.unwrap_or_else(|| "info".into());
     let filter: Targets = filter
         .parse()
         .map_err(|e| format!("RUST_LOG must be `level` or `target=level` directives: {e}"))?;
@@ -63,8 +65,13 @@ async fn run() -> Result<(), BoxError> {
         .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
         .with(filter)
         .init();
-    let addr = std::env::var("KEYGATE_ADDR").unwrap_or_else(|_| "127.0.0.1:3000".into());
-    let demo = TenantEntitlements::active(demo_plan()?);
+    let addr = setting("KEYGATE_ADDR")?.unwrap_or_else(|| "127.0.0.1:3000".into());
+    let plan = demo_plan()?;
+    // Bound before anything is written: a port in use must not cost the one printing of the
+    // admin key.
+    let listener = tokio::net::TcpListener::bind(&addr)
+        .await
+        .map_err(|e| format!("KEYGATE_ADDR {addr:?}: {e}"))?;
     // Before keygate is built: it registers its metrics with the recorder installed then.
     let metrics = prometheus()?;
 
@@ -74,8 +81,20 @@ async fn run() -> Result<(), BoxError> {
         .known_scopes([Scope::ADMIN, Scope::READ, Scope::WRITE])
         .build()
         .await?;
-    keygate.set_tenant("demo", &demo).await?;
-    if keygate.database().count_keys().await? == 0 {
+    // The plan is the settings'; the status is the operator's: a suspension made with the CLI
+    // outlives a restart.
+    let created = keygate
+        .create_tenant("demo", &TenantEntitlements::active(plan.clone()))
+        .await?;
+    if !created {
+        keygate.set_tenant_plan("demo", &plan).await?;
+    }
+    if keygate.database().count_keys().await? != 0 {
+        tracing::info!(
+            "the database holds keys already: no admin key is made for tenant demo \
+             (issue one with `keygate key issue --tenant demo --scope admin`)"
+        );
+    } else {
         // At most one active key for `demo`, checked atomically with the insert: of two
         // instances starting at once on one database, one creates the admin key.
         let new = NewKey::new("quickstart admin", ["admin"]).environment(Environment::Test);
@@ -130,16 +149,33 @@ async fn run() -> Result<(), BoxError> {
             }),
         );
 
-    let listener = tokio::net::TcpListener::bind(&addr).await?;
     // The database's kind only: a URL may hold a password.
     let db = keygate.database().kind();
     tracing::info!(addr = %listener.local_addr()?, db, "keygate quickstart listening");
-    axum::serve(
+    let (stopping, stop) = tokio::sync::oneshot::channel::<()>();
+    let serve = axum::serve(
         listener,
         app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
     )
-    .with_graceful_shutdown(shutdown_signal())
-    .await?;
+    .with_graceful_shutdown(async {
+        shutdown_signal().await;
+        let _ = stopping.send(());
+    });
+    // Connections get a while to finish after the signal, not for ever: a client that holds a
+    // request half-sent must not keep last-used times and quota from being written back.
+    tokio::select! {
+        served = serve => served?,
+        () = async {
+            if stop.await.is_ok() {
+                tokio::time::sleep(SHUTDOWN_GRACE).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        } => tracing::warn!(
+            grace_secs = SHUTDOWN_GRACE.as_secs(),
+            "connections still open after the grace period: stopping without them"
+        ),
+    }
     // Pending last-used times are written and unused quota blocks go back to the database, so
     // that a clean restart loses none.
     let stopped = keygate.shutdown().await?;
@@ -173,16 +209,26 @@ fn prometheus() -> Result<PrometheusHandle, BoxError> {
     Ok(handle)
 }
 
-/// A setting from the environment; unset and empty are the same.
-fn setting(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+/// How long open connections get to finish after Ctrl-C or SIGTERM.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A setting from the environment; unset and empty are the same. One that is not UTF-8 is an
+/// error, not a default.
+fn setting(name: &str) -> Result<Option<String>, String> {
+    match std::env::var(name) {
+        Ok(v) if v.trim().is_empty() => Ok(None),
+        Ok(v) => Ok(Some(v)),
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(_)) => Err(format!("{name} is not valid UTF-8")),
+    }
 }
 
 /// keygate on the database of `KEYGATE_DATABASE_URL` (or `KEYGATE_DB`).
 fn keygate_builder() -> Result<KeygateBuilder, String> {
-    let url = setting("KEYGATE_DATABASE_URL")
-        .or_else(|| setting("KEYGATE_DB"))
-        .unwrap_or_else(|| "keygate-quickstart.db".into());
+    let url = match setting("KEYGATE_DATABASE_URL")? {
+        Some(url) => url,
+        None => setting("KEYGATE_DB")?.unwrap_or_else(|| "keygate-quickstart.db".into()),
+    };
     let postgres = url.starts_with("postgres://") || url.starts_with("postgresql://");
     if postgres && !cfg!(feature = "postgres") {
         return Err("KEYGATE_DATABASE_URL needs the `postgres` feature: \
@@ -195,12 +241,12 @@ fn keygate_builder() -> Result<KeygateBuilder, String> {
 /// Rate limits and quotas on Redis with `KEYGATE_REDIS_URL`; otherwise quotas are leased from
 /// the database and rate limits kept in this process.
 fn with_limits(keygate: KeygateBuilder) -> Result<KeygateBuilder, String> {
-    match setting("KEYGATE_REDIS_URL") {
+    match setting("KEYGATE_REDIS_URL")? {
         None => Ok(keygate),
         #[cfg(feature = "redis")]
         Some(url) => Ok(keygate
             .redis(url)
-            .redis_prefix(setting("KEYGATE_REDIS_PREFIX").unwrap_or_else(|| "keygate:".into()))),
+            .redis_prefix(setting("KEYGATE_REDIS_PREFIX")?.unwrap_or_else(|| "keygate:".into()))),
         #[cfg(not(feature = "redis"))]
         Some(_) => Err("KEYGATE_REDIS_URL needs the `redis` feature: \
              cargo run --example quickstart --features redis"
@@ -210,9 +256,9 @@ fn with_limits(keygate: KeygateBuilder) -> Result<KeygateBuilder, String> {
 
 /// Tenant `demo`'s plan from the environment.
 fn demo_plan() -> Result<Plan, String> {
-    let per_minute = match std::env::var("KEYGATE_RATE_LIMIT_PER_MINUTE") {
-        Err(_) => 60,
-        Ok(v) => v
+    let per_minute = match setting("KEYGATE_RATE_LIMIT_PER_MINUTE")? {
+        None => 60,
+        Some(v) => v
             .trim()
             .parse::<u32>()
             .ok()
@@ -221,10 +267,10 @@ fn demo_plan() -> Result<Plan, String> {
                 format!("KEYGATE_RATE_LIMIT_PER_MINUTE must be a positive integer, got {v:?}")
             })?,
     };
-    let quota = match std::env::var("KEYGATE_MONTHLY_QUOTA") {
-        Err(_) => None,
-        Ok(v) if v.trim().is_empty() || v.trim() == "unlimited" => None,
-        Ok(v) => Some(Quota {
+    let quota = match setting("KEYGATE_MONTHLY_QUOTA")? {
+        None => None,
+        Some(v) if v.trim() == "unlimited" => None,
+        Some(v) => Some(Quota {
             limit: v.trim().parse().map_err(|_| {
                 format!("KEYGATE_MONTHLY_QUOTA must be a number or `unlimited`, got {v:?}")
             })?,

@@ -65,7 +65,7 @@ const PATHS: [&str; 5] = [
     "/",
     "*",
 ];
-const METHODS: [&str; 4] = ["GET", "post", "DELETE", "PATCH"];
+const METHODS: [&str; 5] = ["GET", "post", "DELETE", "PATCH", "HEAD"];
 
 fn pick(t: &Text<'_>, options: &[&str]) -> String {
     match usize::from(t.choice) % (options.len() + 2) {
@@ -98,6 +98,25 @@ fn path_matches(pattern: &str, path: &str) -> bool {
         .map_or(pattern == path, |prefix| path.starts_with(prefix))
 }
 
+/// A path something behind the layer could resolve elsewhere, which matches no rule: a `.` or
+/// `..` segment (dots written as `.` or `%2e` in any case), or `\`, `%2f`, `%5c` anywhere.
+fn resolves_elsewhere(path: &str) -> bool {
+    let lower = path.to_ascii_lowercase();
+    lower.contains('\\')
+        || lower.contains("%2f")
+        || lower.contains("%5c")
+        || lower
+            .split('/')
+            .map(|segment| segment.replace("%2e", "."))
+            .any(|segment| segment == "." || segment == "..")
+}
+
+/// A rule's method allows the request's: the same name in any case, and `GET` allows `HEAD`.
+fn method_allows(rule: &str, method: &Method) -> bool {
+    rule.eq_ignore_ascii_case(method.as_str())
+        || (rule.eq_ignore_ascii_case("GET") && *method == Method::HEAD)
+}
+
 /// The documented rules, checked in the documented order: IP ranges, referrers, endpoints.
 fn model(
     r: &Restrictions,
@@ -117,12 +136,13 @@ fn model(
         return Err(Violation::Referrer);
     }
     if !r.endpoints.is_empty()
-        && !r.endpoints.iter().any(|rule| {
-            rule.method
-                .as_ref()
-                .is_none_or(|m| m.eq_ignore_ascii_case(method.as_str()))
-                && path_matches(&rule.path, path)
-        })
+        && (resolves_elsewhere(path)
+            || !r.endpoints.iter().any(|rule| {
+                rule.method
+                    .as_ref()
+                    .is_none_or(|m| method_allows(m, method))
+                    && path_matches(&rule.path, path)
+            }))
     {
         return Err(Violation::Endpoint);
     }

@@ -45,7 +45,7 @@ enum Limits {
     Leased,
     /// On Redis, shared by every instance.
     #[cfg(feature = "redis")]
-    Redis { url: String, prefix: Option<String> },
+    Redis { url: String },
     /// A limiter of the caller's.
     Custom(Arc<dyn Limiter>),
 }
@@ -62,6 +62,10 @@ pub struct KeygateBuilder {
     plans_ttl: Duration,
     change_listener: bool,
     limits: Limits,
+    /// Kept apart from `limits`, so that it holds whichever of `redis` and `redis_prefix`
+    /// comes first.
+    #[cfg(feature = "redis")]
+    redis_prefix: Option<String>,
     last_used: Option<Duration>,
     audit: Option<Arc<dyn AuditSink>>,
     verifier: Option<VerifierHook>,
@@ -93,6 +97,8 @@ impl KeygateBuilder {
             plans_ttl: DEFAULT_PLANS_TTL,
             change_listener: true,
             limits: Limits::Leased,
+            #[cfg(feature = "redis")]
+            redis_prefix: None,
             last_used: Some(DEFAULT_LAST_USED_INTERVAL),
             audit: None,
             verifier: None,
@@ -171,21 +177,16 @@ impl KeygateBuilder {
     #[cfg(feature = "redis")]
     #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
     pub fn redis(mut self, url: impl Into<String>) -> Self {
-        self.limits = Limits::Redis {
-            url: url.into(),
-            prefix: None,
-        };
+        self.limits = Limits::Redis { url: url.into() };
         self
     }
 
-    /// The prefix of the Redis key names (the limiter's default, `keygate:`, otherwise); only
-    /// with [`redis`](Self::redis).
+    /// The prefix of the Redis key names (the limiter's default, `keygate:`, otherwise), for
+    /// [`redis`](Self::redis), called before or after it.
     #[cfg(feature = "redis")]
     #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
     pub fn redis_prefix(mut self, prefix: impl Into<String>) -> Self {
-        if let Limits::Redis { prefix: p, .. } = &mut self.limits {
-            *p = Some(prefix.into());
-        }
+        self.redis_prefix = Some(prefix.into());
         self
     }
 
@@ -262,7 +263,21 @@ impl KeygateBuilder {
                 listener.subscribe(cache);
             }
         };
-        let parts = each_store!(&database, store => self.wire(store.clone(), &subscribe).await?);
+        let parts = match each_store!(&database, store => self.wire(store.clone(), &subscribe).await)
+        {
+            Ok(parts) => parts,
+            Err(error) => {
+                // The listener runs in a task of its own, holding the caches it feeds and
+                // through them the database's connections: a build that fails stops it, or a
+                // retry loop around `build` would leave a listener and its connections behind
+                // at every attempt.
+                #[cfg(feature = "postgres")]
+                if let Some(listener) = listener {
+                    listener.close();
+                }
+                return Err(error);
+            }
+        };
         Ok(Keygate {
             layer: parts.layer,
             manager: parts.manager,
@@ -309,9 +324,9 @@ impl KeygateBuilder {
                 (verifier.limiter(limiter), Some(shutdown))
             }
             #[cfg(feature = "redis")]
-            Limits::Redis { url, prefix } => {
+            Limits::Redis { url } => {
                 let mut redis = crate::limit::RedisLimiter::builder(url);
-                if let Some(prefix) = prefix {
+                if let Some(prefix) = self.redis_prefix {
                     redis = redis.prefix(prefix);
                 }
                 (verifier.limiter(redis.connect().await?), None)

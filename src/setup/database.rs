@@ -59,16 +59,31 @@ enum UrlKind {
     SqliteUrl,
     /// Anything else: the path of an SQLite file.
     SqliteFile,
+    /// `<scheme>://…` of another scheme.
+    Unsupported,
 }
 
 impl UrlKind {
+    /// Schemes in any case, as URLs allow. A scheme is two characters or more, so that a
+    /// Windows path such as `C://keys.db` stays a path.
     fn of(url: &str) -> UrlKind {
-        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            UrlKind::Postgres
-        } else if url.starts_with("sqlite:") {
-            UrlKind::SqliteUrl
-        } else {
-            UrlKind::SqliteFile
+        let scheme = url.split_once("://").map(|(scheme, _)| scheme).filter(|s| {
+            s.len() >= 2
+                && s.starts_with(|c: char| c.is_ascii_alphabetic())
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+        });
+        match scheme.map(str::to_ascii_lowercase).as_deref() {
+            Some("postgres" | "postgresql") => UrlKind::Postgres,
+            Some("sqlite") => UrlKind::SqliteUrl,
+            Some(_) => UrlKind::Unsupported,
+            None if url
+                .get(..7)
+                .is_some_and(|p| p.eq_ignore_ascii_case("sqlite:")) =>
+            {
+                UrlKind::SqliteUrl
+            }
+            None => UrlKind::SqliteFile,
         }
     }
 }
@@ -76,7 +91,9 @@ impl UrlKind {
 impl Database {
     /// Opens the database `url` names, and migrates it:
     /// - `postgres://…` or `postgresql://…`: PostgreSQL (feature `postgres`);
-    /// - `sqlite:…`: an sqlx SQLite URL, e.g. `sqlite://keys.db?mode=rwc`;
+    /// - `sqlite:…`: an sqlx SQLite URL, e.g. `sqlite://keys.db`, its file created if missing
+    ///   unless the URL sets a `mode`;
+    /// - another `<scheme>://…`: refused ([`SetupError::UnsupportedScheme`]);
     /// - anything else: the path of an SQLite file, created if missing (feature `sqlite`).
     ///
     /// A URL for a backend this build lacks is [`SetupError::MissingFeature`].
@@ -84,7 +101,18 @@ impl Database {
         if url.trim().is_empty() {
             return Err(SetupError::EmptyUrl);
         }
+        // The drivers read the scheme in lowercase only.
+        let url = &match url.split_once(':') {
+            Some((scheme, rest)) if UrlKind::of(url) != UrlKind::SqliteFile => {
+                format!("{}:{rest}", scheme.to_ascii_lowercase())
+            }
+            _ => url.to_owned(),
+        };
         match UrlKind::of(url) {
+            UrlKind::Unsupported => {
+                let scheme = url.split_once("://").map_or("", |(scheme, _)| scheme);
+                Err(SetupError::UnsupportedScheme(scheme.to_owned()))
+            }
             #[cfg(feature = "postgres")]
             UrlKind::Postgres => Database::postgres(url).await,
             #[cfg(not(feature = "postgres"))]

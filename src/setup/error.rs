@@ -17,6 +17,12 @@ pub enum SetupError {
         /// The cargo feature that brings it.
         feature: &'static str,
     },
+    /// The URL's scheme is neither PostgreSQL's nor SQLite's (`mysql://…`, a typo such as
+    /// `postgress://…`); carries the scheme.
+    #[error(
+        "unsupported database URL scheme {0:?}: use postgres://, postgresql://, sqlite:// or the path of an SQLite file"
+    )]
+    UnsupportedScheme(String),
     /// The database failed: connecting, migrating, or a write.
     #[error(transparent)]
     Store(#[from] StoreError),

@@ -382,6 +382,12 @@ async fn every_command(url: &str, kind: &str) {
             (3, "error: tenant nobody-here not found\n")
         );
     }
+    // Listing the keys of a tenant that does not exist (a typo) is not an empty list.
+    let unknown = keygate(url, &["key", "list", "--tenant", "nobody-here"]);
+    assert_eq!(
+        unknown.failed(),
+        (3, "error: tenant nobody-here not found\n")
+    );
 
     // The audit trail names the tool as the actor (or whom --actor names).
     let db = server_keygate.database().clone();

@@ -899,3 +899,76 @@ async fn quickstart_serves_its_metrics_to_a_prometheus_scrape() {
     let (exit, _, _) = qs.stop();
     assert!(exit.success(), "exit status {exit}");
 }
+
+/// From a review of the quickstart: a port in use must not cost the one printing of the admin
+/// key; a suspension of `demo` made with the CLI outlives a restart (the settings give the
+/// plan, not the status); SIGTERM stops the quickstart after a grace period even while a client
+/// holds a request half-sent, and the stop still writes what it must.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quickstart_restarts_keep_the_key_the_suspension_and_a_bounded_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("ops.db");
+
+    // The port is taken: nothing is printed, the error names the setting.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let output = Command::new(quickstart_binary())
+        .env("KEYGATE_ADDR", taken.local_addr().unwrap().to_string())
+        .env("KEYGATE_DB", &db)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "");
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(err.starts_with("error: KEYGATE_ADDR \""), "{err}");
+    drop(taken);
+
+    // The first start that serves prints the key.
+    let mut qs = Quickstart::start(&db);
+    let admin = qs.admin_key();
+    qs.wait_ready().await;
+    assert_eq!(whoami_status(qs.addr, &admin).await, 200);
+    let (exit, _, _) = qs.stop();
+    assert!(exit.success());
+
+    // Suspended while it was stopped, as the CLI does: still suspended after the restart.
+    let database = keygate::setup::Database::sqlite(&db).await.unwrap();
+    let suspended = database
+        .set_tenant_status("demo", keygate::plan::TenantStatus::Suspended)
+        .await
+        .unwrap();
+    assert!(suspended);
+    drop(database);
+    let qs = Quickstart::start(&db);
+    qs.wait_ready().await;
+    let refused = send_tcp(qs.addr, req("GET", "/v1/whoami", &admin, None)).await;
+    assert_eq!(
+        (refused.status, refused.json()),
+        (
+            StatusCode::FORBIDDEN,
+            envelope("FORBIDDEN", "Tenant suspended")
+        )
+    );
+
+    // A client holds a request half-sent: SIGTERM still ends the process, cleanly.
+    use tokio::io::AsyncWriteExt;
+    let mut stalled = tokio::net::TcpStream::connect(qs.addr).await.unwrap();
+    stalled
+        .write_all(b"GET /health HTTP/1.1\r\nhost: keygate\r\n")
+        .await
+        .unwrap();
+    let stopped = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::task::spawn_blocking(move || qs.stop()),
+    )
+    .await
+    .expect("SIGTERM ends the quickstart despite the stalled client")
+    .unwrap();
+    let (exit, _, logs) = stopped;
+    assert!(exit.success(), "{logs}");
+    assert!(
+        logs.contains("connections still open after the grace period"),
+        "{logs}"
+    );
+    assert!(logs.contains("last_used_written"), "{logs}");
+    drop(stalled);
+}

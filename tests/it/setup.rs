@@ -188,6 +188,36 @@ async fn keygate_from_an_sqlite_path_or_url() {
     wired_end_to_end(keygate).await;
 }
 
+/// A database URL of another scheme, or a misspelled one, is refused for what it is, not
+/// taken for the path of an SQLite file; `sqlite://` URLs create their file as paths do.
+#[tokio::test]
+async fn database_urls_of_other_schemes_are_refused_and_sqlite_urls_create_their_file() {
+    for (url, scheme) in [
+        ("mysql://user:secret@db.internal/app", "mysql"),
+        ("postgress://db.internal/app", "postgress"),
+        ("MySQL://db.internal/app", "mysql"),
+    ] {
+        let error = Database::connect(url).await.unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "unsupported database URL scheme {scheme:?}: use postgres://, postgresql://, sqlite:// or the path of an SQLite file"
+            )
+        );
+        assert!(!error.to_string().contains("secret"));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("new.db");
+    let url = format!("SQLite://{}", path.display());
+    Database::connect(&url).await.unwrap();
+    assert!(path.exists(), "the file is created");
+    // A URL that sets its mode keeps sqlx's meaning: `rw` does not create.
+    let missing = dir.path().join("missing.db");
+    let url = format!("sqlite://{}?mode=rw", missing.display());
+    assert!(Database::connect(&url).await.is_err());
+    assert!(!missing.exists());
+}
+
 #[tokio::test]
 async fn keygate_refuses_an_empty_url() {
     let error = Keygate::from_url(" ").build().await.unwrap_err();
@@ -562,4 +592,42 @@ async fn a_tenant_write_whose_caller_stops_waiting_still_reaches_the_next_reques
         },
     )
     .await;
+}
+
+/// A build that fails after its change listener started (here Redis is unreachable) stops the
+/// listener: a retry loop around `build` leaves no listener and no connection behind.
+#[cfg(all(feature = "postgres", feature = "redis"))]
+#[tokio::test]
+async fn a_failed_build_leaves_no_listener_nor_connection_behind() {
+    let (url, name, admin) = fresh_postgres_database("keygate_failed_build").await;
+    let connections = || async {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE datname = $1")
+            .bind(&name)
+            .fetch_one(&admin)
+            .await
+            .unwrap();
+        n
+    };
+    for _ in 0..3 {
+        let built = Keygate::from_url(&url)
+            .redis("redis://127.0.0.1:1")
+            .build()
+            .await;
+        assert!(built.is_err(), "Redis at port 1 is unreachable");
+    }
+    // Closed connections leave pg_stat_activity a moment after the client goes; the guard
+    // only keeps a leak from passing for a slow close.
+    let mut left = connections().await;
+    for _ in 0..100 {
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        left = connections().await;
+    }
+    assert_eq!(left, 0, "connections left behind by failed builds");
+    sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)"))
+        .execute(&admin)
+        .await
+        .unwrap();
 }

@@ -198,7 +198,14 @@ async fn key(
             let issued = manager.issue(actor, &tenant, new_key(key)).await?;
             Ok(output::issued("issued key", &tenant, &issued))
         }
-        KeyCommand::List { tenant } => Ok(output::keys(&tenant, &manager.list(&tenant).await?)),
+        KeyCommand::List { tenant } => {
+            let keys = manager.list(&tenant).await?;
+            // No key and no tenant: a typo in the tenant id, not an empty tenant.
+            if keys.is_empty() && db.tenant(&tenant).await?.is_none() {
+                return Err(no_tenant(&tenant));
+            }
+            Ok(output::keys(&tenant, &keys))
+        }
         KeyCommand::Get { tenant, key_id } => {
             Ok(output::key(&manager.get(&tenant, &key_id).await?))
         }

@@ -100,13 +100,19 @@ impl SqlStore<Sqlite> {
         SqliteStore::open_with(options, SqlitePoolOptions::new().max_connections(4)).await
     }
 
-    /// Connects with an sqlx SQLite URL, e.g. `sqlite://keys.db?mode=rwc`, and migrates.
+    /// Connects with an sqlx SQLite URL, e.g. `sqlite://keys.db`, and migrates.
     ///
-    /// As with [`open`](SqliteStore::open), only the first connection may create the file.
+    /// The file is created if missing, as by [`open`](SqliteStore::open), unless the URL sets
+    /// a `mode` (`?mode=ro`, `?mode=rw`: sqlx's meaning). As with `open`, only the first
+    /// connection may create the file.
     pub async fn connect(url: &str) -> Result<SqliteStore, StoreError> {
-        let options = SqliteConnectOptions::from_str(url)
+        let mut options = SqliteConnectOptions::from_str(url)
             .map_err(StoreError::backend)?
             .busy_timeout(Duration::from_secs(5));
+        let query = url.split_once('?').map_or("", |(_, query)| query);
+        if !query.split('&').any(|pair| pair.starts_with("mode=")) {
+            options = options.create_if_missing(true);
+        }
         SqliteStore::open_with(options, SqlitePoolOptions::new()).await
     }
 
