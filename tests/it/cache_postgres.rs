@@ -402,6 +402,19 @@ impl Proxy {
         Proxy { port, network }
     }
 
+    /// A store whose connections (and its listeners') go through a proxy.
+    async fn in_front_of_a_store() -> (Proxy, PostgresStore) {
+        let direct = PgConnectOptions::from_str(&url()).unwrap();
+        let proxy = Proxy::start((direct.get_host().to_owned(), direct.get_port())).await;
+        let options = direct.host("127.0.0.1").port(proxy.port);
+        let pool = PgPoolOptions::new()
+            .max_connections(2)
+            .connect_with(options)
+            .await
+            .unwrap_or_else(|e| panic!("cannot reach PostgreSQL through the proxy: {e}"));
+        (proxy, PostgresStore::from_pool(pool).await.unwrap())
+    }
+
     fn set(&self, network: Network) {
         self.network
             .store(network as u8, std::sync::atomic::Ordering::SeqCst);
@@ -449,15 +462,7 @@ async fn pump(
 /// network does, instead of waiting on that connection for good.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_listener_reconnection_that_goes_silent_is_given_up_and_retried() {
-    let direct = PgConnectOptions::from_str(&url()).unwrap();
-    let proxy = Proxy::start((direct.get_host().to_owned(), direct.get_port())).await;
-    let options = direct.host("127.0.0.1").port(proxy.port);
-    let pool = PgPoolOptions::new()
-        .max_connections(2)
-        .connect_with(options)
-        .await
-        .unwrap_or_else(|e| panic!("cannot reach PostgreSQL through the proxy: {e}"));
-    let store = PostgresStore::from_pool(pool).await.unwrap();
+    let (proxy, store) = Proxy::in_front_of_a_store().await;
     let listener = ChangeListener::start(&store).await.unwrap();
     assert!(listener.is_connected());
 
@@ -487,15 +492,7 @@ async fn a_listener_reconnection_that_goes_silent_is_given_up_and_retried() {
 /// connected. The guard bounds only how long the test waits.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_database_needs_a_longer_check_timeout() {
-    let direct = PgConnectOptions::from_str(&url()).unwrap();
-    let proxy = Proxy::start((direct.get_host().to_owned(), direct.get_port())).await;
-    let options = direct.host("127.0.0.1").port(proxy.port);
-    let pool = PgPoolOptions::new()
-        .max_connections(2)
-        .connect_with(options)
-        .await
-        .unwrap_or_else(|e| panic!("cannot reach PostgreSQL through the proxy: {e}"));
-    let store = PostgresStore::from_pool(pool).await.unwrap();
+    let (proxy, store) = Proxy::in_front_of_a_store().await;
     let default = ChangeListener::start(&store).await.unwrap();
     let patient = ChangeListener::start_with_check_timeout(&store, Duration::from_secs(2))
         .await

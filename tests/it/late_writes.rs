@@ -203,6 +203,32 @@ fn manager<S: ManagedKeyStore + Clone>(
         .build()
 }
 
+/// What each test works with: the store, the slow store in front of it, a verifier on the
+/// store, the audit trail, and a manager writing through a cache over the slow store.
+struct Parts<S> {
+    store: S,
+    slow: SlowWrites<S>,
+    verifier: Verifier,
+    trail: Trail,
+    manager: KeyManager,
+}
+
+impl<S: ManagedKeyStore + Clone> Parts<S> {
+    fn on(store: S, undo: bool) -> Self {
+        let slow = SlowWrites::new(store.clone(), undo);
+        let verifier = Verifier::builder(store.clone()).build();
+        let trail = Trail::default();
+        let manager = manager(&slow, &verifier, &trail);
+        Parts {
+            store,
+            slow,
+            verifier,
+            trail,
+            manager,
+        }
+    }
+}
+
 /// The id of the key `secret` authenticates as, or why it does not.
 async fn authenticates(verifier: &Verifier, secret: &str) -> Result<String, String> {
     let request = http::Request::get("/")
@@ -225,10 +251,13 @@ async fn stored_ids(store: &impl ManagedKeyStore, tenant: &str) -> Vec<String> {
 
 async fn a_rotation_that_commits_late_is_undone<S: ManagedKeyStore + Clone>(store: S) {
     for grace in [None, Some(Duration::from_secs(60))] {
-        let slow = SlowWrites::new(store.clone(), true);
-        let verifier = Verifier::builder(store.clone()).build();
-        let trail = Trail::default();
-        let manager = manager(&slow, &verifier, &trail);
+        let Parts {
+            slow,
+            verifier,
+            trail,
+            manager,
+            ..
+        } = Parts::on(store.clone(), true);
         let tenant = keygate::store::conformance::tenant();
         let old = manager
             .issue("ops", &tenant, NewKey::new("admin", ["admin"]))
@@ -292,11 +321,13 @@ async fn a_rotation_that_commits_after_the_timeout_is_undone_on_sqlite() {
 
 #[tokio::test]
 async fn an_issue_that_commits_after_the_timeout_is_revoked() {
-    let store = MemoryStore::new();
-    let slow = SlowWrites::new(store.clone(), true);
-    let verifier = Verifier::builder(store.clone()).build();
-    let trail = Trail::default();
-    let manager = manager(&slow, &verifier, &trail);
+    let Parts {
+        store,
+        slow,
+        verifier,
+        trail,
+        manager,
+    } = Parts::on(MemoryStore::new(), true);
     slow.set_delay(SLOW);
     for first in [false, true] {
         let from = trail.len();
@@ -373,11 +404,13 @@ async fn an_import_that_commits_after_the_timeout_stays() {
 /// the trail says so.
 #[tokio::test]
 async fn a_store_that_cannot_undo_a_rotation_gets_its_successor_revoked() {
-    let store = MemoryStore::new();
-    let slow = SlowWrites::new(store.clone(), false);
-    let verifier = Verifier::builder(store.clone()).build();
-    let trail = Trail::default();
-    let manager = manager(&slow, &verifier, &trail);
+    let Parts {
+        store,
+        slow,
+        verifier,
+        trail,
+        manager,
+    } = Parts::on(MemoryStore::new(), false);
     let old = manager
         .issue("ops", "acme", NewKey::new("ci", ["read"]))
         .await
@@ -415,11 +448,13 @@ async fn a_store_that_cannot_undo_a_rotation_gets_its_successor_revoked() {
 /// working, and nothing else does.
 #[tokio::test]
 async fn an_admin_key_rotating_itself_on_a_slow_store_keeps_working_after_a_503() {
-    let store = MemoryStore::new();
-    let slow = SlowWrites::new(store.clone(), true);
-    let verifier = Verifier::builder(store.clone()).build();
-    let trail = Trail::default();
-    let manager = manager(&slow, &verifier, &trail);
+    let Parts {
+        slow,
+        verifier,
+        trail,
+        manager,
+        ..
+    } = Parts::on(MemoryStore::new(), true);
     let admin = manager
         .issue("setup", "acme", NewKey::new("admin", ["admin"]))
         .await
@@ -473,11 +508,13 @@ async fn an_admin_key_rotating_itself_on_a_slow_store_keeps_working_after_a_503(
 /// trail records it as it records any change.
 #[tokio::test]
 async fn a_rename_or_revocation_that_commits_after_the_timeout_stands_and_is_audited() {
-    let store = MemoryStore::new();
-    let slow = SlowWrites::new(store.clone(), true);
-    let verifier = Verifier::builder(store.clone()).build();
-    let trail = Trail::default();
-    let manager = manager(&slow, &verifier, &trail);
+    let Parts {
+        slow,
+        verifier,
+        trail,
+        manager,
+        ..
+    } = Parts::on(MemoryStore::new(), true);
     let key = manager
         .issue("ops", "acme", NewKey::new("ci", ["read"]))
         .await
@@ -519,11 +556,12 @@ async fn a_rename_or_revocation_that_commits_after_the_timeout_stands_and_is_aud
 /// successor: it takes the name the old key had when it was replaced, not the one read.
 #[tokio::test]
 async fn a_rename_during_a_rotation_reaches_the_successor() {
-    let store = MemoryStore::new();
-    let slow = SlowWrites::new(store.clone(), true);
-    let verifier = Verifier::builder(store.clone()).build();
-    let trail = Trail::default();
-    let manager = manager(&slow, &verifier, &trail);
+    let Parts {
+        slow,
+        trail,
+        manager,
+        ..
+    } = Parts::on(MemoryStore::new(), true);
     let old = manager
         .issue("ops", "acme", NewKey::new("ci", ["read"]))
         .await
