@@ -147,13 +147,41 @@ impl SqlStore<Sqlite> {
         Ok(SqlStore::new(pool, Sqlite { file }))
     }
 
+    /// Opens the store, tried again when opening raced another process's on the same file
+    /// (instances starting at once on a new file). sqlx's migration lock does nothing on
+    /// SQLite: two processes may both find a migration not applied yet, and the second to
+    /// apply it fails ("table … already exists"); turning a new file to WAL, or a read into a
+    /// write, can meet the other's lock ("database is locked") without waiting. Each attempt
+    /// reads again what is applied, so once the other has committed the next attempt finds the
+    /// migrations done; a real failure fails every attempt and is returned.
     async fn open_with(
+        options: SqliteConnectOptions,
+        pool: SqlitePoolOptions,
+    ) -> Result<SqliteStore, StoreError> {
+        const ATTEMPTS: u32 = 8;
+        let mut attempt = 1;
+        loop {
+            match Self::open_once(options.clone(), pool.clone()).await {
+                Err(error) if attempt < ATTEMPTS => {
+                    tracing::debug!(target: "keygate", %error, attempt, "opening the SQLite store failed, perhaps racing another process; trying again");
+                    tokio::time::sleep(Duration::from_millis(100) * attempt).await;
+                    attempt += 1;
+                }
+                done => return done,
+            }
+        }
+    }
+
+    async fn open_once(
         options: SqliteConnectOptions,
         pool: SqlitePoolOptions,
     ) -> Result<SqliteStore, StoreError> {
         // The one connection that may create the file: it creates and migrates it.
         let mut first = options.connect().await.map_err(StoreError::backend)?;
-        migrate_racing(&mut first).await?;
+        super::migrations::sqlite()
+            .run_direct(&mut first)
+            .await
+            .map_err(StoreError::backend)?;
         let file = FileGuard::of(&mut first).await?;
         // Every other connection must find the file in place: a deleted database is refused,
         // never silently recreated empty.
@@ -164,27 +192,6 @@ impl SqlStore<Sqlite> {
         // Closed only now, so that a shared in-memory database lives on in the pool.
         first.close().await.map_err(StoreError::backend)?;
         Ok(SqlStore::new(pool, Sqlite { file }))
-    }
-}
-
-/// Runs the embedded migrations on a file other processes may be migrating at the same moment (instances
-/// starting at once on a new file). sqlx's migration lock does nothing on SQLite: two
-/// processes may both find a migration not applied yet, and the second to apply it fails
-/// ("table … already exists", or "database is locked" where its read turns into a write).
-/// Each attempt reads again what is applied, so after the other process has committed the
-/// next attempt finds the migration done; a real failure fails every attempt and is returned.
-async fn migrate_racing(conn: &mut sqlx::SqliteConnection) -> Result<(), StoreError> {
-    const ATTEMPTS: u32 = 5;
-    let mut attempt = 1;
-    loop {
-        match super::migrations::sqlite().run_direct(&mut *conn).await {
-            Err(error) if attempt < ATTEMPTS => {
-                tracing::debug!(target: "keygate", %error, attempt, "SQLite migration failed, perhaps racing another process; trying again");
-                tokio::time::sleep(Duration::from_millis(100) * attempt).await;
-                attempt += 1;
-            }
-            done => return done.map_err(StoreError::backend),
-        }
     }
 }
 
