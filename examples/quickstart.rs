@@ -65,6 +65,7 @@ async fn run() -> Result<(), BoxError> {
         .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
         .with(filter)
         .init();
+    let stopped_by_signal = shutdown_signal();
     let addr = setting("KEYGATE_ADDR")?.unwrap_or_else(|| "127.0.0.1:3000".into());
     let plan = demo_plan()?;
     // Bound before anything is written: a port in use must not cost the one printing of the
@@ -158,7 +159,7 @@ async fn run() -> Result<(), BoxError> {
         app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
     )
     .with_graceful_shutdown(async {
-        shutdown_signal().await;
+        stopped_by_signal.await;
         let _ = stopping.send(());
     });
     // Connections get a while to finish after the signal, not for ever: a client that holds a
@@ -298,24 +299,38 @@ async fn whoami(tenant: Tenant) -> Json<serde_json::Value> {
     }))
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    // Registered now, not when first awaited: a signal that comes while the quickstart is still
+    // starting (its port already bound) is a clean stop too, not the default death.
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending().await,
-        }
+    let handlers = {
+        use tokio::signal::unix::{SignalKind, signal};
+        (
+            signal(SignalKind::interrupt()).ok(),
+            signal(SignalKind::terminate()).ok(),
+        )
     };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
+    async move {
+        #[cfg(unix)]
+        {
+            let (mut interrupt, mut terminate) = handlers;
+            let next = |s: Option<tokio::signal::unix::Signal>| async move {
+                match s {
+                    Some(mut s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = next(interrupt.take()) => {},
+                () = next(terminate.take()) => {},
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+        tracing::info!("shutting down");
     }
-    tracing::info!("shutting down");
 }
