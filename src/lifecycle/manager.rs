@@ -239,11 +239,11 @@ impl KeyManager {
             Some(_) => return Err(ManageError::ImportLast4),
         };
         let now = self.now();
-        let name = validate_name(&new.name)?;
-        let scopes = self.validate_scopes(&new.scopes)?;
-        validate_expiry(new.expires_at, now)?;
-        let restrictions = validate_restrictions(new.restrictions)?;
-        validate_metadata(&new.metadata)?;
+        let Checked {
+            name,
+            scopes,
+            restrictions,
+        } = self.check(&new, now)?;
         let prefix = format!(
             "{}_{}_",
             self.inner.scheme.format().prefix(),
@@ -270,15 +270,48 @@ impl KeyManager {
         }
     }
 
+    /// Checks `new` as [`issue`](Self::issue) does before any store call (name, scopes, expiry,
+    /// restrictions, metadata), and writes nothing: for a caller that must know a key can be
+    /// issued before it does something else first, such as creating the key's tenant.
+    ///
+    /// ```
+    /// use keygate::lifecycle::{KeyManager, ManageError, NewKey};
+    /// use keygate::store::MemoryStore;
+    ///
+    /// let manager = KeyManager::builder(MemoryStore::new()).build();
+    /// assert!(manager.validate(&NewKey::new("ci", ["read"])).is_ok());
+    /// assert!(matches!(
+    ///     manager.validate(&NewKey::new(" ", ["read"])),
+    ///     Err(ManageError::InvalidName)
+    /// ));
+    /// ```
+    pub fn validate(&self, new: &NewKey) -> Result<(), ManageError> {
+        self.check(new, self.now()).map(|_| ())
+    }
+
+    /// The checks of every issue and import, with what they give back normalized.
+    fn check(&self, new: &NewKey, now: OffsetDateTime) -> Result<Checked, ManageError> {
+        let name = validate_name(&new.name)?;
+        let scopes = self.validate_scopes(&new.scopes)?;
+        validate_expiry(new.expires_at, now)?;
+        let restrictions = validate_restrictions(new.restrictions.clone())?;
+        validate_metadata(&new.metadata)?;
+        Ok(Checked {
+            name,
+            scopes,
+            restrictions,
+        })
+    }
+
     /// Validates `new` and builds its record, with a fresh secret. Lengths are checked before
     /// any work per item.
     fn prepare(&self, tenant_id: &str, new: NewKey) -> Result<(ApiKey, KeyRecord), ManageError> {
         let now = self.now();
-        let name = validate_name(&new.name)?;
-        let scopes = self.validate_scopes(&new.scopes)?;
-        validate_expiry(new.expires_at, now)?;
-        let restrictions = validate_restrictions(new.restrictions)?;
-        validate_metadata(&new.metadata)?;
+        let Checked {
+            name,
+            scopes,
+            restrictions,
+        } = self.check(&new, now)?;
         let (key, digest) = self.inner.scheme.generate(new.environment);
         let record = KeyRecord::builder(new_key_id(), tenant_id, digest)
             .key(&key)
@@ -932,6 +965,14 @@ impl LateWrite {
                 .await;
         }
     }
+}
+
+/// What [`KeyManager::check`] gives back: the name trimmed, the scopes parsed, the
+/// restrictions normalized.
+struct Checked {
+    name: String,
+    scopes: Scopes,
+    restrictions: crate::restriction::Restrictions,
 }
 
 /// Whether `caller` may manage keys at all: a key in its rotation grace period still

@@ -382,6 +382,25 @@ async fn every_command(url: &str, kind: &str) {
             (3, "error: tenant nobody-here not found\n")
         );
     }
+    // An admin key refused at `tenant create` leaves no tenant behind: the retry works.
+    let fresh = format!("{t}-fresh");
+    let refused = keygate(
+        url,
+        &["tenant", "create", &fresh, "--admin-key", "--name", " "],
+    );
+    assert_eq!(
+        refused.failed(),
+        (
+            2,
+            "error: Name must be 1 to 128 characters without control or formatting characters\n"
+        )
+    );
+    assert_eq!(
+        keygate(url, &["tenant", "get", &fresh]).failed(),
+        (3, format!("error: tenant {fresh} not found\n").as_str())
+    );
+    let created = keygate(url, &["tenant", "create", &fresh, "--admin-key", "--json"]).ok();
+    assert!(created["admin_key"]["key"].is_string(), "{created}");
     // Listing the keys of a tenant that does not exist (a typo) is not an empty list.
     let unknown = keygate(url, &["key", "list", "--tenant", "nobody-here"]);
     assert_eq!(

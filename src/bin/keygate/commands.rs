@@ -73,6 +73,18 @@ async fn tenant(
                 },
                 plan: plan_of(plan),
             };
+            // What could make the admin key fail is checked before the tenant is written: a
+            // refused key must not leave a tenant behind (a retry would find it "exists").
+            let new = NewKey::new(name, ["admin"]).environment(environment);
+            if admin_key {
+                manager.validate(&new)?;
+                if !manager.list(&tenant).await?.is_empty() {
+                    return Err(CliError::new(
+                        Kind::Conflict,
+                        format!("tenant {tenant} has an active key already"),
+                    ));
+                }
+            }
             if !db.create_tenant(&tenant, &entitlements).await? {
                 return Err(CliError::new(
                     Kind::Conflict,
@@ -88,7 +100,6 @@ async fn tenant(
                 };
                 return Ok(Output::new(format!("created {text}"), &created));
             }
-            let new = NewKey::new(name, ["admin"]).environment(environment);
             let issued = manager
                 .issue_first(actor, &tenant, new)
                 .await?
