@@ -101,14 +101,15 @@ impl Database {
         if url.trim().is_empty() {
             return Err(SetupError::EmptyUrl);
         }
+        let kind = UrlKind::of(url);
         // The drivers read the scheme in lowercase only.
         let url = &match url.split_once(':') {
-            Some((scheme, rest)) if UrlKind::of(url) != UrlKind::SqliteFile => {
+            Some((scheme, rest)) if kind != UrlKind::SqliteFile => {
                 format!("{}:{rest}", scheme.to_ascii_lowercase())
             }
             _ => url.to_owned(),
         };
-        match UrlKind::of(url) {
+        match kind {
             UrlKind::Unsupported => {
                 let scheme = url.split_once("://").map_or("", |(scheme, _)| scheme);
                 Err(SetupError::UnsupportedScheme(scheme.to_owned()))

@@ -85,16 +85,22 @@ impl MemoryStore {
 }
 
 impl Inner {
+    /// The tenant's record `key_id`, active or not.
+    fn tenant_record(&self, tenant_id: &str, key_id: &str) -> Option<&Arc<KeyRecord>> {
+        let digest = self.by_id.get(key_id)?;
+        self.by_digest
+            .get(digest)
+            .filter(|r| r.tenant_id == tenant_id)
+    }
+
     fn tenant_key(
         &self,
         tenant_id: &str,
         key_id: &str,
         now: OffsetDateTime,
     ) -> Option<&Arc<KeyRecord>> {
-        let digest = self.by_id.get(key_id)?;
-        self.by_digest
-            .get(digest)
-            .filter(|r| r.tenant_id == tenant_id && r.is_active_at(now))
+        self.tenant_record(tenant_id, key_id)
+            .filter(|r| r.is_active_at(now))
     }
 
     fn update(
@@ -268,14 +274,10 @@ impl ManagedKeyStore for MemoryStore {
         check_time(now)?;
         let mut inner = self.write();
         let at = judged_at(now);
-        let record = |id: &str| {
-            let digest = inner.by_id.get(id)?;
-            inner
-                .by_digest
-                .get(digest)
-                .filter(|r| r.tenant_id == tenant_id)
-        };
-        let (Some(old), Some(successor)) = (record(key_id), record(successor_id)) else {
+        let (Some(old), Some(successor)) = (
+            inner.tenant_record(tenant_id, key_id),
+            inner.tenant_record(tenant_id, successor_id),
+        ) else {
             return Ok(None);
         };
         if old.revoked_at != Some(old_until) || successor.revoked_at.is_some() {
