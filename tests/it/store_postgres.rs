@@ -183,3 +183,57 @@ async fn migrations_can_be_run_apart() {
         .await
         .unwrap();
 }
+
+/// `url` with `query` appended as further parameters.
+fn with_query(url: &str, query: &str) -> String {
+    let join = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{join}{query}")
+}
+
+/// A URL parameter sqlx does not read is refused, named without its value: sqlx would log the
+/// value at WARN (a mistyped `password`: a password in the logs) and connect without it.
+#[tokio::test]
+async fn an_unknown_url_parameter_is_refused_without_its_value() {
+    let logs = crate::common::LogCapture::start();
+    let mistyped = with_query(&url(), "sslmode=prefer&passwd=hunter2-in-the-url");
+    let error = PostgresStore::connect(&mistyped)
+        .await
+        .map(drop)
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        error,
+        "key store backend error: unknown parameter `passwd` in the PostgreSQL URL (known: \
+         sslmode, ssl-mode, sslrootcert, ssl-root-cert, ssl-ca, sslcert, ssl-cert, sslkey, \
+         ssl-key, statement-cache-capacity, host, hostaddr, port, dbname, user, password, \
+         application_name, options, options[…])"
+    );
+    assert!(!logs.text().contains("hunter2"), "{}", logs.text());
+    // Encoded names are read as sqlx reads them; known ones and `options[…]` connect.
+    let known = with_query(
+        &url(),
+        "application_name=keygate-test&options%5Bstatement_timeout%5D=5000&sslmode=prefer",
+    );
+    PostgresStore::connect(&known).await.unwrap();
+}
+
+/// A server that refuses the connection is named as such once the pool has waited for it,
+/// not only as the pool's timeout.
+#[tokio::test]
+async fn a_refused_connection_says_so() {
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let error = PostgresStore::connect(&format!("postgres://postgres@127.0.0.1:{port}/test"))
+        .await
+        .map(drop)
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        error,
+        "key store backend error: error communicating with database: Connection refused (os error 111)"
+    );
+}

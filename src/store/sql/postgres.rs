@@ -95,17 +95,26 @@ impl SqlStore<Postgres> {
     /// (`client_min_messages = warning`): PostgreSQL answers an `IF NOT EXISTS` that finds its
     /// table with one, which would be logged at `INFO` on every start. For other settings,
     /// build the pool yourself and pass it to [`from_pool`](PostgresStore::from_pool).
+    ///
+    /// A URL parameter sqlx does not read is refused ([`StoreError::Backend`], naming the
+    /// parameter, never its value): sqlx would log it with its value and go on without it, and
+    /// a mistyped `password` would put a password in the logs. A server that refuses the
+    /// connection is tried again until the 5 s are up (it may be starting), then the error names
+    /// what the last attempt met (e.g. `Connection refused`), not only the pool's timeout.
     pub async fn connect(url: &str) -> Result<PostgresStore, StoreError> {
+        check_url_parameters(url)?;
         let options = PgConnectOptions::from_str(url)
             .map_err(StoreError::backend)?
             .options([("client_min_messages", "warning")]);
-        let pool = PgPoolOptions::new()
-            .max_connections(10)
-            .acquire_timeout(Duration::from_secs(5))
-            .connect_with(options)
-            .await
-            .map_err(StoreError::backend)?;
-        PostgresStore::from_pool(pool).await
+        let pool = match connect_pool(&options).await {
+            Err(sqlx::Error::PoolTimedOut) => match why_not_connected(&options).await {
+                Some(error) => return Err(error),
+                // The server answers now: it was starting.
+                None => connect_pool(&options).await,
+            },
+            connected => connected,
+        };
+        PostgresStore::from_pool(pool.map_err(StoreError::backend)?).await
     }
 
     /// Uses an existing pool; runs the embedded migrations.
@@ -143,5 +152,85 @@ impl SqlStore<Postgres> {
             .run(pool)
             .await
             .map_err(StoreError::backend)
+    }
+}
+
+/// How long [`PostgresStore::connect`] waits for its first connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The query parameters sqlx reads from a PostgreSQL URL (sqlx-postgres 0.8), besides
+/// `options[…]`.
+const URL_PARAMETERS: &[&str] = &[
+    "sslmode",
+    "ssl-mode",
+    "sslrootcert",
+    "ssl-root-cert",
+    "ssl-ca",
+    "sslcert",
+    "ssl-cert",
+    "sslkey",
+    "ssl-key",
+    "statement-cache-capacity",
+    "host",
+    "hostaddr",
+    "port",
+    "dbname",
+    "user",
+    "password",
+    "application_name",
+    "options",
+];
+
+/// A URL parameter [`PostgresStore::connect`] refuses, named without its value.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "unknown parameter `{0}` in the PostgreSQL URL (known: {known}, options[…])",
+    known = URL_PARAMETERS.join(", ")
+)]
+struct UnknownUrlParameter(String);
+
+/// Refuses a query parameter sqlx would log with its value and ignore.
+fn check_url_parameters(url: &str) -> Result<(), StoreError> {
+    let Some((_, query)) = url.split_once('?') else {
+        return Ok(());
+    };
+    let query = query.split_once('#').map_or(query, |(query, _)| query);
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let raw = pair.split_once('=').map_or(pair, |(key, _)| key);
+        // Decoded as sqlx decodes it (form encoding: `+` is a space).
+        let key = raw.replace('+', " ");
+        let key = percent_encoding::percent_decode_str(&key).decode_utf8_lossy();
+        let known = URL_PARAMETERS.contains(&key.as_ref())
+            || (key.starts_with("options[") && key.ends_with(']'));
+        if !known {
+            return Err(StoreError::backend(UnknownUrlParameter(key.into_owned())));
+        }
+    }
+    Ok(())
+}
+
+/// The pool of [`PostgresStore::connect`], with its first connection.
+async fn connect_pool(options: &PgConnectOptions) -> Result<PgPool, sqlx::Error> {
+    PgPoolOptions::new()
+        .max_connections(10)
+        .acquire_timeout(CONNECT_TIMEOUT)
+        .connect_with(options.clone())
+        .await
+}
+
+/// Why no connection came within [`CONNECT_TIMEOUT`]: the pool retries a refused connection
+/// until then and reports only that it timed out, so one more attempt, bounded alike, tells
+/// what stands in the way; `None` if it connects.
+async fn why_not_connected(options: &PgConnectOptions) -> Option<StoreError> {
+    use sqlx::Connection;
+    let attempt =
+        tokio::time::timeout(CONNECT_TIMEOUT, sqlx::PgConnection::connect_with(options)).await;
+    match attempt {
+        Ok(Ok(connection)) => {
+            let _ = connection.close().await;
+            None
+        }
+        Ok(Err(e)) => Some(StoreError::backend(e)),
+        Err(_) => Some(StoreError::backend(sqlx::Error::PoolTimedOut)),
     }
 }
