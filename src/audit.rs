@@ -44,10 +44,15 @@ pub enum AuditAction {
     Import,
     /// A key was revoked.
     Revoke,
+    /// A key whose secret never reached its holder was taken back
+    /// ([`KeyManager::withdraw`](crate::lifecycle::KeyManager::withdraw)): it is revoked, and
+    /// the key it replaced in a rotation, if any, is active again. The event names the key
+    /// taken back.
+    Withdraw,
 }
 
 impl AuditAction {
-    /// `issue`, `rotate`, `rename`, `revoke` or `import`.
+    /// `issue`, `rotate`, `rename`, `revoke`, `import` or `withdraw`.
     pub fn as_str(self) -> &'static str {
         match self {
             AuditAction::Issue => "issue",
@@ -55,6 +60,7 @@ impl AuditAction {
             AuditAction::Rename => "rename",
             AuditAction::Revoke => "revoke",
             AuditAction::Import => "import",
+            AuditAction::Withdraw => "withdraw",
         }
     }
 }

@@ -182,7 +182,11 @@ impl KeyManager {
             .insert_record(actor, record, Some(1), AuditAction::Issue)
             .await
         {
-            Ok(()) => Ok(Some(IssuedKey { key, info })),
+            Ok(()) => Ok(Some(IssuedKey {
+                key,
+                info,
+                replaced: None,
+            })),
             Err(ManageError::TooManyKeys(_)) => Ok(None),
             Err(e) => Err(e),
         }
@@ -334,7 +338,11 @@ impl KeyManager {
         let info = KeyInfo::from(&record);
         self.insert_record(actor, record, self.inner.max_active, AuditAction::Issue)
             .await?;
-        Ok(IssuedKey { key, info })
+        Ok(IssuedKey {
+            key,
+            info,
+            replaced: None,
+        })
     }
 
     /// Inserts `record` under the cap `max_active`, with its audit event.
@@ -580,6 +588,7 @@ impl KeyManager {
         }
         let audited = KeyInfo::from(&replacement);
         let until = now + Duration::seconds(grace_secs as i64);
+        let replaced = (old_info.clone(), until);
         let (actor, tenant_id, key_id) =
             (actor.to_owned(), tenant_id.to_owned(), key_id.to_owned());
         let manager = self.clone();
@@ -636,7 +645,11 @@ impl KeyManager {
             }))
         })
         .await?;
-        Ok(IssuedKey { key, info })
+        Ok(IssuedKey {
+            key,
+            info,
+            replaced: Some(replaced),
+        })
     }
 
     /// Revokes an active key: the next request with it is refused.
@@ -765,6 +778,57 @@ impl KeyManager {
         tokio::spawn(change)
             .await
             .map_err(|e| ManageError::Store(StoreError::backend(e)))?
+    }
+
+    /// Takes back a key whose secret never reached its holder (printing it failed, the
+    /// response that carried it was lost): the key is revoked and, if it came from
+    /// [`rotate`](KeyManager::rotate), the key it replaced is active again, as before the
+    /// rotation. One [`AuditAction::Withdraw`] event names the key taken back.
+    ///
+    /// [`ManageError::NotFound`] when the key, or the key it replaced, has changed since
+    /// (revoked, rotated): nothing is written. On a store that cannot undo a rotation
+    /// ([`ManagedKeyStore::undo_rotate`] left at its default) the new key is revoked, the
+    /// replaced one stays rotated, and the answer is [`ManageError::Store`] with
+    /// [`StoreError::Unsupported`].
+    ///
+    /// ```
+    /// use keygate::lifecycle::{KeyManager, NewKey, ManageError};
+    /// use keygate::store::{KeyStore, MemoryStore};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), ManageError> {
+    /// let store = MemoryStore::new();
+    /// let manager = KeyManager::builder(store.clone()).build();
+    /// let old = manager.issue("ops", "acme", NewKey::new("ci", ["read"])).await?;
+    /// let new = manager.rotate("ops", "acme", &old.info.id, None).await?;
+    /// // Showing `new.key` to its holder failed: the rotation is taken back.
+    /// manager.withdraw("ops", "acme", &new).await?;
+    /// assert_eq!(manager.get("acme", &old.info.id).await?.revoked_at, None);
+    /// assert!(matches!(manager.get("acme", &new.info.id).await, Err(ManageError::NotFound)));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn withdraw(
+        &self,
+        actor: &str,
+        tenant_id: &str,
+        issued: &IssuedKey,
+    ) -> Result<(), ManageError> {
+        let taken_back = LateWrite {
+            actor: actor.to_owned(),
+            tenant_id: tenant_id.to_owned(),
+            key: issued.info.clone(),
+            rotated: issued.replaced.clone(),
+        };
+        let undone = self.bounded(taken_back.try_undo(self)).await?;
+        if undone != Undone::Not {
+            self.audit(actor, tenant_id, AuditAction::Withdraw, &issued.info)
+                .await;
+        }
+        match undone {
+            Undone::Whole => Ok(()),
+            Undone::SuccessorOnly => Err(StoreError::Unsupported.into()),
+            Undone::Not => Err(ManageError::NotFound),
+        }
     }
 
     /// A write, bounded by the store timeout for its caller but seen through to the store's

@@ -95,6 +95,9 @@ pub struct IssuedKey {
     pub key: ApiKey,
     /// The stored metadata.
     pub info: KeyInfo,
+    /// For a rotation: the key replaced and the end its rotation gave it, so that
+    /// [`KeyManager::withdraw`](super::KeyManager::withdraw) can make it active again.
+    pub(super) replaced: Option<(KeyInfo, time::OffsetDateTime)>,
 }
 
 pub(super) fn validate_name(name: &str) -> Result<String, ManageError> {

@@ -721,6 +721,81 @@ async fn cli_on_sqlite() {
     every_command(url, "SQLite").await;
     import(url).await;
     bad_input(url).await;
+    unprinted_secrets(url);
+}
+
+/// `keygate` with stdout on a device that refuses every write: the exit code and stderr.
+fn keygate_unprintable(url: &str, args: &[&str]) -> (i32, String) {
+    let output = Command::new(keygate_binary("bin", "keygate"))
+        .args(args)
+        .env_remove("KEYGATE_PEPPER")
+        .env("KEYGATE_DATABASE_URL", url)
+        .stdout(std::fs::File::create("/dev/full").unwrap())
+        .output()
+        .unwrap();
+    (
+        output.status.code().expect("exited, not killed"),
+        String::from_utf8(output.stderr).unwrap(),
+    )
+}
+
+/// A secret that cannot be printed is never kept by a key nobody holds: the issued key is
+/// revoked, a rotation undone (the rotated key active again), and the error says so.
+fn unprinted_secrets(url: &str) {
+    let tenant = "unprinted";
+    keygate(url, &["tenant", "create", tenant, "--json"]).ok();
+    let key_ids = || -> Vec<String> {
+        let keys = keygate(url, &["key", "list", "--tenant", tenant, "--json"]).ok();
+        keys.as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let refused = |stderr: &str| {
+        let line = stderr
+            .strip_prefix(
+                "error: could not print the output (No space left on device (os error 28)); key ",
+            )
+            .unwrap_or_else(|| panic!("{stderr}"));
+        assert!(
+            line.ends_with(", whose secret it showed, was taken back: revoked, and a key it replaced in a rotation active again\n"),
+            "{stderr}"
+        );
+    };
+
+    let (code, stderr) = keygate_unprintable(
+        url,
+        &["key", "issue", "--tenant", tenant, "--scope", "read"],
+    );
+    assert_eq!(code, 1, "{stderr}");
+    refused(&stderr);
+    assert_eq!(key_ids(), Vec::<String>::new());
+
+    let kept = keygate(
+        url,
+        &[
+            "key", "issue", "--tenant", tenant, "--scope", "read", "--json",
+        ],
+    )
+    .ok();
+    let kept_id = kept["id"].as_str().unwrap().to_owned();
+    let (code, stderr) = keygate_unprintable(url, &["key", "rotate", "--tenant", tenant, &kept_id]);
+    assert_eq!(code, 1, "{stderr}");
+    refused(&stderr);
+    assert_eq!(key_ids(), std::slice::from_ref(&kept_id));
+    let shown = keygate(url, &["key", "get", "--tenant", tenant, &kept_id, "--json"]).ok();
+    assert_eq!(shown["revoked_at"], Value::Null);
+
+    // A command that shows no secret only fails.
+    let (code, stderr) = keygate_unprintable(url, &["tenant", "get", tenant]);
+    assert_eq!(
+        (code, stderr.as_str()),
+        (
+            1,
+            "error: could not print the output (No space left on device (os error 28))\n"
+        )
+    );
 }
 
 /// A database that cannot be reached is exit 1, one line, without the URL's password.
@@ -762,5 +837,6 @@ async fn cli_on_postgres() {
     every_command(&url, "PostgreSQL").await;
     import(&url).await;
     bad_input(&url).await;
+    unprinted_secrets(&url);
     crate::setup::postgres::drop_database(&name, &admin).await;
 }

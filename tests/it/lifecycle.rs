@@ -447,6 +447,118 @@ async fn a_rotation_is_audited_on_the_old_key_and_its_successor_is_issued() {
     );
 }
 
+impl Trail {
+    /// Each event's action, key and actor.
+    fn events(&self) -> Vec<(AuditAction, String, String)> {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|e| (e.action, e.key_id.clone(), e.actor.clone()))
+            .collect()
+    }
+}
+
+/// A key whose secret never reached its holder is taken back: an issued key is revoked, a
+/// rotation undone (the old key authenticates again, the successor never), each with one
+/// `withdraw` event; taking back a key that changed since writes nothing.
+#[tokio::test]
+async fn a_key_whose_secret_was_lost_is_withdrawn() {
+    use keygate::Verifier;
+    use keygate::request::RequestHead;
+
+    let store = MemoryStore::new();
+    let trail = Trail::default();
+    let manager = KeyManager::builder(store.clone())
+        .audit(trail.clone())
+        .build();
+    let verifier = Verifier::builder(store).build();
+    let works = |key: &keygate::key::ApiKey| {
+        let req = http::Request::get("/")
+            .header("x-api-key", key.expose_secret())
+            .body(())
+            .unwrap();
+        verifier
+            .check_now(&RequestHead::from(&req), None)
+            .unwrap()
+            .is_ok()
+    };
+
+    let issued = manager
+        .issue("ops", "acme", NewKey::new("lost", ["read"]))
+        .await
+        .unwrap();
+    manager.withdraw("cli", "acme", &issued).await.unwrap();
+    assert!(!works(&issued.key));
+    assert!(matches!(
+        manager.get("acme", &issued.info.id).await,
+        Err(ManageError::NotFound)
+    ));
+    // Already taken back: nothing more is written.
+    assert!(matches!(
+        manager.withdraw("cli", "acme", &issued).await,
+        Err(ManageError::NotFound)
+    ));
+
+    let old = manager
+        .issue("ops", "acme", NewKey::new("ci", ["read"]))
+        .await
+        .unwrap();
+    let new = manager
+        .rotate("ops", "acme", &old.info.id, None)
+        .await
+        .unwrap();
+    assert!(!works(&old.key));
+    manager.withdraw("cli", "acme", &new).await.unwrap();
+    assert!(works(&old.key));
+    assert!(!works(&new.key));
+    let active: Vec<String> = manager
+        .list("acme")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|k| k.id)
+        .collect();
+    assert_eq!(active, std::slice::from_ref(&old.info.id));
+    assert_eq!(
+        manager.get("acme", &old.info.id).await.unwrap().revoked_at,
+        None
+    );
+
+    // A rotation whose old key was revoked since is not undone: nothing is written.
+    let again = manager
+        .rotate(
+            "ops",
+            "acme",
+            &old.info.id,
+            Some(std::time::Duration::from_secs(60)),
+        )
+        .await
+        .unwrap();
+    manager.revoke("ops", "acme", &old.info.id).await.unwrap();
+    assert!(matches!(
+        manager.withdraw("cli", "acme", &again).await,
+        Err(ManageError::NotFound)
+    ));
+    assert!(works(&again.key));
+
+    let (cli, ops) = ("cli".to_owned(), "ops".to_owned());
+    assert_eq!(
+        trail.events(),
+        [
+            (AuditAction::Issue, issued.info.id.clone(), ops.clone()),
+            (AuditAction::Withdraw, issued.info.id.clone(), cli.clone()),
+            (AuditAction::Issue, old.info.id.clone(), ops.clone()),
+            (AuditAction::Rotate, old.info.id.clone(), ops.clone()),
+            (AuditAction::Issue, new.info.id.clone(), ops.clone()),
+            (AuditAction::Withdraw, new.info.id.clone(), cli),
+            (AuditAction::Rotate, old.info.id.clone(), ops.clone()),
+            (AuditAction::Issue, again.info.id.clone(), ops.clone()),
+            (AuditAction::Revoke, old.info.id.clone(), ops),
+        ]
+    );
+}
+
 /// A key issued elsewhere, known by its SHA-256, is imported: it then authenticates through
 /// the verifier, and the import is audited. Bad imports are refused before any write.
 #[tokio::test]

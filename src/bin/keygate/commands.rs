@@ -11,8 +11,13 @@ use crate::args::{Cli, Command, KeyCommand, NewKeyArgs, PlanArgs, TenantCommand}
 use crate::error::{CliError, Kind};
 use crate::output::{self, Output};
 
-/// Runs the command line's command.
-pub(crate) async fn run(cli: Cli) -> Result<Output, CliError> {
+/// Runs the command line's command, and hands its output to `print`. A key whose secret could
+/// not be printed is taken back ([`KeyManager::withdraw`]): nobody would hold its secret, and
+/// a rotation without grace would have left the tenant without the key it replaced.
+pub(crate) async fn run(
+    cli: Cli,
+    print: impl FnOnce(&Output) -> std::io::Result<()>,
+) -> Result<(), CliError> {
     let scheme = scheme(&cli)?;
     let url = cli.database_url.as_deref().unwrap_or_default();
     if url.trim().is_empty() {
@@ -24,14 +29,31 @@ pub(crate) async fn run(cli: Cli) -> Result<Output, CliError> {
     let db = Database::connect(url).await?;
     let manager = db.key_manager().scheme(scheme).build();
     let actor = cli.actor.as_str();
-    match cli.command {
+    let output = match cli.command {
         Command::Migrate => Ok(Output::new(
             format!("{} database migrated\n", db.kind()),
             &json!({"migrated": true, "database": db.kind()}),
         )),
         Command::Tenant(command) => tenant(&db, &manager, actor, command).await,
         Command::Key(command) => key(&db, &manager, actor, command).await,
-    }
+    }?;
+    let Err(error) = print(&output) else {
+        return Ok(());
+    };
+    let not_printed = format!("could not print the output ({error})");
+    let Some((tenant, issued)) = &output.shows_secret_of else {
+        return Err(CliError::new(Kind::Runtime, not_printed));
+    };
+    let id = &issued.info.id;
+    let message = match manager.withdraw(actor, tenant, issued).await {
+        Ok(()) => format!(
+            "{not_printed}; key {id}, whose secret it showed, was taken back: revoked, and a key it replaced in a rotation active again"
+        ),
+        Err(e) => format!(
+            "{not_printed}; taking back key {id}, whose secret it showed, failed ({e}): revoke it"
+        ),
+    };
+    Err(CliError::new(Kind::Runtime, message))
 }
 
 /// The key scheme from the options and `KEYGATE_PEPPER` (from the environment only, so that
@@ -117,7 +139,7 @@ async fn tenant(
                 tenant: view,
                 admin_key: Some(output::with_secret(&issued)),
             };
-            Ok(Output::new(text, &created))
+            Ok(Output::new(text, &created).showing_secret_of(&tenant, issued))
         }
         TenantCommand::Get { tenant } => {
             let found = db
@@ -207,7 +229,7 @@ async fn key(
                 ensure_tenant(db, &tenant, " or pass --create-tenant").await?;
             }
             let issued = manager.issue(actor, &tenant, new_key(key)).await?;
-            Ok(output::issued("issued key", &tenant, &issued))
+            Ok(output::issued("issued key", &tenant, issued))
         }
         KeyCommand::List { tenant } => {
             let keys = manager.list(&tenant).await?;
@@ -237,7 +259,7 @@ async fn key(
             Ok(output::issued(
                 &format!("rotated {key_id}: new key"),
                 &tenant,
-                &issued,
+                issued,
             ))
         }
         KeyCommand::Revoke { tenant, key_id } => {

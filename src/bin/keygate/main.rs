@@ -4,7 +4,8 @@
 //! `keygate --help` lists the commands. Exit codes: 0 done, 1 database or runtime error,
 //! 2 usage error or invalid input, 3 not found, 4 conflict. A secret is printed once, on
 //! stdout, by the commands that make one (`key issue`, `key rotate`, `tenant create
-//! --admin-key`); never in an error.
+//! --admin-key`); never in an error. A secret that cannot be printed is taken back with its
+//! key (exit 1).
 
 mod args;
 mod commands;
@@ -29,17 +30,14 @@ fn main() -> ExitCode {
         Ok(runtime) => runtime,
         Err(e) => return fail(json, &CliError::new(error::Kind::Runtime, e.to_string())),
     };
-    match runtime.block_on(commands::run(cli)) {
-        Ok(out) => {
-            let mut stdout = std::io::stdout().lock();
-            let written = stdout
-                .write_all(out.render(json).as_bytes())
-                .and_then(|()| stdout.flush());
-            match written {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => fail(json, &CliError::new(error::Kind::Runtime, e.to_string())),
-            }
-        }
+    let print = |out: &output::Output| {
+        let mut stdout = std::io::stdout().lock();
+        stdout
+            .write_all(out.render(json).as_bytes())
+            .and_then(|()| stdout.flush())
+    };
+    match runtime.block_on(commands::run(cli, print)) {
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(json, &e),
     }
 }

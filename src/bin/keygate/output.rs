@@ -11,6 +11,9 @@ use zeroize::Zeroizing;
 pub(crate) struct Output {
     text: Zeroizing<String>,
     json: Zeroizing<String>,
+    /// The key whose secret this output shows, and its tenant: taken back if the output
+    /// cannot be printed, since nobody would hold the secret.
+    pub(crate) shows_secret_of: Option<(String, IssuedKey)>,
 }
 
 impl Output {
@@ -21,7 +24,14 @@ impl Output {
         Output {
             text: Zeroizing::new(text),
             json: Zeroizing::new(json + "\n"),
+            shows_secret_of: None,
         }
+    }
+
+    /// This output shows the secret of `issued`, a key of `tenant`.
+    pub(crate) fn showing_secret_of(mut self, tenant: &str, issued: IssuedKey) -> Output {
+        self.shows_secret_of = Some((tenant.to_owned(), issued));
+        self
     }
 
     pub(crate) fn render(&self, json: bool) -> &str {
@@ -110,8 +120,9 @@ pub(crate) fn issued_text(what: &str, tenant: &str, issued: &IssuedKey) -> Strin
     )
 }
 
-pub(crate) fn issued(what: &str, tenant: &str, issued: &IssuedKey) -> Output {
-    Output::new(issued_text(what, tenant, issued), &with_secret(issued))
+pub(crate) fn issued(what: &str, tenant: &str, issued: IssuedKey) -> Output {
+    Output::new(issued_text(what, tenant, &issued), &with_secret(&issued))
+        .showing_secret_of(tenant, issued)
 }
 
 /// One key's details, a line each.
