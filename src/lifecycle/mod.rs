@@ -44,5 +44,5 @@ pub(crate) use manager::may_manage;
 pub use manager::{KeyManager, KeyManagerBuilder};
 pub use new_key::{
     IssuedKey, MAX_EXPIRY, MAX_METADATA_BYTES, MAX_NAME_CHARS, MAX_RESTRICTION_ENTRIES, MAX_SCOPES,
-    NewKey,
+    NewKey, validate_name,
 };

@@ -100,7 +100,19 @@ pub struct IssuedKey {
     pub(super) replaced: Option<(KeyInfo, time::OffsetDateTime)>,
 }
 
-pub(super) fn validate_name(name: &str) -> Result<String, ManageError> {
+/// `name` trimmed, if keygate takes it as a key's name: 1 to [`MAX_NAME_CHARS`] characters, no
+/// control or formatting characters (invisible ones, bidirectional controls); otherwise
+/// [`ManageError::InvalidName`]. Other names that people read in listings and logs (a plan's,
+/// an audit actor's) can be held to the same rule.
+///
+/// ```
+/// use keygate::lifecycle::{validate_name, ManageError};
+///
+/// assert_eq!(validate_name("  Production API ").unwrap(), "Production API");
+/// assert!(matches!(validate_name("pro\u{202E}"), Err(ManageError::InvalidName)));
+/// assert!(matches!(validate_name("line\nbreak"), Err(ManageError::InvalidName)));
+/// ```
+pub fn validate_name(name: &str) -> Result<String, ManageError> {
     let name = name.trim();
     // The byte length bounds the character count: no per-character work on a huge name.
     let valid = !name.is_empty()

@@ -704,6 +704,28 @@ async fn bad_input(url: &str) {
             "key prefix must be 1 to 16 characters",
         ),
         (vec!["frobnicate"], "unrecognized subcommand"),
+        // Names people read in listings and the audit trail: no terminal escapes, no
+        // reordering controls.
+        (
+            vec!["tenant", "set-plan", t, "--plan", "pro\u{1b}[2J"],
+            "Name must be 1 to 128 characters without control or formatting characters",
+        ),
+        (
+            vec![
+                "--actor",
+                "ops\u{202e}nimda",
+                "key",
+                "revoke",
+                "--tenant",
+                t,
+                "key_x",
+            ],
+            "Name must be 1 to 128 characters without control or formatting characters",
+        ),
+        (
+            vec!["tenant", "create", "blank-plan", "--plan", " "],
+            "Name must be 1 to 128 characters without control or formatting characters",
+        ),
     ] {
         let run = keygate(url, &args);
         let (code, stderr) = run.failed();

@@ -48,7 +48,7 @@ pub(crate) struct Cli {
     pub(crate) key_checksum: bool,
 
     /// Who makes the change, for the audit trail.
-    #[arg(long, default_value = "cli", global = true)]
+    #[arg(long, default_value = "cli", global = true, value_parser = readable_name)]
     pub(crate) actor: String,
 
     #[command(subcommand)]
@@ -117,7 +117,7 @@ pub(crate) enum TenantCommand {
 #[derive(Debug, Args)]
 pub(crate) struct PlanArgs {
     /// The plan's name.
-    #[arg(long = "plan", default_value = "default")]
+    #[arg(long = "plan", default_value = "default", value_parser = readable_name)]
     pub(crate) plan_name: String,
     /// The tenant's rate limit, shared by its keys: `<n>/<window>`, e.g. `600/min`, `10/s`,
     /// `5000/h`, `100/30s`.
@@ -229,6 +229,12 @@ fn tenant_id(s: &str) -> Result<String, String> {
     } else {
         Err("a tenant id is 1 to 64 characters of A-Z, a-z, 0-9, `_`, `.` and `-`".into())
     }
+}
+
+/// A name people read in listings and the audit trail (a plan's, the actor's), held to the rule
+/// of a key's name: trimmed, 1 to 128 characters, no control or formatting characters.
+fn readable_name(s: &str) -> Result<String, String> {
+    keygate::lifecycle::validate_name(s).map_err(|e| e.to_string())
 }
 
 /// `<n>/<window>`: the window a unit (`s`, `min`, `h`, `day` and their long forms) or a
