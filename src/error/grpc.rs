@@ -1,6 +1,6 @@
 use bytes::Bytes;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER};
-use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, Version};
+use http::{HeaderValue, Method, Response, StatusCode, Version};
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 
 use super::auth_error::AuthError;
@@ -43,10 +43,13 @@ pub fn grpc_response(error: &AuthError) -> Response<Bytes> {
     response
 }
 
-/// Whether the request is a gRPC call: an HTTP/2 `POST` whose content type is
-/// `application/grpc`, optionally followed by `+proto`, `+json` or parameters. Anything else,
-/// such as an HTTP/1.1 `GET` that claims a gRPC content type, is plain HTTP and is refused with
-/// a real 4xx/5xx status, which monitoring sees as the failure it is.
+/// Whether the request is a gRPC call, refused the gRPC way: an HTTP/2 `POST` whose content
+/// type is `application/grpc`, optionally followed by `+proto`, `+json` or parameters, or a
+/// grpc-web call: a `POST` of any HTTP version (browsers and tonic-web's clients use HTTP/1.1)
+/// whose content type is `application/grpc-web` or `application/grpc-web-text`, likewise
+/// followed or not. Anything else, such as an HTTP/1.1 `GET` that claims a gRPC content type, is
+/// plain HTTP and is refused with a real 4xx/5xx status, which monitoring sees as the failure it
+/// is.
 ///
 /// ```
 /// use keygate::error::is_grpc;
@@ -59,19 +62,50 @@ pub fn grpc_response(error: &AuthError) -> Response<Bytes> {
 ///     .unwrap();
 /// assert!(is_grpc(&RequestHead::from(&call)));
 ///
+/// let web = http::Request::post("/grpc.health.v1.Health/Check")
+///     .header("content-type", "application/grpc-web+proto")
+///     .body(())
+///     .unwrap();
+/// assert!(is_grpc(&RequestHead::from(&web)));
+///
 /// let get = http::Request::get("/").header("content-type", "application/grpc").body(()).unwrap();
 /// assert!(!is_grpc(&RequestHead::from(&get)));
 /// ```
 pub fn is_grpc(head: &RequestHead<'_>) -> bool {
-    head.version == Version::HTTP_2
-        && *head.method == Method::POST
-        && grpc_content_type(head.headers)
+    protocol(head).is_some()
 }
 
-fn grpc_content_type(headers: &HeaderMap) -> bool {
-    headers.get(CONTENT_TYPE).is_some_and(|v| {
-        let v = v.as_bytes();
-        v.starts_with(b"application/grpc")
-            && matches!(v.get(b"application/grpc".len()), None | Some(b'+' | b';'))
-    })
+/// The refusal of a gRPC or grpc-web call ([`is_grpc`]): [`grpc_response`], with the content
+/// type of the protocol the call was made in. `None` for plain HTTP.
+pub(crate) fn grpc_refusal(head: &RequestHead<'_>, error: &AuthError) -> Option<Response<Bytes>> {
+    let content_type = protocol(head)?;
+    let mut response = grpc_response(error);
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    Some(response)
+}
+
+/// The content type a refusal of this call answers in, if it is a gRPC or grpc-web call.
+fn protocol(head: &RequestHead<'_>) -> Option<&'static str> {
+    if *head.method != Method::POST {
+        return None;
+    }
+    let content_type = head.headers.get(CONTENT_TYPE)?.as_bytes();
+    // grpc-web's trailers-only answer is HTTP 200 with the status in the headers, as gRPC's:
+    // its clients read it there, over HTTP/1.1 too.
+    if media_type_is(content_type, b"application/grpc-web-text") {
+        Some("application/grpc-web-text")
+    } else if media_type_is(content_type, b"application/grpc-web") {
+        Some("application/grpc-web")
+    } else if head.version == Version::HTTP_2 && media_type_is(content_type, b"application/grpc") {
+        Some("application/grpc")
+    } else {
+        None
+    }
+}
+
+/// Whether `value` is `media_type`, alone or followed by a `+suffix` or parameters.
+fn media_type_is(value: &[u8], media_type: &[u8]) -> bool {
+    value.starts_with(media_type) && matches!(value.get(media_type.len()), None | Some(b'+' | b';'))
 }

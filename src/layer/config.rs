@@ -7,7 +7,7 @@ use std::sync::Arc;
 use http::header::CACHE_CONTROL;
 use http::{Request, Response};
 
-use crate::error::{RenderError, grpc_response, is_grpc, no_store};
+use crate::error::{RenderError, grpc_refusal, no_store};
 use crate::last_used::LastUsedTracker;
 use crate::limit::LimitHeaders;
 use crate::request::RequestHead;
@@ -50,18 +50,15 @@ pub(super) fn admit<B>(config: &Config, mut req: Request<B>, tenant: Tenant) -> 
     req
 }
 
-/// The refusal: gRPC-style for gRPC calls, otherwise the configured renderer's, always with
+/// The refusal: gRPC-style for gRPC and grpc-web calls, otherwise the configured renderer's, always with
 /// `Cache-Control: no-store` (set here too, so that custom renderers cannot forget it).
 pub(super) fn render(
     config: &Config,
     head: &RequestHead<'_>,
     rejection: &Rejection,
 ) -> Response<bytes::Bytes> {
-    let mut response = if is_grpc(head) {
-        grpc_response(&rejection.error)
-    } else {
-        config.renderer.render(&rejection.error)
-    };
+    let mut response = grpc_refusal(head, &rejection.error)
+        .unwrap_or_else(|| config.renderer.render(&rejection.error));
     response.headers_mut().insert(CACHE_CONTROL, no_store());
     if let Some(usage) = &rejection.usage {
         config.limit_headers.apply(response.headers_mut(), usage);

@@ -316,6 +316,106 @@ async fn grpc_style_only_for_http2_post() {
     assert!(grpc.body.is_empty());
 }
 
+/// A grpc-web call (`application/grpc-web…`, over HTTP/1.1 as browsers and tonic-web's
+/// clients send it) is refused the gRPC way too: HTTP 200, trailers-only, `grpc-status` and
+/// `grpc-message` in the headers, a grpc-web content type, no body. A grpc-web client reads
+/// its status there; a JSON 401 would reach it as a broken frame.
+#[tokio::test]
+async fn grpc_web_refusal_is_trailers_only_http_200() {
+    use axum::routing::any;
+    let fixture = Fixture::new();
+    let app = axum::Router::new()
+        .route("/grpc.health.v1.Health/Check", any(|| async { "ok" }))
+        .layer(
+            AuthLayer::new(Verifier::builder(fixture.store.clone()).build())
+                .scope_policy(keygate::scope::ScopePolicy::Require(Scope::WRITE)),
+        );
+    let addr = serve(app).await;
+    let request = |method: http::Method, content_type: &str, key: Option<&str>| {
+        let mut req = http::Request::builder()
+            .method(method)
+            .uri("/grpc.health.v1.Health/Check")
+            .header("content-type", content_type)
+            .header("x-grpc-web", "1");
+        if let Some(key) = key {
+            req = req.header("x-api-key", key);
+        }
+        req.body(String::new()).unwrap()
+    };
+    // Answered in the family the call was sent in, as `application/grpc` answers gRPC's.
+    let cases = [
+        ("application/grpc-web", "application/grpc-web"),
+        ("application/grpc-web+proto", "application/grpc-web"),
+        ("application/grpc-web+json", "application/grpc-web"),
+        ("application/grpc-web;charset=utf-8", "application/grpc-web"),
+        ("application/grpc-web-text", "application/grpc-web-text"),
+        (
+            "application/grpc-web-text+proto",
+            "application/grpc-web-text",
+        ),
+    ];
+    for (sent, answered) in cases {
+        for (name, reply) in [
+            (
+                "HTTP/1.1",
+                send_tcp(addr, request(http::Method::POST, sent, None)).await,
+            ),
+            (
+                "HTTP/2",
+                send_tcp_h2(addr, request(http::Method::POST, sent, None)).await,
+            ),
+        ] {
+            assert_eq!(reply.status, 200, "{sent} {name}");
+            assert_eq!(reply.headers["content-type"], answered, "{sent} {name}");
+            assert_eq!(reply.headers["grpc-status"], "16", "{sent} {name}");
+            assert_eq!(reply.headers["grpc-message"], GRPC_MISSING, "{sent} {name}");
+            assert_eq!(reply.headers["cache-control"], "no-store", "{sent} {name}");
+            assert!(
+                reply.headers.get("www-authenticate").is_none(),
+                "{sent} {name}"
+            );
+            assert!(reply.body.is_empty(), "{sent} {name}");
+        }
+    }
+    // A key without the scope: PERMISSION_DENIED, the same way.
+    let reader = fixture.reader.expose_secret();
+    let denied = send_tcp(
+        addr,
+        request(
+            http::Method::POST,
+            "application/grpc-web+proto",
+            Some(reader),
+        ),
+    )
+    .await;
+    assert_eq!(denied.status, 200);
+    assert_eq!(denied.headers["content-type"], "application/grpc-web");
+    assert_eq!(denied.headers["grpc-status"], "7");
+    assert_eq!(
+        denied.headers["grpc-message"],
+        "API key lacks the required scope: write"
+    );
+    assert!(denied.body.is_empty());
+    // grpc-web is POST only: a GET that claims its content type is plain HTTP.
+    let get = send_tcp(
+        addr,
+        request(http::Method::GET, "application/grpc-web", None),
+    )
+    .await;
+    assert_eq!(get.status, 401);
+    assert_eq!(get.json(), envelope("UNAUTHORIZED", MISSING));
+    assert_eq!(get.headers["content-type"], "application/json");
+    assert!(get.headers.get("grpc-status").is_none());
+    // A content type that only starts like grpc-web's is not grpc-web.
+    let other = send_tcp(
+        addr,
+        request(http::Method::POST, "application/grpc-webx", None),
+    )
+    .await;
+    assert_eq!(other.status, 401);
+    assert!(other.headers.get("grpc-status").is_none());
+}
+
 /// tonic keeps the peer address in its own extension (`TcpConnectInfo`), which keygate does
 /// not read: an IP-restricted key is refused (the client is unknown: fail closed) unless a layer
 /// in front of keygate's copies the address into `ClientAddr`, as `examples/tonic.rs` does.
