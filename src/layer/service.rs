@@ -88,25 +88,27 @@ where
         }
         match config
             .verifier
-            .check_now_with(&head, required.as_ref(), config.limits)
+            .start(&head, required.as_ref(), config.limits)
         {
             // Decided at once: the ready inner service is called right here, no clone needed.
-            Some(Ok(admitted)) => {
+            Ok(Ok(admitted)) => {
                 let usage = admitted.usage.map(|u| (u, config.limit_headers));
                 let req = admit(config, req, admitted.tenant);
                 ResponseFuture::inner(&mut self.inner, req, usage)
             }
-            Some(Err(rejection)) => ResponseFuture::refused(render(config, &head, &rejection)),
-            None => {
+            Ok(Err(rejection)) => ResponseFuture::refused(render(config, &head, &rejection)),
+            Err(pending) => {
                 // A backend must be awaited: the request waits inside the check, holding the
-                // instance that was driven to readiness; a clone takes its place.
+                // instance that was driven to readiness; a clone takes its place. The check
+                // goes on from what it found at once (no second lookup, no second count).
                 let clone = self.inner.clone();
                 let inner = std::mem::replace(&mut self.inner, clone);
                 let verifier = config.verifier.clone();
                 let limits = config.limits;
                 let check = Box::pin(async move {
+                    let head = RequestHead::from(&req);
                     let outcome = verifier
-                        .check_with(&RequestHead::from(&req), required.as_ref(), limits)
+                        .resume(&head, required.as_ref(), limits, pending)
                         .await;
                     (req, outcome)
                 });

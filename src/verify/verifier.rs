@@ -73,6 +73,20 @@ impl Presented {
     }
 }
 
+/// Where a check stopped because a backend must be awaited: what it found at once is kept, so
+/// that the awaited rest neither asks again nor counts again (a key cache hit, a development
+/// mode warning).
+pub(crate) struct Pending(Stage);
+
+enum Stage {
+    /// The key store could not answer at once.
+    Lookup(Presented),
+    /// The key was found; the entitlement source could not answer at once.
+    Entitlements(Presented, Arc<KeyRecord>),
+    /// Every check passed; the limiter could not answer at once.
+    Limits(Tenant),
+}
+
 /// 1 to 64 characters of `A-Z`, `a-z`, `0-9`, `_`, `.` and `-`.
 #[cfg(feature = "dev-mode")]
 fn is_dev_tenant_id(id: &str) -> bool {
@@ -384,7 +398,8 @@ impl Verifier {
 
     /// The whole pipeline, answered at once when every backend can (memory stores and
     /// limiters): no future, no allocation. `None` means a backend must be awaited; nothing was
-    /// consumed, and [`Verifier::check`] gives the answer.
+    /// consumed, and [`Verifier::check`] gives the answer (it looks the key up again: a key
+    /// cache hit counts twice in the metrics; the layer goes on from where this stopped).
     pub fn check_now(
         &self,
         head: &RequestHead<'_>,
@@ -401,9 +416,33 @@ impl Verifier {
         required: Option<&Scope>,
         limits: Limits,
     ) -> Option<Result<Admitted, Rejection>> {
+        self.start(head, required, limits).ok()
+    }
+
+    /// [`Verifier::check_now_with`], or where it stopped, for [`Verifier::resume`].
+    pub(crate) fn start(
+        &self,
+        head: &RequestHead<'_>,
+        required: Option<&Scope>,
+        limits: Limits,
+    ) -> Result<Result<Admitted, Rejection>, Pending> {
         let outcome = self.decide_now(head, required, limits)?;
         self.count(&outcome);
-        Some(outcome)
+        Ok(outcome)
+    }
+
+    /// The rest of a check that [`Verifier::start`] could not finish at once, awaiting
+    /// backends as needed; `head`, `required` and `limits` must be those given to it.
+    pub(crate) async fn resume(
+        &self,
+        head: &RequestHead<'_>,
+        required: Option<&Scope>,
+        limits: Limits,
+        pending: Pending,
+    ) -> Result<Admitted, Rejection> {
+        let outcome = self.finish(head, required, limits, pending).await;
+        self.count(&outcome);
+        outcome
     }
 
     /// One decision, in the metrics; `None` (not decided yet) is not one.
@@ -424,28 +463,37 @@ impl Verifier {
         head: &RequestHead<'_>,
         required: Option<&Scope>,
         limits: Limits,
-    ) -> Option<Result<Admitted, Rejection>> {
+    ) -> Result<Result<Admitted, Rejection>, Pending> {
         let presented = match self.present(head) {
             Ok(p) => p,
-            Err(e) => return Some(Err(e.into())),
+            Err(e) => return Ok(Err(e.into())),
         };
-        let record = match self.accept_key(&presented, self.lookup_now(&presented)?) {
+        let Some(lookup) = self.lookup_now(&presented) else {
+            return Err(Pending(Stage::Lookup(presented)));
+        };
+        let record = match self.accept_key(&presented, lookup) {
             Ok(r) => r,
-            Err(e) => return Some(Err(e.into())),
+            Err(e) => return Ok(Err(e.into())),
         };
         let entitlements = match &self.inner.entitlements {
-            Some(source) => Some(source.entitlements_now(&record.tenant_id)?),
+            Some(source) => match source.entitlements_now(&record.tenant_id) {
+                Some(e) => Some(e),
+                None => return Err(Pending(Stage::Entitlements(presented, record))),
+            },
             None => None,
         };
         let tenant = match self.accept_tenant(head, &presented, record, entitlements, required) {
             Ok(t) => t,
-            Err(e) => return Some(Err(e.into())),
+            Err(e) => return Ok(Err(e.into())),
         };
         let outcome = match self.limit_request(&tenant, limits) {
-            Some((limiter, request)) => limiter.acquire_now(&request)?,
-            None => return Some(Ok(self.admit_unlimited(tenant))),
+            Some((limiter, request)) => match limiter.acquire_now(&request) {
+                Some(outcome) => outcome,
+                None => return Err(Pending(Stage::Limits(tenant))),
+            },
+            None => return Ok(Ok(self.admit_unlimited(tenant))),
         };
-        Some(self.limit_outcome(tenant, outcome))
+        Ok(self.limit_outcome(tenant, outcome))
     }
 
     fn admit_unlimited(&self, tenant: Tenant) -> Admitted {
@@ -473,43 +521,45 @@ impl Verifier {
         required: Option<&Scope>,
         limits: Limits,
     ) -> Result<Admitted, Rejection> {
-        let outcome = self.decide(head, required, limits).await;
+        let outcome = match self.decide_now(head, required, limits) {
+            Ok(outcome) => outcome,
+            Err(pending) => self.finish(head, required, limits, pending).await,
+        };
         self.count(&outcome);
         outcome
     }
 
-    async fn decide(
+    /// The pipeline from where [`Verifier::decide_now`] stopped: the backend it could not ask
+    /// at once is awaited, and the rest is answered at once where it can be.
+    async fn finish(
         &self,
         head: &RequestHead<'_>,
         required: Option<&Scope>,
         limits: Limits,
+        pending: Pending,
     ) -> Result<Admitted, Rejection> {
-        let presented = self.present(head)?;
-        let lookup = match self.lookup_now(&presented) {
-            Some(lookup) => lookup,
-            None => self.lookup(&presented).await,
+        let tenant = match pending.0 {
+            Stage::Limits(tenant) => tenant,
+            Stage::Entitlements(presented, record) => {
+                let entitlements = match &self.inner.entitlements {
+                    Some(source) => Some(self.awaited_entitlements(&**source, &record).await),
+                    None => None,
+                };
+                self.accept_tenant(head, &presented, record, entitlements, required)?
+            }
+            Stage::Lookup(presented) => {
+                let lookup = self.lookup(&presented).await;
+                let record = self.accept_key(&presented, lookup)?;
+                let entitlements = match &self.inner.entitlements {
+                    Some(source) => Some(match source.entitlements_now(&record.tenant_id) {
+                        Some(e) => e,
+                        None => self.awaited_entitlements(&**source, &record).await,
+                    }),
+                    None => None,
+                };
+                self.accept_tenant(head, &presented, record, entitlements, required)?
+            }
         };
-        let record = self.accept_key(&presented, lookup)?;
-        let entitlements = match &self.inner.entitlements {
-            Some(source) => Some(match source.entitlements_now(&record.tenant_id) {
-                Some(e) => e,
-                None => {
-                    let started = crate::metrics::start();
-                    let lookup = tokio::time::timeout(
-                        self.inner.store_timeout,
-                        source.entitlements(&record.tenant_id),
-                    )
-                    .await
-                    .unwrap_or(Err(BackendError::Timeout));
-                    self.inner
-                        .metrics
-                        .store_waited(StoreOp::Entitlements, started);
-                    lookup
-                }
-            }),
-            None => None,
-        };
-        let tenant = self.accept_tenant(head, &presented, record, entitlements, required)?;
         let outcome = match self.limit_request(&tenant, limits) {
             Some((limiter, request)) => match limiter.acquire_now(&request) {
                 Some(outcome) => outcome,
@@ -526,6 +576,26 @@ impl Verifier {
             None => return Ok(self.admit_unlimited(tenant)),
         };
         self.limit_outcome(tenant, outcome)
+    }
+
+    /// The entitlement source's answer for `record`'s tenant, bounded by the store timeout; a
+    /// timeout is [`BackendError::Timeout`].
+    async fn awaited_entitlements(
+        &self,
+        source: &dyn EntitlementSource,
+        record: &KeyRecord,
+    ) -> EntitlementLookup {
+        let started = crate::metrics::start();
+        let lookup = tokio::time::timeout(
+            self.inner.store_timeout,
+            source.entitlements(&record.tenant_id),
+        )
+        .await
+        .unwrap_or(Err(BackendError::Timeout));
+        self.inner
+            .metrics
+            .store_waited(StoreOp::Entitlements, started);
+        lookup
     }
 
     /// A store or entitlement source failed: counted, logged, and the request refused (503).

@@ -432,6 +432,81 @@ async fn limiter_waits_failures_and_fail_open_are_counted() {
     );
 }
 
+/// An entitlement source that must be awaited.
+struct RemoteEntitlements(MemoryEntitlements);
+
+#[async_trait::async_trait]
+impl keygate::plan::EntitlementSource for RemoteEntitlements {
+    async fn entitlements(&self, tenant_id: &str) -> keygate::plan::EntitlementLookup {
+        tokio::task::yield_now().await;
+        self.0.entitlements(tenant_id).await
+    }
+}
+
+/// A key found at once in the key cache counts one hit, also when the entitlement source or
+/// the limiter must be awaited after it: the rest of the check goes on from the key found, it
+/// does not look the key up (and count a hit) again.
+#[tokio::test]
+async fn a_key_cache_hit_before_an_awaited_backend_is_counted_once() {
+    let fixture = Fixture::new();
+    let metered = || {
+        let plan = Plan {
+            name: "metered".into(),
+            rate_limit: None,
+            key_rate_limit: None,
+            quota: Some(Quota {
+                limit: 100,
+                period: QuotaPeriod::Month,
+            }),
+            allowed_scopes: None,
+        };
+        MemoryEntitlements::with_default(TenantEntitlements::active(plan))
+    };
+    for remote_entitlements in [false, true] {
+        let (app, snapshotter) = recorded(|| {
+            let builder = Verifier::builder(CachedStore::new(fixture.store.clone()))
+                .limiter(RemoteLimiter { fails: false });
+            let verifier = if remote_entitlements {
+                builder.entitlements(RemoteEntitlements(metered()))
+            } else {
+                builder.entitlements(metered())
+            }
+            .build();
+            Router::new()
+                .route("/", get(|| async { "ok" }))
+                .layer(AuthLayer::new(verifier))
+        });
+        let addr = serve(app).await;
+        for _ in 0..3 {
+            let reply = send_tcp(addr, get_req(&fixture.reader)).await;
+            assert_eq!(reply.status, StatusCode::OK);
+        }
+        let got = sample(&snapshotter);
+        assert_eq!(
+            got.counters,
+            counts([
+                (ADMITTED, 3),
+                (r#"keygate_key_cache_total{result="hit"}"#, 2),
+                (r#"keygate_key_cache_total{result="miss"}"#, 1),
+            ]),
+            "remote entitlements: {remote_entitlements}"
+        );
+        let mut waits = vec![
+            (r#"keygate_store_duration_seconds{op="find"}"#, 1),
+            ("keygate_limiter_duration_seconds", 3),
+        ];
+        if remote_entitlements {
+            waits.push((r#"keygate_store_duration_seconds{op="entitlements"}"#, 3));
+        }
+        let waits: BTreeMap<String, usize> =
+            waits.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+        assert_eq!(
+            got.observations, waits,
+            "remote entitlements: {remote_entitlements}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_verifier_built_before_the_recorder_records_nowhere() {
     let fixture = Fixture::new();
