@@ -544,8 +544,9 @@ impl<L: QuotaLedger> LeasedQuotaLimiter<L> {
 
         if slot.held >= cost {
             let rates = LimitRequest { quota: None, ..*r };
-            // The rate limits, on the same clock, at the instant already read.
-            return Local::Decided(match inner.rates.decide_at(&rates, now) {
+            // The rate limits, on the same clock, read again under their own lock (see
+            // `MemoryLimiter::decide`).
+            return Local::Decided(match inner.rates.decide(&rates) {
                 Decision::Allowed(usage) => {
                     slot.held -= cost;
                     slot.last_use = now;
@@ -590,7 +591,7 @@ impl<L: QuotaLedger> LeasedQuotaLimiter<L> {
                     quota: Some(zero),
                     ..*r
                 };
-                let rate = match inner.rates.decide_at(&rates, now) {
+                let rate = match inner.rates.decide(&rates) {
                     Decision::QuotaExhausted { usage } => usage.rate,
                     _ => None,
                 };

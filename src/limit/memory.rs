@@ -314,13 +314,8 @@ impl MemoryLimiter {
             .map_or(0, |t| t.used)
     }
 
-    fn decide(&self, r: &LimitRequest<'_>) -> Decision {
-        self.decide_at(r, self.clock.now_nanos())
-    }
-
-    /// [`MemoryLimiter`]'s decision at `now` (its clock's nanoseconds), for a limiter that runs
-    /// this one on the same clock and has read it already.
-    pub(crate) fn decide_at(&self, r: &LimitRequest<'_>, now: u64) -> Decision {
+    /// [`MemoryLimiter`]'s decision, at its clock's time read under the tenant's map lock.
+    pub(crate) fn decide(&self, r: &LimitRequest<'_>) -> Decision {
         // Nothing to check (a leased quota's plan with no rate limit): no lock, no state kept.
         if r.tenant_rate.is_none() && r.key_rate.is_none() && r.quota.is_none() {
             return Decision::Allowed(Usage::default());
@@ -330,6 +325,12 @@ impl MemoryLimiter {
         let (decision, sweep_another) = {
             // One lock for the whole check-and-consume: all-or-nothing, exact under concurrency.
             let mut shard = self.shards.lock_at(own);
+            // Read under the lock, so that a map's checks and sweeps read the clock in the
+            // order they hold the map: no sweep evicts at a later time than a check after it
+            // decides at. (A check that read the clock before waiting for the lock could find
+            // its tenant evicted as idle at a later time than its own, and be decided as a
+            // fresh tenant: admitted where the state evicted would have refused it.)
+            let now = self.clock.now_nanos();
             let found = shard
                 .tenants
                 .raw_entry_v1()
@@ -351,11 +352,12 @@ impl MemoryLimiter {
                 let left = shard.tenants[index].sweep_keys(now, SWEEP / 2);
                 shard.sweep(now, SWEEP / 2 + left);
             }
-            (decision, sweep.then_some(turn))
+            (decision, sweep.then_some((turn, now)))
         };
         // Another map in turn (each map's sweeps go round all the others), if its lock is
-        // free: so that maps whose tenants went quiet are reclaimed too.
-        if let Some(turn) = sweep_another {
+        // free: so that maps whose tenants went quiet are reclaimed too. At the time read
+        // above, which no check of that map after this sweep can read a time before.
+        if let Some((turn, now)) = sweep_another {
             let offset = 1 + usize::try_from(turn).unwrap_or(0) % (SHARDS - 1);
             if let Ok(mut shard) = self.shards.maps[(own + offset) % SHARDS].try_lock() {
                 shard.sweep(now, SWEEP);
@@ -544,11 +546,7 @@ mod tests {
             quota: None,
             ..request("acme", "key_1")
         };
-        let decisions = [
-            limiter.decide(&none),
-            limiter.decide_at(&none, clock.now_nanos()),
-        ];
-        assert_eq!(decisions, [Decision::Allowed(Usage::default()); 2]);
+        assert_eq!(limiter.decide(&none), Decision::Allowed(Usage::default()));
         assert_eq!(limiter.tenants_held(), 0);
         // The same as a limiter that keeps state for it decides: allowed, nothing reported.
         assert_eq!(

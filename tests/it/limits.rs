@@ -644,3 +644,110 @@ async fn the_layer_sends_the_chosen_limit_header_families() {
         assert_eq!(limit_headers_of(&refused), expected, "{choice_and_path}");
     }
 }
+
+/// A clock that, on the read after [`PausingClock::pause_next`], takes its reading and then
+/// waits for [`PausingClock::resume`] before answering (up to 5 s): a thread preempted between
+/// reading the clock and using what it read.
+#[derive(Clone)]
+struct PausingClock {
+    now: ManualClock,
+    pause: Arc<std::sync::atomic::AtomicBool>,
+    read: Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
+    resumed: Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
+}
+
+impl PausingClock {
+    fn new(now: ManualClock) -> Self {
+        PausingClock {
+            now,
+            pause: Arc::default(),
+            read: Arc::default(),
+            resumed: Arc::default(),
+        }
+    }
+
+    fn pause_next(&self) {
+        self.pause.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn wait_for_the_paused_read(&self) {
+        let (lock, cv) = &*self.read;
+        let guard = lock.lock().unwrap();
+        drop(cv.wait_while(guard, |read| !*read).unwrap());
+    }
+
+    fn resume(&self) {
+        let (lock, cv) = &*self.resumed;
+        *lock.lock().unwrap() = true;
+        cv.notify_all();
+    }
+}
+
+impl keygate::limit::Clock for PausingClock {
+    fn now_nanos(&self) -> u64 {
+        let now = self.now.now_nanos();
+        if self.pause.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            let (lock, cv) = &*self.read;
+            *lock.lock().unwrap() = true;
+            cv.notify_all();
+            let (lock, cv) = &*self.resumed;
+            let guard = lock.lock().unwrap();
+            // Bounded: should the limiter hold a lock the test's other thread needs, the
+            // paused read answers anyway, and only the test's time is lost.
+            drop(
+                cv.wait_timeout_while(guard, Duration::from_secs(5), |resumed| !*resumed)
+                    .unwrap(),
+            );
+        }
+        now
+    }
+}
+
+/// A request whose thread read the clock before another thread's eviction of its tenant is
+/// decided as of that reading, as if the tenant's state were still held: 1 a 10 s, used at 0 s,
+/// a request read at 5 s is refused. (Its tenant, idle at 10 s, was evicted then; deciding the
+/// 5 s request on a fresh state admitted it and let a third through at 15 s: two in 5 s.)
+#[test]
+fn a_request_that_read_the_clock_before_its_tenants_eviction_is_decided_as_before() {
+    let manual = ManualClock::at_unix_secs(T0);
+    let clock = PausingClock::new(manual.clone());
+    let limiter = MemoryLimiter::with_clock(clock.clone());
+    let one_per_10s = |tenant_id| LimitRequest {
+        tenant_id,
+        key_id: "key",
+        tenant_rate: Some(RateLimit {
+            limit: 1,
+            window: Duration::from_secs(10),
+        }),
+        key_rate: None,
+        quota: None,
+        cost: 1,
+    };
+    let allowed =
+        |d: Option<Result<Decision, BackendError>>| matches!(d, Some(Ok(Decision::Allowed(_))));
+    assert!(allowed(limiter.acquire_now(&one_per_10s("acme"))));
+
+    manual.advance(Duration::from_secs(5));
+    clock.pause_next();
+    let paused = std::thread::spawn({
+        let limiter = limiter.clone();
+        move || limiter.acquire_now(&one_per_10s("acme"))
+    });
+    clock.wait_for_the_paused_read();
+    // At 10 s acme's bucket is full again: other tenants' checks sweep every map, and may
+    // evict it (each map that holds one of them sweeps all the others some 8 times).
+    manual.advance(Duration::from_secs(5));
+    let tenants: Vec<String> = (0..64).map(|i| format!("other_{i}")).collect();
+    for _ in 0..512 {
+        for tenant in &tenants {
+            limiter.acquire_now(&one_per_10s(tenant));
+        }
+    }
+    clock.resume();
+    assert!(matches!(
+        paused.join().unwrap(),
+        Some(Ok(Decision::RateLimited { .. }))
+    ));
+    manual.advance(Duration::from_secs(5));
+    assert!(allowed(limiter.acquire_now(&one_per_10s("acme"))));
+}
