@@ -28,8 +28,9 @@ const NANOS: u64 = 1_000_000_000;
 /// Memory follows the tenants and keys that are active, not every one ever seen. A tenant's
 /// state is dropped once nothing in it would change a decision: its rate limit and every one of
 /// its keys' rate limits fully replenished (the bucket full again, as for a tenant never seen)
-/// and its quota either unused in the current period or counting a period that has ended. A
-/// key's state is dropped alone once its own rate limit is replenished. An evicted tenant or
+/// and its quota either unused in the current period or counting a period that has ended (and
+/// so the count of the other kind of period, which a plan that moved between days and months set
+/// aside). A key's state is dropped alone once its own rate limit is replenished. An evicted tenant or
 /// key is therefore decided exactly as before its eviction: eviction never lets a request
 /// through that would have been refused, nor the reverse (given a clock that does not go
 /// back). A tenant that used some of a monthly quota is kept until the month ends.
@@ -130,6 +131,10 @@ struct TenantState {
     key_cursor: usize,
     period: Option<Period>,
     used: u64,
+    /// The count of the other kind of period (day or month), set aside when the plan moved to
+    /// this kind: a plan that moves back finds it as it was left, as the shared limiters do
+    /// (they count each period apart). Boxed: it is rarely there.
+    set_aside: Option<Box<(Period, u64)>>,
 }
 
 impl TenantState {
@@ -141,10 +146,13 @@ impl TenantState {
         let secs = now / NANOS;
         self.tat <= now
             && self.keys_until <= now
-            && match self.period {
-                None => true,
-                Some(p) => secs >= p.end || (self.used == 0 && secs >= p.start),
-            }
+            && self
+                .period
+                .is_none_or(|p| counts_nothing(p, self.used, secs))
+            && self
+                .set_aside
+                .as_deref()
+                .is_none_or(|&(p, used)| counts_nothing(p, used, secs))
     }
 
     /// Drops the state of keys whose rate limit is replenished, looking at up to `budget` of
@@ -446,16 +454,33 @@ fn decide(state: &mut TenantState, r: &LimitRequest<'_>, now: u64) -> Decision {
     Decision::Allowed(usage)
 }
 
-/// The quota's state, and whether `cost` more fits; resets the count when the period counted
-/// has ended (or the plan's kind of period changed), not when the clock steps back before it.
+/// Whether `used` counted in `period` decides nothing at `secs` and later: the period has
+/// ended, or nothing was used in it and the clock is not stepped back before its start.
+fn counts_nothing(period: Period, used: u64, secs: u64) -> bool {
+    secs >= period.end || (used == 0 && secs >= period.start)
+}
+
+/// The quota's state, and whether `cost` more fits; starts the count again when the period
+/// counted has ended, not when the clock steps back before it. When the plan's kind of period
+/// changed, the count goes aside, and the one set aside comes back if it still counts.
 fn quota_status(state: &mut TenantState, quota: Quota, now: u64, cost: u32) -> (QuotaStatus, bool) {
     let secs = now / NANOS;
     let current = match state.period {
         Some(p) if p.still_counts(quota.period, secs) => p,
-        _ => {
-            state.used = 0;
-            let p = Period::containing(quota.period, secs);
+        last => {
+            let back = match last {
+                Some(p) if p.kind != quota.period => {
+                    state.set_aside.replace(Box::new((p, state.used)))
+                }
+                _ => None,
+            }
+            .filter(|back| back.0.still_counts(quota.period, secs));
+            let (p, used) = match back {
+                Some(back) => *back,
+                None => (Period::containing(quota.period, secs), 0),
+            };
             state.period = Some(p);
+            state.used = used;
             p
         }
     };
@@ -748,8 +773,16 @@ mod tests {
                 let (tenant, key) = (below(8) as usize, below(4) as usize);
                 clock.advance(Duration::from_millis(below(20_000)));
                 let full = request(&tenants[tenant], keys[key]);
-                let r = match below(4) {
+                let r = match below(5) {
                     0 => full,
+                    // The plan moved to a monthly quota, and back when another shape comes.
+                    4 => LimitRequest {
+                        quota: Some(Quota {
+                            limit: 7,
+                            period: QuotaPeriod::Month,
+                        }),
+                        ..full
+                    },
                     1 => LimitRequest {
                         quota: None,
                         ..full

@@ -751,3 +751,42 @@ fn a_request_that_read_the_clock_before_its_tenants_eviction_is_decided_as_befor
     manual.advance(Duration::from_secs(5));
     assert!(allowed(limiter.acquire_now(&one_per_10s("acme"))));
 }
+
+/// A plan that moves from a monthly quota to a daily one and back finds the month's count as it
+/// left it, as `RedisLimiter` and `LeasedQuotaLimiter` do (they count each period apart): 2 a
+/// month used up, then 1 under a daily plan, then the monthly plan refuses. (It started the
+/// month over from 0: 4 requests in one month under a monthly quota of 2.)
+#[test]
+fn a_plan_back_to_its_period_kind_finds_that_periods_count() {
+    let clock = ManualClock::at_unix_secs(T0 + 86_400 * 10);
+    let limiter = MemoryLimiter::with_clock(clock.clone());
+    let quota = |limit, period| LimitRequest {
+        tenant_id: "acme",
+        key_id: "key",
+        tenant_rate: None,
+        key_rate: None,
+        quota: Some(Quota { limit, period }),
+        cost: 1,
+    };
+    let outcome = |r: &LimitRequest<'_>| match limiter.acquire_now(r) {
+        Some(Ok(Decision::Allowed(usage))) => Ok(usage.quota.unwrap().remaining),
+        Some(Ok(Decision::QuotaExhausted { usage })) => Err(usage.quota.unwrap().remaining),
+        other => panic!("unexpected {other:?}"),
+    };
+    let month = quota(2, QuotaPeriod::Month);
+    let day = quota(1, QuotaPeriod::Day);
+    assert_eq!(outcome(&month), Ok(1));
+    assert_eq!(outcome(&month), Ok(0));
+    assert_eq!(outcome(&month), Err(0));
+    // A day is counted apart from the month, as the other limiters count it.
+    assert_eq!(outcome(&day), Ok(0));
+    assert_eq!(outcome(&day), Err(0));
+    // Back to the month, and to the day again: each count as it was left.
+    assert_eq!(outcome(&month), Err(0));
+    assert_eq!(outcome(&day), Err(0));
+    // The next day, a new day's count; the month's stays.
+    clock.advance(Duration::from_secs(86_400));
+    assert_eq!(outcome(&day), Ok(0));
+    assert_eq!(outcome(&month), Err(0));
+    assert_eq!(limiter.quota_used("acme"), 2);
+}
