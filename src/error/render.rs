@@ -8,7 +8,8 @@ use super::auth_error::AuthError;
 ///
 /// keygate renders gRPC requests itself (see [`grpc_response`](super::grpc_response)); this trait decides what plain
 /// HTTP clients get. The default is [`JsonErrors`]. [`AuthLayer`](crate::AuthLayer) adds
-/// `Cache-Control: no-store` to whatever a renderer returns, so that no cache keeps a refusal.
+/// `Cache-Control: no-store` to whatever a renderer returns, so that no cache keeps a refusal,
+/// and `Retry-After` to a rate limit's refusal that has none.
 /// Here is an RFC 9457 problem+json renderer:
 ///
 /// ```

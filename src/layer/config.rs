@@ -4,10 +4,10 @@
 
 use std::sync::Arc;
 
-use http::header::CACHE_CONTROL;
-use http::{Request, Response};
+use http::header::{CACHE_CONTROL, RETRY_AFTER};
+use http::{HeaderValue, Request, Response};
 
-use crate::error::{RenderError, grpc_refusal, no_store};
+use crate::error::{AuthError, RenderError, grpc_refusal, no_store};
 use crate::last_used::LastUsedTracker;
 use crate::limit::LimitHeaders;
 use crate::request::RequestHead;
@@ -50,8 +50,9 @@ pub(super) fn admit<B>(config: &Config, mut req: Request<B>, tenant: Tenant) -> 
     req
 }
 
-/// The refusal: gRPC-style for gRPC and grpc-web calls, otherwise the configured renderer's, always with
-/// `Cache-Control: no-store` (set here too, so that custom renderers cannot forget it).
+/// The refusal: gRPC-style for gRPC and grpc-web calls, otherwise the configured renderer's,
+/// always with `Cache-Control: no-store`, and a rate limit's refusal with `Retry-After` unless
+/// the renderer set its own (both set here too, so that custom renderers cannot forget them).
 pub(super) fn render(
     config: &Config,
     head: &RequestHead<'_>,
@@ -60,6 +61,12 @@ pub(super) fn render(
     let mut response = grpc_refusal(head, &rejection.error)
         .unwrap_or_else(|| config.renderer.render(&rejection.error));
     response.headers_mut().insert(CACHE_CONTROL, no_store());
+    if let AuthError::RateLimited { retry_after_secs } = rejection.error {
+        response
+            .headers_mut()
+            .entry(RETRY_AFTER)
+            .or_insert_with(|| HeaderValue::from(retry_after_secs));
+    }
     if let Some(usage) = &rejection.usage {
         config.limit_headers.apply(response.headers_mut(), usage);
     }

@@ -790,3 +790,62 @@ fn a_plan_back_to_its_period_kind_finds_that_periods_count() {
     assert_eq!(outcome(&month), Err(0));
     assert_eq!(limiter.quota_used("acme"), 2);
 }
+
+/// A renderer of its own (the RFC 9457 one of `RenderError`'s documentation, which sets no
+/// `Retry-After`) still answers a rate-limited request with `Retry-After`, as the contract says
+/// of every 429, and with the limit headers; one that sets its own keeps it.
+#[tokio::test]
+async fn a_custom_renderers_429_carries_retry_after() {
+    use bytes::Bytes;
+    use keygate::error::{AuthError, RenderError};
+
+    struct ProblemJson {
+        retry_after: Option<&'static str>,
+    }
+    impl RenderError for ProblemJson {
+        fn render(&self, error: &AuthError) -> http::Response<Bytes> {
+            let mut response = http::Response::new(Bytes::from(error.code()));
+            *response.status_mut() = error.status();
+            if let Some(value) = self.retry_after {
+                response
+                    .headers_mut()
+                    .insert("retry-after", http::HeaderValue::from_static(value));
+            }
+            response
+        }
+    }
+    for (retry_after, expected) in [(None, "60"), (Some("120"), "120")] {
+        let fixture = Fixture::new();
+        let plans = MemoryEntitlements::new();
+        plans.set("acme", plan(Some(RateLimit::per_minute(1)), None, None));
+        let verifier = Verifier::builder(fixture.store.clone())
+            .entitlements(plans)
+            .limiter(MemoryLimiter::with_clock(ManualClock::at_unix_secs(T0)))
+            .build();
+        let app = Router::new()
+            .route("/", get(|| async { "ok" }))
+            .layer(AuthLayer::new(verifier).renderer(ProblemJson { retry_after }));
+        assert_eq!(
+            get_with(&app, &fixture.reader).await.status(),
+            StatusCode::OK
+        );
+        let refused = get_with(&app, &fixture.reader).await;
+        assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(
+            limit_headers_of(&refused),
+            [
+                ("x-ratelimit-limit", "1"),
+                ("x-ratelimit-remaining", "0"),
+                ("x-ratelimit-reset", &(T0 + 60).to_string()),
+                ("ratelimit-policy", "\"tenant\";q=1;w=60"),
+                ("ratelimit", "\"tenant\";r=0;t=60"),
+                ("retry-after", expected),
+            ]
+            .map(|(name, value)| (name.to_owned(), value.to_owned()))
+        );
+        assert_eq!(
+            header(&refused, "cache-control").as_deref(),
+            Some("no-store")
+        );
+    }
+}
