@@ -140,9 +140,10 @@ pub(super) struct Rotate {
     pub(super) grace_period_seconds: Option<GraceSeconds>,
 }
 
-/// `grace_period_seconds` as sent: a whole number of seconds, or anything else (a negative
-/// number, a fraction, a string), which the handler refuses with the message of a grace period
-/// out of range rather than the parser's.
+/// `grace_period_seconds` as sent: a whole number of seconds (`60`, or `60.0`: JSON Schema's
+/// `integer`, which the OpenAPI document declares, takes a number with a zero fraction), or
+/// anything else (a negative number, a fraction, a string), which the handler refuses with the
+/// message of a grace period out of range rather than the parser's.
 #[derive(Debug)]
 pub(super) enum GraceSeconds {
     Seconds(u64),
@@ -152,8 +153,11 @@ pub(super) enum GraceSeconds {
 impl<'de> Deserialize<'de> for GraceSeconds {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let value = serde_json::Value::deserialize(d)?;
-        Ok(value
-            .as_u64()
-            .map_or(GraceSeconds::Invalid, GraceSeconds::Seconds))
+        let whole = value.as_u64().or_else(|| {
+            // Exact up to 2^53; anything that large is out of range anyway.
+            let f = value.as_f64()?;
+            (f >= 0.0 && f.fract() == 0.0 && f <= 9_007_199_254_740_992.0).then_some(f as u64)
+        });
+        Ok(whole.map_or(GraceSeconds::Invalid, GraceSeconds::Seconds))
     }
 }

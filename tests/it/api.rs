@@ -531,6 +531,33 @@ async fn every_bad_body_is_a_400_and_writes_nothing() {
         "a refused rotation changes nothing"
     );
     assert_eq!(count(&s, &admin).await, before);
+
+    // A whole number written with a zero fraction is an integer, as the OpenAPI document's
+    // JSON Schema takes it: a grace period of a minute.
+    let (status, graced) = s
+        .json(
+            "POST",
+            &format!("/v1/api-keys/{id}/rotate"),
+            &admin,
+            json!({"grace_period_seconds": 60.0}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{graced}");
+    let (status, _, shown) = s
+        .call("GET", &format!("/v1/api-keys/{id}"), Some(&admin), None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let time = |v: &Value| {
+        time::OffsetDateTime::parse(
+            v.as_str().unwrap(),
+            &time::format_description::well_known::Rfc3339,
+        )
+        .unwrap()
+    };
+    assert_eq!(
+        time(&shown["data"]["revoked_at"]),
+        time(&graced["data"]["created_at"]) + time::Duration::minutes(1)
+    );
 }
 
 #[tokio::test]
