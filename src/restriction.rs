@@ -40,9 +40,9 @@ pub struct Restrictions {
     #[cfg_attr(feature = "openapi", schema(value_type = Vec<String>))]
     pub ip_ranges: Vec<IpNet>,
     /// Allowed `Referer`/`Origin` values: an exact origin such as `https://app.example.com`, or
-    /// a prefix ending in `*`. Compared byte for byte with what the browser sends; a
-    /// [`KeyManager`](crate::lifecycle::KeyManager) stores them in that form (lowercase scheme
-    /// and host, no default port) and refuses one nothing could match.
+    /// a prefix ending in `*`. Compared byte for byte with what the browser sends; they are
+    /// stored in that form when a key is issued (lowercase scheme and host, no default port),
+    /// and one nothing could match is refused.
     pub referrers: Vec<String>,
     /// Endpoints the key may call.
     #[serde(deserialize_with = "crate::json_object::list")]
@@ -70,8 +70,12 @@ impl Restrictions {
 #[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EndpointRule {
-    /// `GET`, `POST`, …; none (absent) allows every method.
+    /// `GET`, `POST`, … (any case; an HTTP method name); none (absent) allows every method.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+    )]
     pub method: Option<String>,
     /// The path pattern, e.g. `/v1/documents` or `/v1/documents/*`.
     pub path: String,

@@ -37,7 +37,7 @@
 //! | no scopes, more than 64, unknown scope | 400 | `BAD_REQUEST` | `Scopes must not be empty`, `Too many scopes: at most 64`, `Unknown scope: …` |
 //! | metadata over 4096 bytes of JSON | 400 | `BAD_REQUEST` | `metadata must be at most 4096 bytes of JSON` |
 //! | a restriction list over 64 entries | 400 | `BAD_REQUEST` | `restrictions.ip_ranges must have at most 64 entries` (likewise `referrers`, `endpoints`) |
-//! | a referrer nothing could match (not http or https, no host, a user name before the host), an endpoint path without its leading `/` | 400 | `BAD_REQUEST` | `Invalid referrer "…": use an origin such as https://app.example.com, optionally followed by a path, or a prefix ending in *`, `Invalid endpoint path "…": it must start with /` |
+//! | a referrer nothing could match (not http or https, no host, a user name before the host), an endpoint path without its leading `/`, an endpoint method that is not an HTTP method name | 400 | `BAD_REQUEST` | `Invalid referrer "…": use an origin such as https://app.example.com, optionally followed by a path, or a prefix ending in *`, `Invalid endpoint path "…": it must start with /`, `Invalid endpoint method "…": use an HTTP method such as GET or POST, or leave it out to allow every method` |
 //! | past expiry, expiry after 2262-01-01T00:00:00Z | 400 | `BAD_REQUEST` | `expires_at must be in the future`, `expires_at must not be after 2262-01-01T00:00:00Z` |
 //! | bad grace period | 400 | `BAD_REQUEST` | `grace_period_seconds must be between 0 and 2592000` |
 //! | body over 65536 bytes | 413 | `PAYLOAD_TOO_LARGE` | `Request body too large: at most 65536 bytes` |

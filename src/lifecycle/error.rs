@@ -55,6 +55,12 @@ pub enum ManageError {
     /// An endpoint rule whose path does not start with `/`, which no request path matches.
     #[error("Invalid endpoint path {0:?}: it must start with /")]
     InvalidEndpointPath(String),
+    /// An endpoint rule whose method is not an HTTP method name (a token: letters, digits and
+    /// ``!#$%&'*+-.^_`|~``), which no request's method matches.
+    #[error(
+        "Invalid endpoint method {0:?}: use an HTTP method such as GET or POST, or leave it out to allow every method"
+    )]
+    InvalidEndpointMethod(String),
     /// The grace period is negative or longer than allowed.
     #[error("grace_period_seconds must be between 0 and {max}")]
     InvalidGracePeriod {

@@ -187,8 +187,16 @@ pub(super) fn validate_restrictions(mut r: Restrictions) -> Result<Restrictions,
         *referrer = normalize_referrer(referrer)
             .ok_or_else(|| ManageError::InvalidReferrer(referrer.clone()))?;
     }
-    if let Some(rule) = r.endpoints.iter().find(|rule| !rule.path.starts_with('/')) {
-        return Err(ManageError::InvalidEndpointPath(rule.path.clone()));
+    for rule in &r.endpoints {
+        if !rule.path.starts_with('/') {
+            return Err(ManageError::InvalidEndpointPath(rule.path.clone()));
+        }
+        // A request's method is a token (RFC 9110): anything else matches no request.
+        if let Some(method) = &rule.method
+            && http::Method::from_bytes(method.as_bytes()).is_err()
+        {
+            return Err(ManageError::InvalidEndpointMethod(method.clone()));
+        }
     }
     Ok(r)
 }

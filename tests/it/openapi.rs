@@ -663,3 +663,36 @@ fn the_document_is_openapi_3_1_with_both_security_schemes() {
         ]
     );
 }
+
+/// The document's texts are written for API clients: no rustdoc markup (intra-doc links such
+/// as ``[`KeyManager`](crate::lifecycle::KeyManager)``, which mean nothing outside the crate's
+/// docs) leaks into a description or a summary.
+#[test]
+fn no_rustdoc_link_in_the_document() {
+    fn texts<'v>(value: &'v Value, at: String, out: &mut Vec<(String, &'v str)>) {
+        match value {
+            Value::String(s) => out.push((at, s)),
+            Value::Array(items) => {
+                for (i, v) in items.iter().enumerate() {
+                    texts(v, format!("{at}/{i}"), out);
+                }
+            }
+            Value::Object(map) => {
+                for (k, v) in map {
+                    texts(v, format!("{at}/{k}"), out);
+                }
+            }
+            _ => {}
+        }
+    }
+    let doc = serde_json::to_value(api::openapi()).unwrap();
+    let mut all = Vec::new();
+    texts(&doc, String::new(), &mut all);
+    let leaked: Vec<_> = all
+        .into_iter()
+        .filter(|(_, s)| {
+            s.contains("](crate::") || s.contains("](super::") || s.contains("](Self::")
+        })
+        .collect();
+    assert!(leaked.is_empty(), "{leaked:#?}");
+}

@@ -667,6 +667,14 @@ async fn referrers_and_endpoint_paths_are_checked_at_issue_time() {
             serde_json::json!({"endpoints": [{"path": "v1/documents"}]}),
             "Invalid endpoint path \"v1/documents\": it must start with /",
         ),
+        (
+            serde_json::json!({"endpoints": [{"method": "GET /v1", "path": "/v1/documents"}]}),
+            "Invalid endpoint method \"GET /v1\": use an HTTP method such as GET or POST, or leave it out to allow every method",
+        ),
+        (
+            serde_json::json!({"endpoints": [{"method": "", "path": "/v1/documents"}]}),
+            "Invalid endpoint method \"\": use an HTTP method such as GET or POST, or leave it out to allow every method",
+        ),
     ] {
         let refused = send_tcp(addr, create(restrictions.clone())).await;
         assert_eq!(
