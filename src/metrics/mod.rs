@@ -34,6 +34,10 @@
 //! | `rate_limited` | `RATE_LIMITED` |
 //! | `unavailable` | `SERVICE_UNAVAILABLE` |
 //!
+//! `development_mode` is listed for completeness, as every refusal has a reason: it is the
+//! management API's answer to a development-mode tenant, given by its handlers after the layer
+//! admitted the request (and counted it as admitted), so no decision of the layer carries it.
+//!
 //! No label holds anything a client sent: no key, no prefix, no tenant or key id. A request
 //! that an [`AuthLayer`](crate::AuthLayer) nested inside another one refuses (a scope the
 //! outer layer's key lacks) counts once as admitted, by the outer layer, and once as refused.
