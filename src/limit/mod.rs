@@ -177,7 +177,9 @@ pub struct LimitRequest<'a> {
     pub key_rate: Option<RateLimit>,
     /// The tenant's quota.
     pub quota: Option<Quota>,
-    /// How much this request consumes (usually 1).
+    /// How much this request consumes (usually 1; the verifier always asks for 1). A cost above
+    /// a rate limit's `limit` never fits in its bucket: such a request is always refused as
+    /// rate limited, and its `retry_after_secs` is only when the bucket is full again.
     pub cost: u32,
 }
 
