@@ -521,12 +521,10 @@ impl Verifier {
         required: Option<&Scope>,
         limits: Limits,
     ) -> Result<Admitted, Rejection> {
-        let outcome = match self.decide_now(head, required, limits) {
+        match self.start(head, required, limits) {
             Ok(outcome) => outcome,
-            Err(pending) => self.finish(head, required, limits, pending).await,
-        };
-        self.count(&outcome);
-        outcome
+            Err(pending) => self.resume(head, required, limits, pending).await,
+        }
     }
 
     /// The pipeline from where [`Verifier::decide_now`] stopped: the backend it could not ask

@@ -184,6 +184,15 @@ async fn migrations_can_be_run_apart() {
         .unwrap();
 }
 
+/// Why connecting to `url` fails (it must).
+async fn connect_error(url: &str) -> String {
+    PostgresStore::connect(url)
+        .await
+        .map(drop)
+        .unwrap_err()
+        .to_string()
+}
+
 /// `url` with `query` appended as further parameters.
 fn with_query(url: &str, query: &str) -> String {
     let join = if url.contains('?') { '&' } else { '?' };
@@ -196,11 +205,7 @@ fn with_query(url: &str, query: &str) -> String {
 async fn an_unknown_url_parameter_is_refused_without_its_value() {
     let logs = crate::common::LogCapture::start();
     let mistyped = with_query(&url(), "sslmode=prefer&passwd=hunter2-in-the-url");
-    let error = PostgresStore::connect(&mistyped)
-        .await
-        .map(drop)
-        .unwrap_err()
-        .to_string();
+    let error = connect_error(&mistyped).await;
     assert_eq!(
         error,
         "key store backend error: unknown parameter `passwd` in the PostgreSQL URL (known: \
@@ -227,11 +232,7 @@ async fn a_refused_connection_says_so() {
         .local_addr()
         .unwrap()
         .port();
-    let error = PostgresStore::connect(&format!("postgres://postgres@127.0.0.1:{port}/test"))
-        .await
-        .map(drop)
-        .unwrap_err()
-        .to_string();
+    let error = connect_error(&format!("postgres://postgres@127.0.0.1:{port}/test")).await;
     assert_eq!(
         error,
         "key store backend error: error communicating with database: Connection refused (os error 111)"
