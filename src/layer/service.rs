@@ -66,6 +66,14 @@ where
         let head = RequestHead::from(&req);
 
         if config.public.as_ref().is_some_and(|public| public(&head)) {
+            // Nothing authenticated here: a public route must not take a tenant from the
+            // development-mode header either.
+            #[cfg(feature = "dev-mode")]
+            let req = {
+                let mut req = req;
+                config.verifier.strip_dev_tenant(req.headers_mut());
+                req
+            };
             return ResponseFuture::inner(&mut self.inner, req, None);
         }
         let required = config.policy.required(&head);

@@ -64,6 +64,27 @@ async fn development_mode() {
     tenant_ids_are_validated().await;
     refused_where_test_keys_are_refused().await;
     management_calls_are_refused().await;
+    public_routes_never_see_the_header().await;
+}
+
+/// A public route authenticates nothing, so it must not read a tenant from the header either:
+/// the header is stripped there too, in development mode.
+async fn public_routes_never_see_the_header() {
+    let fixture = Fixture::new();
+    let saw = |req: Request<axum::body::Body>| async move {
+        req.headers().contains_key("x-tenant-id").to_string()
+    };
+    let auth = AuthLayer::new(dev(Verifier::builder(fixture.store.clone())))
+        .public_when(|head| head.uri.path() == "/public");
+    let app = Router::new().route("/public", get(saw)).layer(auth);
+    let addr = serve(app).await;
+    let req = Request::get("/public")
+        .header("x-tenant-id", "demo")
+        .body(String::new())
+        .unwrap();
+    let reply = send_tcp(addr, req).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.body, "false");
 }
 
 async fn tenant_header_only_when_switched_on_and_no_key_present() {
