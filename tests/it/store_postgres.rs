@@ -222,6 +222,27 @@ async fn an_unknown_url_parameter_is_refused_without_its_value() {
     PostgresStore::connect(&known).await.unwrap();
 }
 
+/// A URL whose query the URL parser does not find where a plain split at `?` does (a password
+/// with an unencoded `?`, a fragment that holds one) is not read as parameters: no part of the
+/// password reaches the error, and a fragment's text is no parameter.
+#[tokio::test]
+async fn a_question_mark_outside_the_query_is_no_parameter() {
+    // The parser ends the authority at the `?`: "invalid port number", as sqlx alone says.
+    let error = PostgresStore::connect("postgres://postgres:pass?word-in-the-url@127.0.0.1/test")
+        .await
+        .map(drop)
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        error,
+        "key store backend error: error with configuration: invalid port number"
+    );
+    // A fragment is not sent, and sqlx reads no parameter from it: the URL connects.
+    PostgresStore::connect(&format!("{}#section?notes", url()))
+        .await
+        .unwrap();
+}
+
 /// A server that refuses the connection is named as such once the pool has waited for it,
 /// not only as the pool's timeout.
 #[tokio::test]

@@ -191,15 +191,14 @@ struct UnknownUrlParameter(String);
 
 /// Refuses a query parameter sqlx would log with its value and ignore.
 fn check_url_parameters(url: &str) -> Result<(), StoreError> {
-    let Some((_, query)) = url.split_once('?') else {
+    // The parameters as sqlx reads them: the URL parser's query, decoded as a form. Not a URL
+    // (a password with an unencoded `?` ends the authority there): sqlx refuses it with an
+    // error that quotes none of it, where a plain split at `?` would name a piece of the
+    // password as a parameter.
+    let Ok(parsed) = url::Url::parse(url) else {
         return Ok(());
     };
-    let query = query.split_once('#').map_or(query, |(query, _)| query);
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let raw = pair.split_once('=').map_or(pair, |(key, _)| key);
-        // Decoded as sqlx decodes it (form encoding: `+` is a space).
-        let key = raw.replace('+', " ");
-        let key = percent_encoding::percent_decode_str(&key).decode_utf8_lossy();
+    for (key, _) in parsed.query_pairs() {
         let known = URL_PARAMETERS.contains(&key.as_ref())
             || (key.starts_with("options[") && key.ends_with(']'));
         if !known {
