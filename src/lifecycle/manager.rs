@@ -789,7 +789,8 @@ impl KeyManager {
     /// (revoked, rotated): nothing is written. On a store that cannot undo a rotation
     /// ([`ManagedKeyStore::undo_rotate`] left at its default) the new key is revoked, the
     /// replaced one stays rotated, and the answer is [`ManageError::Store`] with
-    /// [`StoreError::Unsupported`].
+    /// [`StoreError::Unsupported`]. A withdrawal the store commits after the store timeout
+    /// (answered with [`StoreError::Timeout`]) stands, and gets its audit event then.
     ///
     /// ```
     /// use keygate::lifecycle::{KeyManager, NewKey, ManageError};
@@ -819,11 +820,41 @@ impl KeyManager {
             key: issued.info.clone(),
             rotated: issued.replaced.clone(),
         };
-        let undone = self.bounded(taken_back.try_undo(self)).await?;
-        if undone != Undone::Not {
-            self.audit(actor, tenant_id, AuditAction::Withdraw, &issued.info)
-                .await;
-        }
+        let manager = self.clone();
+        let undone = self
+            .commit(async move {
+                let undo = {
+                    let manager = manager.clone();
+                    let taken_back = taken_back.clone();
+                    async move { taken_back.try_undo(&manager).await }
+                };
+                // Seen through, as a revocation is: a withdrawal that lands after the timeout
+                // stands, and the audit trail must still say why the key is revoked.
+                let late_manager = manager.clone();
+                let late = taken_back.clone();
+                let undone = manager
+                    .seen_through(undo, move |undone: Undone| async move {
+                        if undone != Undone::Not {
+                            late_manager
+                                .audit_late(
+                                    &late.actor,
+                                    &late.tenant_id,
+                                    AuditAction::Withdraw,
+                                    &late.key,
+                                )
+                                .await;
+                        }
+                    })
+                    .await?;
+                if undone != Undone::Not {
+                    let (actor, tenant_id) = (&taken_back.actor, &taken_back.tenant_id);
+                    manager
+                        .audit(actor, tenant_id, AuditAction::Withdraw, &taken_back.key)
+                        .await;
+                }
+                Ok(undone)
+            })
+            .await?;
         match undone {
             Undone::Whole => Ok(()),
             Undone::SuccessorOnly => Err(StoreError::Unsupported.into()),
@@ -920,6 +951,7 @@ type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// What a write that hands out a secret made, when it may land after its caller was told it
 /// failed.
+#[derive(Clone)]
 struct LateWrite {
     actor: String,
     tenant_id: String,

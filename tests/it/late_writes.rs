@@ -552,6 +552,40 @@ async fn a_rename_or_revocation_that_commits_after_the_timeout_stands_and_is_aud
     );
 }
 
+/// A withdrawal that commits after the timeout stands, as a revocation does, and the audit
+/// trail records it: the store holds the key revoked, and the trail must say why.
+#[tokio::test]
+async fn a_withdrawal_that_commits_after_the_timeout_is_audited() {
+    let Parts {
+        slow,
+        verifier,
+        trail,
+        manager,
+        ..
+    } = Parts::on(MemoryStore::new(), true);
+    let key = manager
+        .issue("ops", "acme", NewKey::new("ci", ["read"]))
+        .await
+        .unwrap();
+    let id = key.info.id.clone();
+    slow.set_delay(SLOW);
+
+    let from = trail.len();
+    let answer = manager.withdraw("ops", "acme", &key).await;
+    assert!(
+        matches!(answer, Err(ManageError::Store(StoreError::Timeout))),
+        "{answer:?}"
+    );
+    assert_eq!(
+        trail.wait_since(from, 1).await,
+        [(AuditAction::Withdraw, id.clone())]
+    );
+    assert_eq!(
+        authenticates(&verifier, key.key.expose_secret()).await,
+        Err("API key has been revoked".to_owned())
+    );
+}
+
 /// A rename that commits between a rotation's read of the key and its write reaches the
 /// successor: it takes the name the old key had when it was replaced, not the one read.
 #[tokio::test]
