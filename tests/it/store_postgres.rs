@@ -184,6 +184,11 @@ async fn migrations_can_be_run_apart() {
         .unwrap();
 }
 
+/// The URL parameters sqlx reads, as the error of an unknown one lists them.
+const KNOWN: &str = "sslmode, ssl-mode, sslrootcert, ssl-root-cert, ssl-ca, sslcert, ssl-cert, \
+                     sslkey, ssl-key, statement-cache-capacity, host, hostaddr, port, dbname, \
+                     user, password, application_name, options";
+
 /// Why connecting to `url` fails (it must).
 async fn connect_error(url: &str) -> String {
     PostgresStore::connect(url)
@@ -208,10 +213,10 @@ async fn an_unknown_url_parameter_is_refused_without_its_value() {
     let error = connect_error(&mistyped).await;
     assert_eq!(
         error,
-        "key store backend error: unknown parameter `passwd` in the PostgreSQL URL (known: \
-         sslmode, ssl-mode, sslrootcert, ssl-root-cert, ssl-ca, sslcert, ssl-cert, sslkey, \
-         ssl-key, statement-cache-capacity, host, hostaddr, port, dbname, user, password, \
-         application_name, options, options[…])"
+        format!(
+            "key store backend error: unknown parameter `passwd` in the PostgreSQL URL (known: \
+             {KNOWN}, options[…])"
+        )
     );
     assert!(!logs.text().contains("hunter2"), "{}", logs.text());
     // Encoded names are read as sqlx reads them; known ones and `options[…]` connect.
@@ -241,6 +246,30 @@ async fn a_question_mark_outside_the_query_is_no_parameter() {
     PostgresStore::connect(&format!("{}#section?notes", url()))
         .await
         .unwrap();
+    // A password whose `?` leaves a valid port: the rest of it, up to the `@`, would be read
+    // as a parameter. Refused, quoting nothing.
+    let logs = crate::common::LogCapture::start();
+    for leaky in [
+        "postgres://postgres:5432?hunter2@127.0.0.1/test",
+        "postgres://postgres:5432?hunter2=x@127.0.0.1/test",
+        "postgres://postgres:5432#hunter2@127.0.0.1/test",
+    ] {
+        assert_eq!(
+            connect_error(leaky).await,
+            "key store backend error: the PostgreSQL URL has an `@` after its host: percent-encode \
+             `?`, `#` and `/` in its user name and password (%3F, %23, %2F)",
+            "{leaky}"
+        );
+    }
+    // A name that is no parameter's name is not shown either.
+    assert_eq!(
+        connect_error(&with_query(&url(), "sslmode=prefer&hunter2%20x=1")).await,
+        format!(
+            "key store backend error: unknown parameter `(not shown: not a parameter's name)` in \
+             the PostgreSQL URL (known: {KNOWN}, options[…])"
+        )
+    );
+    assert!(!logs.text().contains("hunter2"), "{}", logs.text());
 }
 
 /// A server that refuses the connection is named as such once the pool has waited for it,

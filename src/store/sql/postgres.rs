@@ -189,6 +189,22 @@ const URL_PARAMETERS: &[&str] = &[
 )]
 struct UnknownUrlParameter(String);
 
+/// A PostgreSQL URL with an `@` after its host, refused without quoting any of it.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the PostgreSQL URL has an `@` after its host: percent-encode `?`, `#` and `/` in its user name and password (%3F, %23, %2F)"
+)]
+struct UnencodedUserInfo;
+
+/// Whether `key` can be shown in an error: it has the shape of a parameter's name, so it is
+/// one mistyped, not a piece of something else.
+fn looks_like_a_name(key: &str) -> bool {
+    (1..=64).contains(&key.len())
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-.[]".contains(&b))
+}
+
 /// Refuses a query parameter sqlx would log with its value and ignore.
 fn check_url_parameters(url: &str) -> Result<(), StoreError> {
     // The parameters as sqlx reads them: the URL parser's query, decoded as a form. Not a URL
@@ -198,11 +214,23 @@ fn check_url_parameters(url: &str) -> Result<(), StoreError> {
     let Ok(parsed) = url::Url::parse(url) else {
         return Ok(());
     };
+    // An unencoded `?` or `#` in the password can still leave a URL (`user:5432?rest@host`:
+    // host `user`, port 5432), whose query or fragment then holds the rest of the password and
+    // the `@` after it. sqlx would log that query as a parameter.
+    let after_host = [parsed.query(), parsed.fragment()];
+    if after_host.iter().flatten().any(|part| part.contains('@')) {
+        return Err(StoreError::backend(UnencodedUserInfo));
+    }
     for (key, _) in parsed.query_pairs() {
         let known = URL_PARAMETERS.contains(&key.as_ref())
             || (key.starts_with("options[") && key.ends_with(']'));
         if !known {
-            return Err(StoreError::backend(UnknownUrlParameter(key.into_owned())));
+            let shown = if looks_like_a_name(&key) {
+                key.into_owned()
+            } else {
+                "(not shown: not a parameter's name)".to_owned()
+            };
+            return Err(StoreError::backend(UnknownUrlParameter(shown)));
         }
     }
     Ok(())
