@@ -785,8 +785,10 @@ impl KeyManager {
     /// [`rotate`](KeyManager::rotate), the key it replaced is active again, as before the
     /// rotation. One [`AuditAction::Withdraw`] event names the key taken back.
     ///
-    /// [`ManageError::NotFound`] when the key, or the key it replaced, has changed since
-    /// (revoked, rotated): nothing is written. On a store that cannot undo a rotation
+    /// [`ManageError::NotFound`], and nothing written, when the key is no longer active
+    /// (revoked since), or, for a rotation, when either key has changed since (revoked,
+    /// rotated again). An issued key rotated since with a grace period is still revoked,
+    /// ending that grace period: nobody holds its secret. On a store that cannot undo a rotation
     /// ([`ManagedKeyStore::undo_rotate`] left at its default) the new key is revoked, the
     /// replaced one stays rotated, and the answer is [`ManageError::Store`] with
     /// [`StoreError::Unsupported`]. A withdrawal the store commits after the store timeout
