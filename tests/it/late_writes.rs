@@ -504,50 +504,50 @@ async fn an_admin_key_rotating_itself_on_a_slow_store_keeps_working_after_a_503(
     assert_eq!(ids, [admin_id.as_str()]);
 }
 
+impl<S> Parts<S> {
+    /// `change`, made while the store is slow: its caller gets a timeout, and the audit trail
+    /// records `event` once the change lands.
+    async fn lands_late<T: std::fmt::Debug>(
+        &self,
+        change: impl std::future::Future<Output = Result<T, ManageError>>,
+        event: (AuditAction, String),
+    ) {
+        self.slow.set_delay(SLOW);
+        let from = self.trail.len();
+        let answer = change.await;
+        assert!(
+            matches!(answer, Err(ManageError::Store(StoreError::Timeout))),
+            "{answer:?}"
+        );
+        assert_eq!(self.trail.wait_since(from, 1).await, [event]);
+    }
+}
+
 /// A rename or a revocation hands out no secret: committed late, it stands, and the audit
 /// trail records it as it records any change.
 #[tokio::test]
 async fn a_rename_or_revocation_that_commits_after_the_timeout_stands_and_is_audited() {
-    let Parts {
-        slow,
-        verifier,
-        trail,
-        manager,
-        ..
-    } = Parts::on(MemoryStore::new(), true);
+    let parts = Parts::on(MemoryStore::new(), true);
+    let manager = &parts.manager;
     let key = manager
         .issue("ops", "acme", NewKey::new("ci", ["read"]))
         .await
         .unwrap();
     let id = key.info.id.clone();
-    slow.set_delay(SLOW);
 
-    let from = trail.len();
-    let answer = manager.rename("ops", "acme", &id, "deploys").await;
-    assert!(
-        matches!(answer, Err(ManageError::Store(StoreError::Timeout))),
-        "{answer:?}"
-    );
-    assert_eq!(
-        trail.wait_since(from, 1).await,
-        [(AuditAction::Rename, id.clone())]
-    );
-    slow.set_delay(Duration::ZERO);
+    let rename = manager.rename("ops", "acme", &id, "deploys");
+    parts
+        .lands_late(rename, (AuditAction::Rename, id.clone()))
+        .await;
+    parts.slow.set_delay(Duration::ZERO);
     assert_eq!(manager.get("acme", &id).await.unwrap().name, "deploys");
 
-    slow.set_delay(SLOW);
-    let from = trail.len();
-    let answer = manager.revoke("ops", "acme", &id).await;
-    assert!(
-        matches!(answer, Err(ManageError::Store(StoreError::Timeout))),
-        "{answer:?}"
-    );
+    let revoke = manager.revoke("ops", "acme", &id);
+    parts
+        .lands_late(revoke, (AuditAction::Revoke, id.clone()))
+        .await;
     assert_eq!(
-        trail.wait_since(from, 1).await,
-        [(AuditAction::Revoke, id.clone())]
-    );
-    assert_eq!(
-        authenticates(&verifier, key.key.expose_secret()).await,
+        authenticates(&parts.verifier, key.key.expose_secret()).await,
         Err("API key has been revoked".to_owned())
     );
 }
@@ -556,32 +556,18 @@ async fn a_rename_or_revocation_that_commits_after_the_timeout_stands_and_is_aud
 /// trail records it: the store holds the key revoked, and the trail must say why.
 #[tokio::test]
 async fn a_withdrawal_that_commits_after_the_timeout_is_audited() {
-    let Parts {
-        slow,
-        verifier,
-        trail,
-        manager,
-        ..
-    } = Parts::on(MemoryStore::new(), true);
-    let key = manager
+    let parts = Parts::on(MemoryStore::new(), true);
+    let key = parts
+        .manager
         .issue("ops", "acme", NewKey::new("ci", ["read"]))
         .await
         .unwrap();
-    let id = key.info.id.clone();
-    slow.set_delay(SLOW);
-
-    let from = trail.len();
-    let answer = manager.withdraw("ops", "acme", &key).await;
-    assert!(
-        matches!(answer, Err(ManageError::Store(StoreError::Timeout))),
-        "{answer:?}"
-    );
+    let withdraw = parts.manager.withdraw("ops", "acme", &key);
+    parts
+        .lands_late(withdraw, (AuditAction::Withdraw, key.info.id.clone()))
+        .await;
     assert_eq!(
-        trail.wait_since(from, 1).await,
-        [(AuditAction::Withdraw, id.clone())]
-    );
-    assert_eq!(
-        authenticates(&verifier, key.key.expose_secret()).await,
+        authenticates(&parts.verifier, key.key.expose_secret()).await,
         Err("API key has been revoked".to_owned())
     );
 }
