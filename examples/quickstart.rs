@@ -92,8 +92,9 @@ async fn run() -> Result<(), BoxError> {
     }
     if keygate.database().count_keys().await? != 0 {
         tracing::info!(
-            "the database holds keys already: no admin key is made for tenant demo \
-             (issue one with `keygate key issue --tenant demo --scope admin`)"
+            "the database holds keys already: no admin key is made for tenant demo (issue one \
+             with the CLI on this database: `KEYGATE_DATABASE_URL=<this database> keygate key \
+             issue --tenant demo --scope admin --environment test`)"
         );
     } else {
         // At most one active key for `demo`, checked atomically with the insert: of two
