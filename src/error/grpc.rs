@@ -1,5 +1,5 @@
 use bytes::Bytes;
-use http::header::{CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER};
+use http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use http::{HeaderValue, Method, Response, StatusCode, Version};
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 
@@ -37,9 +37,7 @@ pub fn grpc_response(error: &AuthError) -> Response<Bytes> {
     if let Ok(value) = HeaderValue::try_from(encoded) {
         headers.insert("grpc-message", value);
     }
-    if let AuthError::RateLimited { retry_after_secs } = error {
-        headers.insert(RETRY_AFTER, HeaderValue::from(*retry_after_secs));
-    }
+    super::retry_after(headers, error);
     response
 }
 

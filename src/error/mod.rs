@@ -26,5 +26,5 @@ pub use grpc::{grpc_response, is_grpc};
 // The management API (feature `axum`) answers its own refusals in the same envelope.
 #[cfg(feature = "axum")]
 pub(crate) use render::envelope;
-pub(crate) use render::no_store;
 pub use render::{InvalidRealm, JsonErrors, RenderError};
+pub(crate) use render::{no_store, retry_after};

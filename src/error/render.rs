@@ -1,6 +1,6 @@
 use bytes::Bytes;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
-use http::{HeaderValue, Response};
+use http::{HeaderMap, HeaderValue, Response};
 
 use super::auth_error::AuthError;
 
@@ -127,9 +127,7 @@ impl RenderError for JsonErrors {
         {
             headers.insert(WWW_AUTHENTICATE, value);
         }
-        if let AuthError::RateLimited { retry_after_secs } = error {
-            headers.insert(RETRY_AFTER, HeaderValue::from(*retry_after_secs));
-        }
+        retry_after(headers, error);
         response
     }
 }
@@ -152,6 +150,16 @@ pub(crate) fn envelope(code: &str, message: &str) -> Bytes {
     };
     // Serializing two strings and a bool into a Vec cannot fail.
     Bytes::from(serde_json::to_vec(&envelope).unwrap_or_default())
+}
+
+/// Adds `Retry-After` (whole seconds) to the headers of a rate limit's refusal, unless they
+/// carry one already: every 429 has it, whoever rendered it.
+pub(crate) fn retry_after(headers: &mut HeaderMap, error: &AuthError) {
+    if let AuthError::RateLimited { retry_after_secs } = error {
+        headers
+            .entry(RETRY_AFTER)
+            .or_insert_with(|| HeaderValue::from(*retry_after_secs));
+    }
 }
 
 /// `Cache-Control: no-store`, which every refusal carries: a refusal is about one request and

@@ -4,10 +4,10 @@
 
 use std::sync::Arc;
 
-use http::header::{CACHE_CONTROL, RETRY_AFTER};
-use http::{HeaderValue, Request, Response};
+use http::header::CACHE_CONTROL;
+use http::{Request, Response};
 
-use crate::error::{AuthError, RenderError, grpc_refusal, no_store};
+use crate::error::{RenderError, grpc_refusal, no_store, retry_after};
 use crate::last_used::LastUsedTracker;
 use crate::limit::LimitHeaders;
 use crate::request::RequestHead;
@@ -61,12 +61,7 @@ pub(super) fn render(
     let mut response = grpc_refusal(head, &rejection.error)
         .unwrap_or_else(|| config.renderer.render(&rejection.error));
     response.headers_mut().insert(CACHE_CONTROL, no_store());
-    if let AuthError::RateLimited { retry_after_secs } = rejection.error {
-        response
-            .headers_mut()
-            .entry(RETRY_AFTER)
-            .or_insert_with(|| HeaderValue::from(retry_after_secs));
-    }
+    retry_after(response.headers_mut(), &rejection.error);
     if let Some(usage) = &rejection.usage {
         config.limit_headers.apply(response.headers_mut(), usage);
     }
