@@ -475,12 +475,8 @@ impl Verifier {
             Ok(r) => r,
             Err(e) => return Ok(Err(e.into())),
         };
-        let entitlements = match &self.inner.entitlements {
-            Some(source) => match source.entitlements_now(&record.tenant_id) {
-                Some(e) => Some(e),
-                None => return Err(Pending(Stage::Entitlements(presented, record))),
-            },
-            None => None,
+        let Some(entitlements) = self.entitlements_now(&record) else {
+            return Err(Pending(Stage::Entitlements(presented, record)));
         };
         let tenant = match self.accept_tenant(head, &presented, record, entitlements, required) {
             Ok(t) => t,
@@ -539,21 +535,15 @@ impl Verifier {
         let tenant = match pending.0 {
             Stage::Limits(tenant) => tenant,
             Stage::Entitlements(presented, record) => {
-                let entitlements = match &self.inner.entitlements {
-                    Some(source) => Some(self.awaited_entitlements(&**source, &record).await),
-                    None => None,
-                };
+                let entitlements = self.awaited_entitlements(&record).await;
                 self.accept_tenant(head, &presented, record, entitlements, required)?
             }
             Stage::Lookup(presented) => {
                 let lookup = self.lookup(&presented).await;
                 let record = self.accept_key(&presented, lookup)?;
-                let entitlements = match &self.inner.entitlements {
-                    Some(source) => Some(match source.entitlements_now(&record.tenant_id) {
-                        Some(e) => e,
-                        None => self.awaited_entitlements(&**source, &record).await,
-                    }),
-                    None => None,
+                let entitlements = match self.entitlements_now(&record) {
+                    Some(entitlements) => entitlements,
+                    None => self.awaited_entitlements(&record).await,
                 };
                 self.accept_tenant(head, &presented, record, entitlements, required)?
             }
@@ -576,13 +566,20 @@ impl Verifier {
         self.limit_outcome(tenant, outcome)
     }
 
-    /// The entitlement source's answer for `record`'s tenant, bounded by the store timeout; a
-    /// timeout is [`BackendError::Timeout`].
-    async fn awaited_entitlements(
-        &self,
-        source: &dyn EntitlementSource,
-        record: &KeyRecord,
-    ) -> EntitlementLookup {
+    /// The entitlements of `record`'s tenant, if they can be had at once: `Some(None)` without
+    /// an entitlement source, `None` when the source must be awaited
+    /// ([`Verifier::awaited_entitlements`]).
+    fn entitlements_now(&self, record: &KeyRecord) -> Option<Option<EntitlementLookup>> {
+        match &self.inner.entitlements {
+            Some(source) => source.entitlements_now(&record.tenant_id).map(Some),
+            None => Some(None),
+        }
+    }
+
+    /// The entitlement source's answer for `record`'s tenant (`None` without a source),
+    /// bounded by the store timeout; a timeout is [`BackendError::Timeout`].
+    async fn awaited_entitlements(&self, record: &KeyRecord) -> Option<EntitlementLookup> {
+        let source = self.inner.entitlements.as_ref()?;
         let started = crate::metrics::start();
         let lookup = tokio::time::timeout(
             self.inner.store_timeout,
@@ -593,7 +590,7 @@ impl Verifier {
         self.inner
             .metrics
             .store_waited(StoreOp::Entitlements, started);
-        lookup
+        Some(lookup)
     }
 
     /// A store or entitlement source failed: counted, logged, and the request refused (503).
