@@ -1,4 +1,4 @@
-use std::str::FromStr;
+use sqlx::ConnectOptions;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
@@ -102,8 +102,12 @@ impl SqlStore<Postgres> {
     /// connection is tried again until the 5 s are up (it may be starting), then the error names
     /// what the last attempt met (e.g. `Connection refused`), not only the pool's timeout.
     pub async fn connect(url: &str) -> Result<PostgresStore, StoreError> {
-        check_url_parameters(url)?;
-        let options = PgConnectOptions::from_str(url)
+        // Parsed once, as sqlx parses it (its error, which quotes nothing, for a text that is no
+        // URL), then checked and read.
+        let url = url::Url::parse(url)
+            .map_err(|e| StoreError::backend(sqlx::Error::Configuration(e.into())))?;
+        check_url_parameters(&url)?;
+        let options = PgConnectOptions::from_url(&url)
             .map_err(StoreError::backend)?
             .options([("client_min_messages", "warning")]);
         let pool = match connect_pool(&options).await {
@@ -205,15 +209,10 @@ fn looks_like_a_name(key: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"_-.[]".contains(&b))
 }
 
-/// Refuses a query parameter sqlx would log with its value and ignore.
-fn check_url_parameters(url: &str) -> Result<(), StoreError> {
-    // The parameters as sqlx reads them: the URL parser's query, decoded as a form. Not a URL
-    // (a password with an unencoded `?` ends the authority there): sqlx refuses it with an
-    // error that quotes none of it, where a plain split at `?` would name a piece of the
-    // password as a parameter.
-    let Ok(parsed) = url::Url::parse(url) else {
-        return Ok(());
-    };
+/// Refuses a query parameter sqlx would log with its value and ignore. The parameters are read
+/// as sqlx reads them: the URL parser's query, decoded as a form (a plain split at `?` would
+/// name a piece of a password holding an unencoded `?` as a parameter).
+fn check_url_parameters(parsed: &url::Url) -> Result<(), StoreError> {
     // An unencoded `?` or `#` in the password can still leave a URL (`user:5432?rest@host`:
     // host `user`, port 5432), whose query or fragment then holds the rest of the password and
     // the `@` after it. sqlx would log that query as a parameter.
