@@ -1,8 +1,7 @@
-use sqlx::ConnectOptions;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::{Pool, Transaction};
+use sqlx::{ConnectOptions, Pool, Transaction};
 
 use super::SqlStore;
 use super::dialect::{Dialect, sealed};
