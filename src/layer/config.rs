@@ -31,8 +31,9 @@ pub(super) struct Config {
 }
 
 /// Hands the request on: credentials (and the development-mode tenant header) stripped,
-/// tenant attached, use noted.
-pub(super) fn admit<B>(config: &Config, mut req: Request<B>, tenant: Tenant) -> Request<B> {
+/// tenant attached, use noted. In place: a request is a few hundred bytes, and each move of it
+/// is a copy.
+pub(super) fn admit<B>(config: &Config, req: &mut Request<B>, tenant: Tenant) {
     if config.strip_credentials {
         config.verifier.credential_source().strip(req.headers_mut());
     }
@@ -47,7 +48,6 @@ pub(super) fn admit<B>(config: &Config, mut req: Request<B>, tenant: Tenant) -> 
     }
     // Marked, so that an `AuthLayer` nested inside this one reuses it.
     req.extensions_mut().insert(tenant.admitted_by_layer());
-    req
 }
 
 /// The refusal: gRPC-style for gRPC and grpc-web calls, otherwise the configured renderer's,

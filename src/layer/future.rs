@@ -103,12 +103,15 @@ where
                     inner,
                     config,
                 } => {
-                    let (req, outcome) = ready!(check.as_mut().poll(cx));
+                    let (mut req, outcome) = ready!(check.as_mut().poll(cx));
                     let next = match (outcome, inner.take()) {
-                        (Ok(admitted), Some(mut inner)) => State::Inner {
-                            future: inner.call(admit(config, req, admitted.tenant)),
-                            usage: admitted.usage.map(|u| (u, config.limit_headers)),
-                        },
+                        (Ok(admitted), Some(mut inner)) => {
+                            admit(config, &mut req, admitted.tenant);
+                            State::Inner {
+                                future: inner.call(req),
+                                usage: admitted.usage.map(|u| (u, config.limit_headers)),
+                            }
+                        }
                         (Err(rejection), _) => State::Refused {
                             response: Some(render(config, &RequestHead::from(&req), &rejection)),
                         },

@@ -61,7 +61,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
         let config = &self.config;
         let head = RequestHead::from(&req);
 
@@ -69,11 +69,7 @@ where
             // Nothing authenticated here: a public route must not take a tenant from the
             // development-mode header either.
             #[cfg(feature = "dev-mode")]
-            let req = {
-                let mut req = req;
-                config.verifier.strip_dev_tenant(req.headers_mut());
-                req
-            };
+            config.verifier.strip_dev_tenant(req.headers_mut());
             return ResponseFuture::inner(&mut self.inner, req, None);
         }
         let required = config.policy.required(&head);
@@ -101,7 +97,7 @@ where
             // Decided at once: the ready inner service is called right here, no clone needed.
             Ok(Ok(admitted)) => {
                 let usage = admitted.usage.map(|u| (u, config.limit_headers));
-                let req = admit(config, req, admitted.tenant);
+                admit(config, &mut req, admitted.tenant);
                 ResponseFuture::inner(&mut self.inner, req, usage)
             }
             Ok(Err(rejection)) => ResponseFuture::refused(render(config, &head, &rejection)),
