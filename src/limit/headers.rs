@@ -3,7 +3,7 @@ use std::collections::HashSet;
 use std::ops::Range;
 use std::sync::Mutex;
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 use super::{QuotaStatus, RateStatus, Usage};
@@ -114,22 +114,8 @@ impl LimitHeaders {
             return;
         }
 
-        // The values lie in the buffer one after another and are taken in that order: each is
-        // split off the front and the last takes what is left, so that the shared allocation
-        // has a reference count per value, not one more (an atomic increment and decrement).
-        let len = buf.len;
-        let mut rest = Bytes::from_owner(buf);
-        let mut taken = 0;
-        let mut value = |range: Range<usize>| {
-            rest.advance(range.start - taken);
-            taken = range.end;
-            let bytes = if range.end == len {
-                std::mem::take(&mut rest)
-            } else {
-                rest.split_to(range.len())
-            };
-            HeaderValue::from_maybe_shared(bytes)
-        };
+        let shared = Bytes::from_owner(buf);
+        let value = |range: Range<usize>| HeaderValue::from_maybe_shared(shared.slice(range));
         // One growth of the map for all of them, not one per insert, with room for one more:
         // axum adds `content-length` after this layer, and a hello-world's map (room for 6)
         // would otherwise fill up with ours and grow again then, moving every entry.

@@ -544,9 +544,9 @@ impl<L: QuotaLedger> LeasedQuotaLimiter<L> {
 
         if slot.held >= cost {
             let rates = LimitRequest { quota: None, ..*r };
-            // The rate limits, on the same clock, read again under their own lock (see
-            // `MemoryLimiter::decide`).
-            return Local::Decided(match inner.rates.decide(&rates) {
+            // The rate limits, on the same clock, at the time read above unless the limiter
+            // swept their map at a later one since (`MemoryLimiter::decide_read_before`).
+            return Local::Decided(match inner.rates.decide_read_before(&rates, now) {
                 Decision::Allowed(usage) => {
                     slot.held -= cost;
                     slot.last_use = now;
@@ -591,7 +591,7 @@ impl<L: QuotaLedger> LeasedQuotaLimiter<L> {
                     quota: Some(zero),
                     ..*r
                 };
-                let rate = match inner.rates.decide(&rates) {
+                let rate = match inner.rates.decide_read_before(&rates, now) {
                     Decision::QuotaExhausted { usage } => usage.rate,
                     _ => None,
                 };

@@ -81,6 +81,9 @@ struct Shard {
     cursor: usize,
     /// Checks made in this map: when to sweep, and which other map.
     checks: u32,
+    /// The latest time a sweep of this map ran at: a time read before it is too early to
+    /// decide at (see [`MemoryLimiter::decide_read_before`]).
+    swept_at: u64,
 }
 
 impl Shards {
@@ -92,6 +95,7 @@ impl Shards {
                     tenants: IndexMap::with_hasher(hasher.clone()),
                     cursor: 0,
                     checks: 0,
+                    swept_at: 0,
                 })
             }),
             hasher,
@@ -324,6 +328,19 @@ impl MemoryLimiter {
 
     /// [`MemoryLimiter`]'s decision, at its clock's time read under the tenant's map lock.
     pub(crate) fn decide(&self, r: &LimitRequest<'_>) -> Decision {
+        self.decide_at_or_after(r, None)
+    }
+
+    /// [`MemoryLimiter::decide`] at `read`, a time the caller read from this limiter's clock
+    /// before the call, unless a sweep of the tenant's map ran at a later time since: then at
+    /// the clock's time, read under the lock. A caller that reads the clock for work of its own
+    /// (a leased quota) spares the second read; deciding at a time read before a sweep is what
+    /// must not happen (the sweep may have evicted state that would refuse the request).
+    pub(crate) fn decide_read_before(&self, r: &LimitRequest<'_>, read: u64) -> Decision {
+        self.decide_at_or_after(r, Some(read))
+    }
+
+    fn decide_at_or_after(&self, r: &LimitRequest<'_>, read: Option<u64>) -> Decision {
         // Nothing to check (a leased quota's plan with no rate limit): no lock, no state kept.
         if r.tenant_rate.is_none() && r.key_rate.is_none() && r.quota.is_none() {
             return Decision::Allowed(Usage::default());
@@ -338,7 +355,10 @@ impl MemoryLimiter {
             // decides at. (A check that read the clock before waiting for the lock could find
             // its tenant evicted as idle at a later time than its own, and be decided as a
             // fresh tenant: admitted where the state evicted would have refused it.)
-            let now = self.clock.now_nanos();
+            let now = match read {
+                Some(read) if read >= shard.swept_at => read,
+                _ => self.clock.now_nanos(),
+            };
             let found = shard
                 .tenants
                 .raw_entry_v1()
@@ -357,6 +377,7 @@ impl MemoryLimiter {
             let turn = shard.checks / SWEEP_EVERY;
             let sweep = self.evict && shard.checks.is_multiple_of(SWEEP_EVERY);
             if sweep {
+                shard.swept_at = shard.swept_at.max(now);
                 let left = shard.tenants[index].sweep_keys(now, SWEEP / 2);
                 shard.sweep(now, SWEEP / 2 + left);
             }
@@ -368,6 +389,7 @@ impl MemoryLimiter {
         if let Some((turn, now)) = sweep_another {
             let offset = 1 + usize::try_from(turn).unwrap_or(0) % (SHARDS - 1);
             if let Ok(mut shard) = self.shards.maps[(own + offset) % SHARDS].try_lock() {
+                shard.swept_at = shard.swept_at.max(now);
                 shard.sweep(now, SWEEP);
             }
         }
@@ -745,6 +767,61 @@ mod tests {
             let decision = both(&request("acme", "k1"));
             assert_eq!(decision, fresh.decide(&request("acme", "k1")));
         }
+    }
+
+    #[test]
+    fn a_time_read_before_a_sweep_is_not_decided_at() {
+        let clock = ManualClock::at_unix_secs(1_700_000_000);
+        let (limiter, reference) = evicting_and_kept(&clock);
+        let r = LimitRequest {
+            tenant_rate: Some(RateLimit {
+                limit: 1,
+                window: Duration::from_secs(10),
+            }),
+            key_rate: None,
+            quota: None,
+            ..request("acme", "k1")
+        };
+        assert!(matches!(
+            same_decision(&limiter, &reference, &r),
+            Decision::Allowed(_)
+        ));
+        // No sweep since the time was read: the decision is at that time.
+        clock.advance(Duration::from_secs(20));
+        let read = clock.now_nanos();
+        clock.advance(Duration::from_secs(1));
+        let Decision::Allowed(usage) = limiter.decide_read_before(&r, read) else {
+            panic!("a full bucket refused");
+        };
+        assert_eq!(usage.rate.map(|s| s.reset_at), Some(read / NANOS + 10));
+        assert!(matches!(
+            reference.decide_read_before(&r, read),
+            Decision::Allowed(_)
+        ));
+        // A time read 5 s into that request's window, then a sweep at 10 s that evicts the
+        // replenished tenant. At the time read, the state evicted refuses (as the limiter that
+        // kept it does); decided there as a fresh tenant, the request would be admitted. It is
+        // decided at the clock's time instead, as the kept state decides it.
+        clock.advance(Duration::from_secs(5));
+        let read = clock.now_nanos();
+        clock.advance(Duration::from_secs(5));
+        churn(&limiter);
+        assert_eq!(limiter.tenants_held(), 1);
+        assert!(matches!(
+            reference.decide_read_before(&r, read),
+            Decision::RateLimited { .. }
+        ));
+        assert_eq!(
+            limiter.decide_read_before(&r, read),
+            reference.decide_read_before(&r, clock.now_nanos())
+        );
+        // So the next request, 5 s on, is refused: decided at the time read, the window would
+        // have been counted from 5 s too early, and this request admitted.
+        clock.advance(Duration::from_secs(5));
+        assert!(matches!(
+            same_decision(&limiter, &reference, &r),
+            Decision::RateLimited { .. }
+        ));
     }
 
     /// Whatever the requests and the time between them, a limiter that evicts answers every
