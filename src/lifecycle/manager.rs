@@ -16,6 +16,7 @@ use crate::backend::BackendError;
 use crate::hash::KeyDigest;
 use crate::key::{ApiKey, KeyScheme};
 use crate::limit::{Clock, date_time_now};
+use crate::restriction::Restrictions;
 use crate::scope::{Scope, Scopes};
 use crate::store::{KeyInfo, KeyRecord, ManagedKeyStore, StoreError};
 use crate::tenant::Tenant;
@@ -228,7 +229,7 @@ impl KeyManager {
         tenant_id: &str,
         digest: KeyDigest,
         last4: Option<&str>,
-        new: NewKey,
+        mut new: NewKey,
     ) -> Result<KeyInfo, ManageError> {
         if self.inner.scheme.hasher().is_peppered() {
             return Err(ManageError::ImportPeppered);
@@ -247,7 +248,10 @@ impl KeyManager {
             name,
             scopes,
             restrictions,
-        } = self.check(&new, now)?;
+        } = {
+            let restrictions = std::mem::take(&mut new.restrictions);
+            self.check(&new, restrictions, now)?
+        };
         let prefix = format!(
             "{}_{}_",
             self.inner.scheme.format().prefix(),
@@ -290,15 +294,23 @@ impl KeyManager {
     /// ));
     /// ```
     pub fn validate(&self, new: &NewKey) -> Result<(), ManageError> {
-        self.check(new, self.now()).map(|_| ())
+        self.check(new, new.restrictions.clone(), self.now())
+            .map(|_| ())
     }
 
-    /// The checks of every issue and import, with what they give back normalized.
-    fn check(&self, new: &NewKey, now: OffsetDateTime) -> Result<Checked, ManageError> {
+    /// The checks of every issue and import, with what they give back normalized; `new`'s
+    /// restrictions come apart (taken out of a `NewKey` the caller owns, so that an issue does
+    /// not copy them).
+    fn check(
+        &self,
+        new: &NewKey,
+        restrictions: Restrictions,
+        now: OffsetDateTime,
+    ) -> Result<Checked, ManageError> {
         let name = validate_name(&new.name)?;
         let scopes = self.validate_scopes(&new.scopes)?;
         validate_expiry(new.expires_at, now)?;
-        let restrictions = validate_restrictions(new.restrictions.clone())?;
+        let restrictions = validate_restrictions(restrictions)?;
         validate_metadata(&new.metadata)?;
         Ok(Checked {
             name,
@@ -309,13 +321,20 @@ impl KeyManager {
 
     /// Validates `new` and builds its record, with a fresh secret. Lengths are checked before
     /// any work per item.
-    fn prepare(&self, tenant_id: &str, new: NewKey) -> Result<(ApiKey, KeyRecord), ManageError> {
+    fn prepare(
+        &self,
+        tenant_id: &str,
+        mut new: NewKey,
+    ) -> Result<(ApiKey, KeyRecord), ManageError> {
         let now = self.now();
         let Checked {
             name,
             scopes,
             restrictions,
-        } = self.check(&new, now)?;
+        } = {
+            let restrictions = std::mem::take(&mut new.restrictions);
+            self.check(&new, restrictions, now)?
+        };
         let (key, digest) = self.inner.scheme.generate(new.environment);
         let record = KeyRecord::builder(new_key_id(), tenant_id, digest)
             .key(&key)
@@ -1070,7 +1089,7 @@ impl LateWrite {
 struct Checked {
     name: String,
     scopes: Scopes,
-    restrictions: crate::restriction::Restrictions,
+    restrictions: Restrictions,
 }
 
 /// Whether `caller` may manage keys at all: a key in its rotation grace period still
