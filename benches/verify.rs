@@ -209,6 +209,20 @@ fn bench_stages(c: &mut Criterion) {
     group.bench_function("clock_read", |b| {
         b.iter(|| black_box(std::time::SystemTime::now()))
     });
+    // What the request path's reference counts and locks cost each: an atomic read-modify-write
+    // waits for the core's pending stores, which instruction counts do not show (each is one
+    // instruction there). keygate's full pipeline makes 17 a request, its floor 9.
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    group.bench_function("atomic_add", |b| {
+        b.iter(|| black_box(&count).fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+    });
+    group.bench_function("arc_clone_drop", |b| {
+        b.iter(|| drop(black_box(count.clone())))
+    });
+    let lock = std::sync::RwLock::new(0_u64);
+    group.bench_function("rwlock_read", |b| {
+        b.iter(|| *black_box(&lock).read().unwrap_or_else(|e| e.into_inner()))
+    });
     let mut headers = http::HeaderMap::new();
     let usage = match limiter.acquire_now(&request).unwrap().unwrap() {
         Decision::Allowed(usage) => usage,

@@ -50,22 +50,26 @@ impl Hasher for First8 {
 /// Digests to what a floor keeps per key; `KeyDigest`'s equality is constant-time.
 pub(crate) type ByDigest<V> = HashMap<KeyDigest, V, BuildHasherDefault<First8>>;
 
-#[derive(Clone)]
-pub(crate) struct FloorLayer {
-    keys: Arc<ByDigest<Tenant>>,
+/// What a floor reads, behind one `Arc`: axum clones a route's service for every request, and
+/// each `Arc` in it costs two atomic operations then.
+struct Shared {
+    keys: ByDigest<Tenant>,
     /// The checked floor's key format; `None` for the bare floor.
-    checks: Option<Arc<KeyFormat>>,
+    checks: Option<KeyFormat>,
 }
+
+#[derive(Clone)]
+pub(crate) struct FloorLayer(Arc<Shared>);
 
 impl FloorLayer {
     pub(crate) fn new(records: impl IntoIterator<Item = KeyRecord>, checked: bool) -> Self {
         let keys = records
             .into_iter()
             .map(|r| (r.digest, Tenant::new(Arc::new(r))));
-        FloorLayer {
-            keys: Arc::new(keys.collect()),
-            checks: checked.then(|| Arc::new(KeyFormat::default())),
-        }
+        FloorLayer(Arc::new(Shared {
+            keys: keys.collect(),
+            checks: checked.then(KeyFormat::default),
+        }))
     }
 }
 
@@ -73,8 +77,7 @@ impl<S> Layer<S> for FloorLayer {
     type Service = Floor<S>;
     fn layer(&self, inner: S) -> Floor<S> {
         Floor {
-            keys: self.keys.clone(),
-            checks: self.checks.clone(),
+            shared: self.0.clone(),
             inner,
         }
     }
@@ -82,8 +85,7 @@ impl<S> Layer<S> for FloorLayer {
 
 #[derive(Clone)]
 pub(crate) struct Floor<S> {
-    keys: Arc<ByDigest<Tenant>>,
-    checks: Option<Arc<KeyFormat>>,
+    shared: Arc<Shared>,
     inner: S,
 }
 
@@ -137,20 +139,21 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        let tenant = match &self.checks {
-            Some(format) => checked_lookup(&self.keys, req.headers(), format, |t| t),
+        let shared = &*self.shared;
+        let tenant = match &shared.checks {
+            Some(format) => checked_lookup(&shared.keys, req.headers(), format, |t| t),
             None => req
                 .headers()
                 .get(X_API_KEY)
                 .map(|v| KeyDigest::from_bytes(Sha256::digest(v.as_bytes()).into()))
-                .and_then(|d| self.keys.get(&d)),
+                .and_then(|d| shared.keys.get(&d)),
         };
         let Some(tenant) = tenant.cloned() else {
             return FloorFuture::Refused {
                 status: StatusCode::UNAUTHORIZED,
             };
         };
-        if self.checks.is_some() {
+        if shared.checks.is_some() {
             req.headers_mut().remove(X_API_KEY);
         }
         req.extensions_mut().insert(tenant);
