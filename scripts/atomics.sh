@@ -37,9 +37,19 @@ for line in open(f"{out}/binary.dis"):
         function[address] = current
 
 def counts(path):
-    """Executions per instruction address of the binary's (callgrind's uncompressed output)."""
+    """Executions per instruction address of the binary's (callgrind's uncompressed output;
+    addresses of other objects, libraries, are their own and are left out)."""
     found, address, call_site = {}, 0, False
+    objects, in_binary = {}, False
     for line in open(path):
+        # Objects are named once, by `ob=` or a call's `cob=`, and then referred to by number.
+        m = re.match(r"c?ob=\((\d+)\)\s*(.*)", line.strip())
+        if m:
+            if m.group(2):
+                objects[m.group(1)] = m.group(2)
+            if line.startswith("ob="):
+                in_binary = "/deps/instructions-" in objects.get(m.group(1), "")
+            continue
         if line.startswith("calls="):
             call_site = True  # the next line is the call's inclusive cost, not an execution
             continue
@@ -50,7 +60,7 @@ def counts(path):
         if call_site:
             call_site = False
             continue
-        if len(fields) > 1:
+        if in_binary and len(fields) > 1:
             found[address] = found.get(address, 0) + int(fields[1])
     return found
 
