@@ -7,11 +7,7 @@
 # Installs valgrind if needed. Usage: scripts/atomics.sh (SIDES="auth pipeline" for some sides)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if ! command -v valgrind >/dev/null; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind
-fi
-bin=$(cargo bench --bench instructions --no-run --message-format=json 2>/dev/null \
-  | grep -o '"executable":"[^"]*instructions[^"]*"' | cut -d'"' -f4 | tail -1)
+source scripts/instructions-binary.sh
 out=target/atomics
 mkdir -p "$out"
 objdump -d -C --no-show-raw-insn "$bin" >"$out/binary.dis"

@@ -11,11 +11,7 @@
 # functions (callgrind_annotate on the files left in target/instructions/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if ! command -v valgrind >/dev/null; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind
-fi
-bin=$(cargo bench --bench instructions --no-run --message-format=json 2>/dev/null \
-  | grep -o '"executable":"[^"]*instructions[^"]*"' | cut -d'"' -f4 | tail -1)
+source scripts/instructions-binary.sh
 out=target/instructions
 mkdir -p "$out"
 # CACHE_SIM=1 also simulates the caches (32 KB L1 for instructions and for data, as valgrind
