@@ -369,22 +369,24 @@ impl Limiter for RemoteLimiter {
     }
 }
 
+/// Every tenant on a plan with a monthly quota of 100 and no rate limit.
+fn metered() -> MemoryEntitlements {
+    MemoryEntitlements::with_default(TenantEntitlements::active(Plan {
+        name: "metered".into(),
+        rate_limit: None,
+        key_rate_limit: None,
+        quota: Some(Quota {
+            limit: 100,
+            period: QuotaPeriod::Month,
+        }),
+        allowed_scopes: None,
+    }))
+}
+
 fn limited_app(fixture: &Fixture, fails: bool, fail_open: bool) -> (Router, Snapshotter) {
     recorded(|| {
-        let plan = Plan {
-            name: "metered".into(),
-            rate_limit: None,
-            key_rate_limit: None,
-            quota: Some(Quota {
-                limit: 100,
-                period: QuotaPeriod::Month,
-            }),
-            allowed_scopes: None,
-        };
         let verifier = Verifier::builder(fixture.store.clone())
-            .entitlements(MemoryEntitlements::with_default(
-                TenantEntitlements::active(plan),
-            ))
+            .entitlements(metered())
             .limiter(RemoteLimiter { fails })
             .limits_fail_open(fail_open)
             .build();
@@ -449,19 +451,6 @@ impl keygate::plan::EntitlementSource for RemoteEntitlements {
 #[tokio::test]
 async fn a_key_cache_hit_before_an_awaited_backend_is_counted_once() {
     let fixture = Fixture::new();
-    let metered = || {
-        let plan = Plan {
-            name: "metered".into(),
-            rate_limit: None,
-            key_rate_limit: None,
-            quota: Some(Quota {
-                limit: 100,
-                period: QuotaPeriod::Month,
-            }),
-            allowed_scopes: None,
-        };
-        MemoryEntitlements::with_default(TenantEntitlements::active(plan))
-    };
     for remote_entitlements in [false, true] {
         let (app, snapshotter) = recorded(|| {
             let builder = Verifier::builder(CachedStore::new(fixture.store.clone()))
