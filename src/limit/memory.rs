@@ -354,7 +354,8 @@ impl MemoryLimiter {
             // order they hold the map: no sweep evicts at a later time than a check after it
             // decides at. (A check that read the clock before waiting for the lock could find
             // its tenant evicted as idle at a later time than its own, and be decided as a
-            // fresh tenant: admitted where the state evicted would have refused it.)
+            // fresh tenant: admitted where the state evicted would have refused it.) A time the
+            // caller read before is used only if no sweep of this map ran at a later one.
             let now = match read {
                 Some(read) if read >= shard.swept_at => read,
                 _ => self.clock.now_nanos(),
