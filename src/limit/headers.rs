@@ -95,11 +95,6 @@ impl LimitHeaders {
         // into its own `String` costs an allocation per header and measured ~4x slower; `itoa`
         // beats `core::fmt` for integers.
         let mut buf = Buffer::default();
-        let x_fields = x_rate.map(|rate| {
-            let remaining = buf.field(u64::from(rate.remaining));
-            let reset = buf.field(rate.reset_at);
-            (remaining, reset)
-        });
         // `"tenant";r=59;t=1, "quota";r=999;t=86400`
         let state = draft.then(|| {
             buf.list(
@@ -108,6 +103,19 @@ impl LimitHeaders {
                 |r| (u64::from(r.remaining), r.reset_after_secs),
                 |q| (q.remaining, q.reset_after_secs),
             )
+        });
+        let x_fields = x_rate.map(|rate| {
+            // The rate limit's remaining requests are in `RateLimit` already (its `r=`): the
+            // value points at those digits rather than writing them again.
+            let remaining = match state
+                .as_ref()
+                .and_then(|(_, rate_first)| rate_first.clone())
+            {
+                Some(digits) => digits,
+                None => buf.field(u64::from(rate.remaining)),
+            };
+            let reset = buf.field(rate.reset_at);
+            (remaining, reset)
         });
         if buf.overflowed {
             // Unreachable with the field sizes above: never send a truncated value.
@@ -128,7 +136,7 @@ impl LimitHeaders {
             headers.insert(X_RATELIMIT_REMAINING, remaining);
             headers.insert(X_RATELIMIT_RESET, reset);
         }
-        if let Some(Ok(state)) = state.map(value) {
+        if let Some(Ok(state)) = state.map(|(list, _)| value(list)) {
             headers.insert(RATELIMIT_POLICY, constants.policy);
             headers.insert(RATELIMIT, state);
         }
@@ -238,7 +246,7 @@ fn render_constants(usage: &Usage) -> Option<Constants> {
     let mut buf = Buffer::default();
     let limit = usage.rate.map(|r| buf.field(u64::from(r.limit)));
     // `"tenant";q=60;w=60, "quota";q=1000;w=2592000`
-    let policy = buf.list(
+    let (policy, _) = buf.list(
         usage,
         (";q=", ";w="),
         |r| (u64::from(r.limit), r.window_secs),
@@ -347,15 +355,17 @@ impl Buffer {
     }
 
     /// One structured-field list: an item for the rate limit, then one for the quota, each
-    /// `"<name>"<k1><v1><k2><v2>`, with the values `rate` and `quota` pick.
+    /// `"<name>"<k1><v1><k2><v2>`, with the values `rate` and `quota` pick. Returns where the
+    /// list lies and where the rate limit's `<v1>` does, if it has an item.
     fn list(
         &mut self,
         usage: &Usage,
         (k1, k2): (&str, &str),
         rate: impl Fn(&RateStatus) -> (u64, u64),
         quota: impl Fn(&QuotaStatus) -> (u64, u64),
-    ) -> Range<usize> {
+    ) -> (Range<usize>, Option<Range<usize>>) {
         let start = self.len;
+        let mut rate_first = None;
         let items = usage
             .rate
             .as_ref()
@@ -370,11 +380,14 @@ impl Buffer {
             self.push(name);
             self.push("\"");
             self.push(k1);
-            self.push_int(v1);
+            let first = self.field(v1);
+            if i == 0 && usage.rate.is_some() {
+                rate_first = Some(first);
+            }
             self.push(k2);
             self.push_int(v2);
         }
-        start..self.len
+        (start..self.len, rate_first)
     }
 }
 
