@@ -86,6 +86,9 @@ impl VerifierBuilder {
     ///   anything else, or the header repeated, is refused with 401.
     /// - It stands in for a test key: with [`accept_test_keys(false)`](Self::accept_test_keys)
     ///   it is refused like one (401 "Test keys are not accepted here: use a live key").
+    /// - It stands in for a key *of the tenant it names*: that tenant's status and plan apply
+    ///   (403 for a suspended tenant or one with no plan), and its requests count against the
+    ///   tenant's rate limits and quota, together with the requests of the tenant's keys.
     /// - The header is removed before the inner service runs, like the credential headers.
     /// - The [`Tenant`](crate::Tenant) says [`is_development`](crate::Tenant::is_development), and the management
     ///   API refuses it (403): keys issued in development mode would outlive it.

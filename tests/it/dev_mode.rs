@@ -8,6 +8,8 @@ use crate::common::*;
 use axum::{Router, routing::get};
 use http::{HeaderName, Request, StatusCode};
 use keygate::lifecycle::{KeyManager, NewKey};
+use keygate::limit::{Quota, QuotaPeriod};
+use keygate::plan::{MemoryEntitlements, Plan, TenantEntitlements};
 use keygate::scope::Scope;
 use keygate::store::ManagedKeyStore;
 use keygate::{AuthLayer, Tenant, Verifier};
@@ -65,6 +67,76 @@ async fn development_mode() {
     refused_where_test_keys_are_refused().await;
     management_calls_are_refused().await;
     public_routes_never_see_the_header().await;
+    the_tenants_plan_and_limits_apply().await;
+}
+
+/// The quota's remaining requests, from the `RateLimit` header (`"quota";r=<n>;t=<secs>`).
+fn quota_left(reply: &Reply) -> u64 {
+    let value = reply.headers["ratelimit"].to_str().unwrap();
+    let rest = value
+        .strip_prefix("\"quota\";r=")
+        .unwrap_or_else(|| panic!("{value:?}"));
+    let (left, secs) = rest
+        .split_once(";t=")
+        .unwrap_or_else(|| panic!("{value:?}"));
+    assert!(secs.parse::<u64>().is_ok_and(|s| s > 0), "{value:?}");
+    left.parse().unwrap()
+}
+
+/// The header stands in for a key of the tenant it names: that tenant's status, plan and
+/// limits apply, and its requests count against them with the tenant's keys' requests.
+async fn the_tenants_plan_and_limits_apply() {
+    let fixture = Fixture::new();
+    let plans = MemoryEntitlements::new();
+    let quota = Quota {
+        limit: 3,
+        period: QuotaPeriod::Month,
+    };
+    plans.set(
+        "acme",
+        TenantEntitlements::active(Plan {
+            name: "small".into(),
+            quota: Some(quota),
+            ..Plan::default()
+        }),
+    );
+    let verifier = dev(Verifier::builder(fixture.store.clone()).entitlements(plans.clone()));
+    let addr = serve_app(verifier, KeyManager::builder(fixture.store.clone()).build()).await;
+
+    let keyed = get_as(addr, &[("x-api-key", fixture.writer.expose_secret())]).await;
+    assert_eq!(keyed.status, StatusCode::OK);
+    assert_eq!(quota_left(&keyed), 2);
+    for left in [1, 0] {
+        let named = get_as(addr, &[("x-tenant-id", "acme")]).await;
+        assert_eq!(named.status, StatusCode::OK);
+        assert_eq!(named.json(), whoami("acme", "dev", "test", true));
+        assert_eq!(quota_left(&named), left);
+    }
+    // The quota is used up: by the header as by the key.
+    let exhausted = envelope("FORBIDDEN", "Quota exhausted for the current period");
+    let named = get_as(addr, &[("x-tenant-id", "acme")]).await;
+    assert_eq!(named.status, StatusCode::FORBIDDEN);
+    assert_eq!(named.json(), exhausted);
+    let keyed = get_as(addr, &[("x-api-key", fixture.writer.expose_secret())]).await;
+    assert_eq!(keyed.status, StatusCode::FORBIDDEN);
+    assert_eq!(keyed.json(), exhausted);
+
+    // A tenant with no plan, and a suspended one, are refused as their keys would be.
+    let unknown = get_as(addr, &[("x-tenant-id", "demo")]).await;
+    assert_eq!(unknown.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        unknown.json(),
+        envelope("FORBIDDEN", "Tenant has no active plan")
+    );
+    plans.set("demo", TenantEntitlements::active(Plan::default()));
+    assert_eq!(
+        get_as(addr, &[("x-tenant-id", "demo")]).await.status,
+        StatusCode::OK
+    );
+    plans.suspend("demo");
+    let suspended = get_as(addr, &[("x-tenant-id", "demo")]).await;
+    assert_eq!(suspended.status, StatusCode::FORBIDDEN);
+    assert_eq!(suspended.json(), envelope("FORBIDDEN", "Tenant suspended"));
 }
 
 /// A public route authenticates nothing, so it must not read a tenant from the header either:
