@@ -372,22 +372,23 @@ impl KeyManager {
         max_active: Option<usize>,
         action: AuditAction,
     ) -> Result<(), ManageError> {
-        let audited = KeyInfo::from(&record);
-        let actor = actor.to_owned();
         let manager = self.clone();
+        let late = LateWrite {
+            actor: actor.to_owned(),
+            tenant_id: record.tenant_id.clone(),
+            key: KeyInfo::from(&record),
+            rotated: None,
+        };
         self.commit(async move {
-            let tenant_id = record.tenant_id.clone();
             let store = manager.inner.store.clone();
-            let insert = async move { store.insert(record, max_active).await };
-            let late = LateWrite {
-                actor: actor.clone(),
-                tenant_id: tenant_id.clone(),
-                key: audited.clone(),
-                rotated: None,
+            // The write hands its `LateWrite` back with its answer (see `withdraw`).
+            let insert = async move {
+                store.insert(record, max_active).await?;
+                Ok(late)
             };
             let late_manager = manager.clone();
-            manager
-                .seen_through(insert, move |()| async move {
+            let written = manager
+                .seen_through(insert, move |late: LateWrite| async move {
                     if action == AuditAction::Issue {
                         // Nobody got the secret.
                         late.undo(&late_manager).await;
@@ -400,7 +401,8 @@ impl KeyManager {
                     }
                 })
                 .await?;
-            manager.audit(&actor, &tenant_id, action, &audited).await;
+            let (actor, tenant_id) = (&written.actor, &written.tenant_id);
+            manager.audit(actor, tenant_id, action, &written.key).await;
             Ok(())
         })
         .await
@@ -844,34 +846,30 @@ impl KeyManager {
         let manager = self.clone();
         let undone = self
             .commit(async move {
+                // The undo hands its `LateWrite` back with its answer, to whichever of the two
+                // paths below gets that answer: no copy of it is kept for the other.
                 let undo = {
                     let manager = manager.clone();
-                    let taken_back = taken_back.clone();
-                    async move { taken_back.try_undo(&manager).await }
+                    async move {
+                        let undone = taken_back.try_undo(&manager).await?;
+                        Ok((taken_back, undone))
+                    }
                 };
                 // Seen through, as a revocation is: a withdrawal that lands after the timeout
                 // stands, and the audit trail must still say why the key is revoked.
                 let late_manager = manager.clone();
-                let late = taken_back.clone();
-                let undone = manager
-                    .seen_through(undo, move |undone: Undone| async move {
-                        if undone != Undone::Not {
-                            late_manager
-                                .audit_late(
-                                    &late.actor,
-                                    &late.tenant_id,
-                                    AuditAction::Withdraw,
-                                    &late.key,
-                                )
-                                .await;
-                        }
-                    })
+                let (taken_back, undone) = manager
+                    .seen_through(
+                        undo,
+                        move |(late, undone): (LateWrite, Undone)| async move {
+                            if undone != Undone::Not {
+                                late.audit_withdrawal(&late_manager, true).await;
+                            }
+                        },
+                    )
                     .await?;
                 if undone != Undone::Not {
-                    let (actor, tenant_id) = (&taken_back.actor, &taken_back.tenant_id);
-                    manager
-                        .audit(actor, tenant_id, AuditAction::Withdraw, &taken_back.key)
-                        .await;
+                    taken_back.audit_withdrawal(&manager, false).await;
                 }
                 Ok(undone)
             })
@@ -972,7 +970,6 @@ type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// What a write that hands out a secret made, when it may land after its caller was told it
 /// failed.
-#[derive(Clone)]
 struct LateWrite {
     actor: String,
     tenant_id: String,
@@ -1015,6 +1012,20 @@ impl LateWrite {
                     return self.record(manager, Undone::Not).await;
                 }
             }
+        }
+    }
+
+    /// The audit event of a withdrawal of this write, landed `late` or not.
+    async fn audit_withdrawal(&self, manager: &KeyManager, late: bool) {
+        let (actor, tenant_id, key) = (&self.actor, &self.tenant_id, &self.key);
+        if late {
+            manager
+                .audit_late(actor, tenant_id, AuditAction::Withdraw, key)
+                .await;
+        } else {
+            manager
+                .audit(actor, tenant_id, AuditAction::Withdraw, key)
+                .await;
         }
     }
 
