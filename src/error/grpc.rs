@@ -1,5 +1,5 @@
 use bytes::Bytes;
-use http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, TE};
 use http::{HeaderValue, Method, Response, StatusCode, Version};
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 
@@ -45,9 +45,11 @@ pub fn grpc_response(error: &AuthError) -> Response<Bytes> {
 /// type is `application/grpc`, optionally followed by `+proto`, `+json` or parameters, or a
 /// grpc-web call: a `POST` of any HTTP version (browsers and tonic-web's clients use HTTP/1.1)
 /// whose content type is `application/grpc-web` or `application/grpc-web-text`, likewise
-/// followed or not. Anything else, such as an HTTP/1.1 `GET` that claims a gRPC content type, is
-/// plain HTTP and is refused with a real 4xx/5xx status, which monitoring sees as the failure it
-/// is.
+/// followed or not. An HTTP/1.1 `POST` of `application/grpc` that asks for trailers
+/// (`TE: trailers`) is a gRPC call too: it is what a grpc-web call becomes behind a layer that
+/// translates it (tonic-web's `GrpcWebLayer`), which turns the gRPC refusal back into grpc-web.
+/// Anything else, such as an HTTP/1.1 `GET` that claims a gRPC content type, is plain HTTP and
+/// is refused with a real 4xx/5xx status, which monitoring sees as the failure it is.
 ///
 /// ```
 /// use keygate::error::is_grpc;
@@ -65,6 +67,14 @@ pub fn grpc_response(error: &AuthError) -> Response<Bytes> {
 ///     .body(())
 ///     .unwrap();
 /// assert!(is_grpc(&RequestHead::from(&web)));
+///
+/// // A grpc-web call as tonic-web hands it on: HTTP/1.1, `application/grpc`, `TE: trailers`.
+/// let translated = http::Request::post("/grpc.health.v1.Health/Check")
+///     .header("content-type", "application/grpc")
+///     .header("te", "trailers")
+///     .body(())
+///     .unwrap();
+/// assert!(is_grpc(&RequestHead::from(&translated)));
 ///
 /// let get = http::Request::get("/").header("content-type", "application/grpc").body(()).unwrap();
 /// assert!(!is_grpc(&RequestHead::from(&get)));
@@ -96,11 +106,24 @@ fn protocol(head: &RequestHead<'_>) -> Option<&'static str> {
         Some("application/grpc-web-text")
     } else if media_type_is(content_type, b"application/grpc-web") {
         Some("application/grpc-web")
-    } else if head.version == Version::HTTP_2 && media_type_is(content_type, b"application/grpc") {
+    } else if media_type_is(content_type, b"application/grpc")
+        && (head.version == Version::HTTP_2 || asks_for_trailers(head.headers))
+    {
         Some("application/grpc")
     } else {
         None
     }
+}
+
+/// Whether a `TE` field lists `trailers`, which gRPC calls send and plain HTTP/1.1 clients have
+/// no use for (RFC 9110, section 10.1.4: a comma-separated list, case-insensitive).
+fn asks_for_trailers(headers: &http::HeaderMap) -> bool {
+    headers.get_all(TE).iter().any(|value| {
+        value
+            .as_bytes()
+            .split(|b| *b == b',')
+            .any(|item| item.trim_ascii().eq_ignore_ascii_case(b"trailers"))
+    })
 }
 
 /// Whether `value` is `media_type`, alone or followed by a `+suffix` or parameters.

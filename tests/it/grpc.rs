@@ -260,11 +260,11 @@ async fn grpc_refusal_is_trailers_only_http_200() {
     }
 }
 
-/// Only an HTTP/2 POST with a gRPC content type is answered gRPC-style (HTTP 200 and
-/// `grpc-status`). Any other request that claims the content type is plain HTTP and gets a real
-/// 401, which monitoring counts as a failure.
+/// Only a POST with a gRPC content type, over HTTP/2 or asking for trailers, is answered
+/// gRPC-style (HTTP 200 and `grpc-status`). Any other request that claims the content type is
+/// plain HTTP and gets a real 401, which monitoring counts as a failure.
 #[tokio::test]
-async fn grpc_style_only_for_http2_post() {
+async fn grpc_style_only_for_grpc_posts() {
     use axum::routing::any;
     let fixture = Fixture::new();
     let app = axum::Router::new()
@@ -298,6 +298,22 @@ async fn grpc_style_only_for_http2_post() {
             "HTTP/2 POST, JSON",
             send_tcp_h2(addr, request(http::Method::POST, "application/json")).await,
         ),
+        (
+            "HTTP/1.1 GET asking for trailers",
+            send_tcp(
+                addr,
+                with_te(request(http::Method::GET, "application/grpc")),
+            )
+            .await,
+        ),
+        (
+            "HTTP/1.1 POST, JSON, asking for trailers",
+            send_tcp(
+                addr,
+                with_te(request(http::Method::POST, "application/json")),
+            )
+            .await,
+        ),
     ];
     for (name, reply) in plain {
         assert_eq!(reply.status, 401, "{name}");
@@ -307,13 +323,39 @@ async fn grpc_style_only_for_http2_post() {
         assert_eq!(reply.headers["cache-control"], "no-store", "{name}");
         assert!(reply.headers.get("grpc-status").is_none(), "{name}");
     }
-    let grpc = send_tcp_h2(addr, request(http::Method::POST, "application/grpc")).await;
-    assert_eq!(grpc.status, 200);
-    assert_eq!(grpc.headers["content-type"], "application/grpc");
-    assert_eq!(grpc.headers["grpc-status"], "16");
-    assert_eq!(grpc.headers["grpc-message"], GRPC_MISSING);
-    assert_eq!(grpc.headers["cache-control"], "no-store");
-    assert!(grpc.body.is_empty());
+    // HTTP/2, or HTTP/1.1 asking for trailers as gRPC does (what a grpc-web call becomes behind
+    // a layer that translates it; `TE` is a list, its items case-insensitive).
+    let grpc = [
+        (
+            "HTTP/2 POST",
+            send_tcp_h2(addr, request(http::Method::POST, "application/grpc")).await,
+        ),
+        (
+            "HTTP/1.1 POST asking for trailers",
+            send_tcp(
+                addr,
+                with_te(request(http::Method::POST, "application/grpc")),
+            )
+            .await,
+        ),
+    ];
+    for (name, reply) in grpc {
+        assert_eq!(reply.status, 200, "{name}");
+        assert_eq!(reply.headers["content-type"], "application/grpc", "{name}");
+        assert_eq!(reply.headers["grpc-status"], "16", "{name}");
+        assert_eq!(reply.headers["grpc-message"], GRPC_MISSING, "{name}");
+        assert_eq!(reply.headers["cache-control"], "no-store", "{name}");
+        assert!(reply.body.is_empty(), "{name}");
+    }
+}
+
+/// `request` with `TE: deflate, Trailers`.
+fn with_te(mut request: http::Request<String>) -> http::Request<String> {
+    request.headers_mut().insert(
+        http::header::TE,
+        http::HeaderValue::from_static("deflate, Trailers"),
+    );
+    request
 }
 
 /// A grpc-web call (`application/grpc-web…`, over HTTP/1.1 as browsers and tonic-web's
@@ -414,6 +456,72 @@ async fn grpc_web_refusal_is_trailers_only_http_200() {
     .await;
     assert_eq!(other.status, 401);
     assert!(other.headers.get("grpc-status").is_none());
+}
+
+/// Behind tonic-web's `GrpcWebLayer` (rather than outside it), keygate sees a grpc-web call as
+/// tonic-web hands it on: an HTTP/1.1 `POST` of `application/grpc` with `TE: trailers`. It
+/// refuses it the gRPC way, which tonic-web turns back into grpc-web: the browser's client reads
+/// `UNAUTHENTICATED` and the message, not a JSON 401 in a grpc-web content type.
+#[tokio::test]
+async fn grpc_web_behind_tonic_web() {
+    let fixture = Fixture::new();
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter
+        .set_service_status("", tonic_health::ServingStatus::Serving)
+        .await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let auth = AuthLayer::new(Verifier::builder(fixture.store.clone()).build());
+    // tonic-web's layer takes a service answering tonic's own body type.
+    let tonic_body = tower::util::MapResponseLayer::new(
+        |response: http::Response<keygate::layer::AuthBody<tonic::body::Body>>| {
+            response.map(tonic::body::Body::new)
+        },
+    );
+    tokio::spawn(async move {
+        let _keep = reporter;
+        tonic::transport::Server::builder()
+            .accept_http1(true)
+            .layer(tonic_web::GrpcWebLayer::new())
+            .layer(tonic_body)
+            .layer(auth)
+            .add_service(health)
+            .serve_with_incoming(TcpIncoming::from(listener))
+            .await
+            .unwrap();
+    });
+    // A health check over HTTP/1.1 as a browser sends it: one empty message, framed.
+    let call = |key: Option<&str>| {
+        let mut req = http::Request::post("/grpc.health.v1.Health/Check")
+            .header("content-type", "application/grpc-web+proto")
+            .header("x-grpc-web", "1");
+        if let Some(key) = key {
+            req = req.header("x-api-key", key);
+        }
+        req.body("\0\0\0\0\0".to_owned()).unwrap()
+    };
+
+    let refused = send_tcp(addr, call(None)).await;
+    assert_eq!(refused.status, 200);
+    assert_eq!(
+        refused.headers["content-type"],
+        "application/grpc-web+proto"
+    );
+    assert_eq!(refused.headers["grpc-status"], "16");
+    assert_eq!(refused.headers["grpc-message"], GRPC_MISSING);
+    assert_eq!(refused.headers["cache-control"], "no-store");
+    assert!(refused.body.is_empty(), "{:?}", refused.body);
+
+    // A key passes through both layers to the service, which answers in grpc-web frames: the
+    // message (`status: SERVING`), then the trailers with `grpc-status:0`.
+    let served = send_tcp(addr, call(Some(fixture.reader.expose_secret()))).await;
+    assert_eq!(served.status, 200);
+    assert_eq!(served.headers["content-type"], "application/grpc-web+proto");
+    let (message, trailers) = served.body.split_at(7);
+    assert_eq!(message, b"\0\0\0\0\x02\x08\x01");
+    assert_eq!(trailers[0], 0x80, "{:?}", served.body);
+    let trailers = String::from_utf8_lossy(&trailers[5..]).to_lowercase();
+    assert!(trailers.contains("grpc-status:0"), "{trailers:?}");
 }
 
 /// tonic keeps the peer address in its own extension (`TcpConnectInfo`), which keygate does
