@@ -491,3 +491,18 @@ async fn abandon_after<F: std::future::Future>(write: F, spin: std::time::Durati
         std::thread::sleep(std::time::Duration::from_micros(5));
     }
 }
+
+/// A tonic health service reporting `SERVING`, the reporter that keeps it so (hold it while the
+/// server runs), and a loopback listener for the server.
+pub async fn serving_health() -> (
+    tonic_health::server::HealthReporter,
+    tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
+    tokio::net::TcpListener,
+) {
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter
+        .set_service_status("", tonic_health::ServingStatus::Serving)
+        .await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    (reporter, health, listener)
+}

@@ -25,11 +25,7 @@ async fn serve_grpc(auth: AuthLayer, seen: Seen) -> std::net::SocketAddr {
 async fn serve_grpc_with(auth: AuthLayer, seen: Seen, copy_peer: bool) -> std::net::SocketAddr {
     use keygate::request::ClientAddr;
     use tonic::transport::server::TcpConnectInfo;
-    let (reporter, health) = tonic_health::server::health_reporter();
-    reporter
-        .set_service_status("", tonic_health::ServingStatus::Serving)
-        .await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (reporter, health, listener) = serving_health().await;
     let addr = listener.local_addr().unwrap();
     let probe = tower::layer::layer_fn(move |inner| {
         let seen = seen.clone();
@@ -266,6 +262,7 @@ async fn grpc_refusal_is_trailers_only_http_200() {
 #[tokio::test]
 async fn grpc_style_only_for_grpc_posts() {
     use axum::routing::any;
+    use http::Method;
     let fixture = Fixture::new();
     let app = axum::Router::new()
         .route("/grpc.health.v1.Health/Check", any(|| async { "ok" }))
@@ -273,49 +270,36 @@ async fn grpc_style_only_for_grpc_posts() {
             Verifier::builder(fixture.store.clone()).build(),
         ));
     let addr = serve(app).await;
-    let request = |method: http::Method, content_type: &str| {
-        http::Request::builder()
+    // (HTTP/2, method, content type, `TE: deflate, Trailers`): `TE` is a list, its items
+    // case-insensitive.
+    let send = |(h2, method, content_type, te): (bool, Method, &str, bool)| {
+        let mut request = http::Request::builder()
             .method(method)
             .uri("/grpc.health.v1.Health/Check")
-            .header("content-type", content_type)
-            .body(String::new())
-            .unwrap()
+            .header("content-type", content_type);
+        if te {
+            request = request.header(http::header::TE, "deflate, Trailers");
+        }
+        let request = request.body(String::new()).unwrap();
+        async move {
+            if h2 {
+                send_tcp_h2(addr, request).await
+            } else {
+                send_tcp(addr, request).await
+            }
+        }
     };
     let plain = [
-        (
-            "HTTP/1.1 GET",
-            send_tcp(addr, request(http::Method::GET, "application/grpc")).await,
-        ),
-        (
-            "HTTP/1.1 POST",
-            send_tcp(addr, request(http::Method::POST, "application/grpc")).await,
-        ),
-        (
-            "HTTP/2 GET",
-            send_tcp_h2(addr, request(http::Method::GET, "application/grpc")).await,
-        ),
-        (
-            "HTTP/2 POST, JSON",
-            send_tcp_h2(addr, request(http::Method::POST, "application/json")).await,
-        ),
-        (
-            "HTTP/1.1 GET asking for trailers",
-            send_tcp(
-                addr,
-                with_te(request(http::Method::GET, "application/grpc")),
-            )
-            .await,
-        ),
-        (
-            "HTTP/1.1 POST, JSON, asking for trailers",
-            send_tcp(
-                addr,
-                with_te(request(http::Method::POST, "application/json")),
-            )
-            .await,
-        ),
+        (false, Method::GET, "application/grpc", false),
+        (false, Method::POST, "application/grpc", false),
+        (true, Method::GET, "application/grpc", false),
+        (true, Method::POST, "application/json", false),
+        (false, Method::GET, "application/grpc", true),
+        (false, Method::POST, "application/json", true),
     ];
-    for (name, reply) in plain {
+    for case in plain {
+        let name = format!("{case:?}");
+        let reply = send(case).await;
         assert_eq!(reply.status, 401, "{name}");
         assert_eq!(reply.json(), envelope("UNAUTHORIZED", MISSING), "{name}");
         assert_eq!(reply.headers["content-type"], "application/json", "{name}");
@@ -324,22 +308,14 @@ async fn grpc_style_only_for_grpc_posts() {
         assert!(reply.headers.get("grpc-status").is_none(), "{name}");
     }
     // HTTP/2, or HTTP/1.1 asking for trailers as gRPC does (what a grpc-web call becomes behind
-    // a layer that translates it; `TE` is a list, its items case-insensitive).
+    // a layer that translates it).
     let grpc = [
-        (
-            "HTTP/2 POST",
-            send_tcp_h2(addr, request(http::Method::POST, "application/grpc")).await,
-        ),
-        (
-            "HTTP/1.1 POST asking for trailers",
-            send_tcp(
-                addr,
-                with_te(request(http::Method::POST, "application/grpc")),
-            )
-            .await,
-        ),
+        (true, Method::POST, "application/grpc", false),
+        (false, Method::POST, "application/grpc", true),
     ];
-    for (name, reply) in grpc {
+    for case in grpc {
+        let name = format!("{case:?}");
+        let reply = send(case).await;
         assert_eq!(reply.status, 200, "{name}");
         assert_eq!(reply.headers["content-type"], "application/grpc", "{name}");
         assert_eq!(reply.headers["grpc-status"], "16", "{name}");
@@ -347,15 +323,6 @@ async fn grpc_style_only_for_grpc_posts() {
         assert_eq!(reply.headers["cache-control"], "no-store", "{name}");
         assert!(reply.body.is_empty(), "{name}");
     }
-}
-
-/// `request` with `TE: deflate, Trailers`.
-fn with_te(mut request: http::Request<String>) -> http::Request<String> {
-    request.headers_mut().insert(
-        http::header::TE,
-        http::HeaderValue::from_static("deflate, Trailers"),
-    );
-    request
 }
 
 /// A grpc-web call (`application/grpc-web…`, over HTTP/1.1 as browsers and tonic-web's
@@ -465,11 +432,7 @@ async fn grpc_web_refusal_is_trailers_only_http_200() {
 #[tokio::test]
 async fn grpc_web_behind_tonic_web() {
     let fixture = Fixture::new();
-    let (reporter, health) = tonic_health::server::health_reporter();
-    reporter
-        .set_service_status("", tonic_health::ServingStatus::Serving)
-        .await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (reporter, health, listener) = serving_health().await;
     let addr = listener.local_addr().unwrap();
     let auth = AuthLayer::new(Verifier::builder(fixture.store.clone()).build());
     // tonic-web's layer takes a service answering tonic's own body type.

@@ -504,11 +504,7 @@ async fn grpc_codes_for_limits() {
         .entitlements(plans.clone())
         .limiter(limiter)
         .build();
-    let (reporter, health) = tonic_health::server::health_reporter();
-    reporter
-        .set_service_status("", tonic_health::ServingStatus::Serving)
-        .await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (reporter, health, listener) = serving_health().await;
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         let _keep = reporter;
