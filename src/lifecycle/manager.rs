@@ -863,13 +863,19 @@ impl KeyManager {
                         undo,
                         move |(late, undone): (LateWrite, Undone)| async move {
                             if undone != Undone::Not {
-                                late.audit_withdrawal(&late_manager, true).await;
+                                let (actor, tenant_id) = (&late.actor, &late.tenant_id);
+                                late_manager
+                                    .audit_late(actor, tenant_id, AuditAction::Withdraw, &late.key)
+                                    .await;
                             }
                         },
                     )
                     .await?;
                 if undone != Undone::Not {
-                    taken_back.audit_withdrawal(&manager, false).await;
+                    let (actor, tenant_id) = (&taken_back.actor, &taken_back.tenant_id);
+                    manager
+                        .audit(actor, tenant_id, AuditAction::Withdraw, &taken_back.key)
+                        .await;
                 }
                 Ok(undone)
             })
@@ -1012,20 +1018,6 @@ impl LateWrite {
                     return self.record(manager, Undone::Not).await;
                 }
             }
-        }
-    }
-
-    /// The audit event of a withdrawal of this write, landed `late` or not.
-    async fn audit_withdrawal(&self, manager: &KeyManager, late: bool) {
-        let (actor, tenant_id, key) = (&self.actor, &self.tenant_id, &self.key);
-        if late {
-            manager
-                .audit_late(actor, tenant_id, AuditAction::Withdraw, key)
-                .await;
-        } else {
-            manager
-                .audit(actor, tenant_id, AuditAction::Withdraw, key)
-                .await;
         }
     }
 
