@@ -26,13 +26,14 @@ use keygate::{AuthLayer, Verifier};
 mod support;
 use support::{auth_app, hello_app, pipeline_app, request_ok, store_and_floor_with};
 
-/// The sides, in the order each round runs them; keygate's two each follow their floor.
-const SIDES: [&str; 6] = [
+/// The sides, in the order each round runs them; keygate's two each follow their floors.
+const SIDES: [&str; 7] = [
     "no_auth",
     "floor",
     "floor_checked",
     "auth",
     "floor_limits",
+    "floor_limits_checked",
     "pipeline",
 ];
 
@@ -41,7 +42,11 @@ const SIDES: [&str; 6] = [
 const BREAKDOWN: [&str; 3] = ["plan_no_limits", "limits_no_headers", "x_headers_only"];
 
 /// keygate's sides and the floor each is measured against.
-const AGAINST_FLOOR: [(&str, &str); 2] = [("auth", "floor_checked"), ("pipeline", "floor_limits")];
+const AGAINST_FLOOR: [(&str, &str); 3] = [
+    ("auth", "floor_checked"),
+    ("pipeline", "floor_limits"),
+    ("pipeline", "floor_limits_checked"),
+];
 
 fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -65,6 +70,7 @@ fn main() {
         floors.checked_app(),
         auth_app(store.clone()),
         floors.limits_app(),
+        floors.checked_limits_app(),
         pipeline_app(store.clone(), LimitHeaders::All),
     ];
     if std::env::var("INTERLEAVED_BREAKDOWN").as_deref() == Ok("1") {

@@ -11,13 +11,16 @@
 //! order keep a shared machine's drift out of the ratios.
 //!
 //! The floors beside keygate's sides (`support/floor.rs`, `support/floor_limits.rs`): the bare
-//! floor, the checked floor (the same with keygate's key checks) and the floor of the full
-//! pipeline (the checked floor with two limits and the same five limit headers).
+//! floor, the checked floor (the same with keygate's key checks), the floor of the full
+//! pipeline (the checked floor with two limits and the same five limit headers) and its checked
+//! version (the limits as keygate's contract asks: the plan read per request, state for any
+//! tenant, all-or-nothing, the calendar month).
 //!
 //! Environment: `LOAD_ROUNDS` (default 20), `LOAD_SECONDS` per side and round (default 2),
 //! `LOAD_CONNECTIONS` (default 32), `LOAD_PAIRED=1` (each side's run follows a run of no auth
 //! of its own, and its ratio is to that one: for a machine whose speed drifts within a round),
-//! `LOAD_ONLY` (`plain`, `floor`, `floor-checked`, `floor-limits`, `keygate`, `auth`,
+//! `LOAD_ONLY` (`plain`, `floor`, `floor-checked`, `floor-limits`, `floor-limits-checked`,
+//! `keygate`, `auth`,
 //! `headers`, `x-headers`, or a shared limiter's side by name such as `keygate-sql-quota`: load one side once, for profiling), `LOAD_BREAKDOWN=1` (two more sides: no
 //! auth but the handler returns the same five limit headers, and keygate's full pipeline
 //! sending only the `X-RateLimit-*` headers).
@@ -412,6 +415,7 @@ fn main() {
             "floor" => serve(&rt, floor.app()),
             "floor-checked" => serve(&rt, floor.checked_app()),
             "floor-limits" => serve(&rt, floor.limits_app()),
+            "floor-limits-checked" => serve(&rt, floor.checked_limits_app()),
             "auth" => serve(&rt, auth_app(store)),
             "headers" => serve(&rt, plain_with_headers_app()),
             "keygate" => guarded,
@@ -423,7 +427,7 @@ fn main() {
                     .find(|(name, _)| *name == other);
                 let Some((_, app)) = found else {
                     panic!(
-                        "LOAD_ONLY must be plain, floor, floor-checked, floor-limits, keygate, auth, headers, x-headers or a shared limiter's side (keygate-sql-quota, keygate-pg-quota, keygate-redis), not {other:?}"
+                        "LOAD_ONLY must be plain, floor, floor-checked, floor-limits, floor-limits-checked, keygate, auth, headers, x-headers or a shared limiter's side (keygate-sql-quota, keygate-pg-quota, keygate-redis), not {other:?}"
                     )
                 };
                 serve(&rt, app)
@@ -443,6 +447,10 @@ fn main() {
         ("floor-checked", serve(&rt, floor.checked_app())),
         ("keygate-auth-only", serve(&rt, auth_app(store.clone()))),
         ("floor-limits", serve(&rt, floor.limits_app())),
+        (
+            "floor-limits-checked",
+            serve(&rt, floor.checked_limits_app()),
+        ),
         ("keygate", guarded),
     ];
     // Every floor and keygate's authentication must admit the key, and the floor of the full
@@ -457,12 +465,14 @@ fn main() {
         get_ok(side(name).unwrap(), key);
     }
     let floors = check_headers(side("floor-limits").unwrap(), key);
+    let checked = check_headers(side("floor-limits-checked").unwrap(), key);
     let names = |h: &[String]| -> Vec<String> {
         h.iter()
             .map(|l| l.split(':').next().unwrap_or_default().to_owned())
             .collect()
     };
     assert_eq!(names(&ours), names(&floors));
+    assert_eq!(names(&ours), names(&checked));
     println!(
         "limit headers, keygate:\n  {}\nthe floor of the full pipeline:\n  {}",
         ours.join("\n  "),

@@ -2,7 +2,9 @@
 # Instructions per request through an axum router in process (no network), with no auth, with
 # the hand-written floor (benches/support/floor.rs), with the same floor doing keygate's key
 # checks, with keygate's authentication, with the hand-written floor of the full pipeline
-# (benches/support/floor_limits.rs), and with keygate's full pipeline, counted by callgrind:
+# (benches/support/floor_limits.rs), with the same floor keeping keygate's contract for limits
+# (checked: the plan read per request, state for any tenant, all-or-nothing, the calendar month),
+# and with keygate's full pipeline, counted by callgrind:
 # repeatable where timings on a shared machine are not.
 # Installs valgrind if needed. Usage: scripts/instructions.sh (SIDES="auth floor" for some sides)
 #
@@ -24,7 +26,7 @@ count() { # side requests -> the totals callgrind collected (Ir, then the cache 
   valgrind --tool=callgrind "${sim[@]}" --callgrind-out-file="$out/$1.$2.out" "$bin" "$1" "$2" 2>&1 \
     | sed -n 's/.*Collected : \([0-9 ]*\).*/\1/p'
 }
-for side in ${SIDES:-no_auth floor floor_checked auth floor_limits pipeline}; do
+for side in ${SIDES:-no_auth floor floor_checked auth floor_limits floor_limits_checked pipeline}; do
   read -r -a small <<<"$(count "$side" 1000)"
   read -r -a large <<<"$(count "$side" 3000)"
   per() { echo $(((large[$1] - small[$1]) / 2000)); }

@@ -9,13 +9,24 @@
 //! and axum's `content-length`. No plan lookup (the
 //! limits are fixed), no per-key limit, no metrics; a refusal is a bare 401 or 429;
 //! the month's end is computed once, at start.
+//!
+//! With `checked` (side `floor_limits_checked`), the limits also keep what keygate's contract
+//! asks of any limiter, each in the least way, as the checked floor does for the key: the
+//! tenant's plan read on every request from a map that may change at any time (a tenant without
+//! one is refused, 403), limit state for any tenant created on its first request and dropped
+//! again once idle (memory follows the active tenants), both limits checked before either is
+//! consumed (a request the quota refuses uses no rate limit), and the quota's calendar month
+//! taken from the wall clock, starting over when it ends. One lock for the plans, 64 for the
+//! states; no pluggable plan source, limiter or clock, no `Usage` in between. The two constant
+//! header values are the bare floor's (the bench has one plan).
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::hash::BuildHasher;
 use std::ops::Range;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::task::{Context, Poll};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -40,6 +51,9 @@ struct TenantLimits {
 }
 
 struct Shared {
+    /// The checked floor's limits; `None` for the bare floor of the full pipeline, which counts
+    /// in the `TenantLimits` each key's entry holds.
+    checked: Option<CheckedLimits>,
     format: KeyFormat,
     keys: ByDigest<(Tenant, Arc<TenantLimits>)>,
     epoch: Instant,
@@ -59,17 +73,24 @@ struct Shared {
 pub(crate) struct FloorLimitsLayer(Arc<Shared>);
 
 impl FloorLimitsLayer {
+    /// With `checked`, the limits of the checked floor (module docs): every tenant of
+    /// `records` gets the plan of `limit` and `quota`.
     pub(crate) fn new(
         records: impl IntoIterator<Item = KeyRecord>,
         limit: u32,
         quota: u64,
+        checked: bool,
     ) -> Self {
         let mut tenants: HashMap<String, Arc<TenantLimits>> = HashMap::new();
         let keys = records.into_iter().map(|r| {
             let limits = tenants.entry(r.tenant_id.clone()).or_default().clone();
             (r.digest, (Tenant::new(Arc::new(r)), limits))
         });
-        let keys = keys.collect();
+        let keys: ByDigest<_> = keys.collect();
+        let checked = checked.then(|| {
+            let plan = CheckedPlan::new(u64::from(limit), NANOS, quota);
+            CheckedLimits::new(tenants.keys().map(|t| (t.clone(), plan)))
+        });
         let epoch_unix = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap()
@@ -79,6 +100,7 @@ impl FloorLimitsLayer {
         // Leaked once: a `'static` header value clones for free.
         let leak = |s: String| HeaderValue::from_static(Box::leak(s.into_boxed_str()));
         FloorLimitsLayer(Arc::new(Shared {
+            checked,
             format: KeyFormat::default(),
             keys,
             epoch: Instant::now(),
@@ -126,10 +148,147 @@ struct Values {
     state: HeaderValue,
 }
 
+/// A tenant's plan as the checked floor keeps it: the rate limit's interval and burst in
+/// nanoseconds (as keygate counts them: the interval rounded up, so that no window admits more
+/// than the limit) and the monthly quota.
+#[derive(Clone, Copy)]
+struct CheckedPlan {
+    interval: u64,
+    capacity: u64,
+    quota: u64,
+}
+
+impl CheckedPlan {
+    fn new(limit: u64, window: u64, quota: u64) -> Self {
+        let interval = window.div_ceil(limit.max(1));
+        CheckedPlan {
+            interval,
+            capacity: interval * limit,
+            quota,
+        }
+    }
+}
+
+/// One tenant's limit state in the checked floor.
+#[derive(Default)]
+struct CheckedState {
+    /// The rate limit's theoretical arrival time, in ns since the Unix epoch.
+    tat: u64,
+    /// The quota's use in the month that ends at `month_end` (Unix seconds).
+    used: u64,
+    month_end: u64,
+}
+
+impl CheckedState {
+    /// Whether this state decides as a fresh one would from `now` on: the rate limit full
+    /// again and no quota counted in a month still running.
+    fn is_idle(&self, now: u64) -> bool {
+        self.tat <= now && (self.used == 0 || now / NANOS >= self.month_end)
+    }
+
+    /// Both limits checked at `now` (ns since the Unix epoch), then both consumed, or neither.
+    fn count(&mut self, plan: &CheckedPlan, now: u64) -> Result<Counted, StatusCode> {
+        let unix = now / NANOS;
+        if unix >= self.month_end {
+            self.used = 0;
+            self.month_end = QuotaPeriod::Month.bounds(unix).1;
+        }
+        let new_tat = self.tat.max(now) + plan.interval;
+        let ahead = new_tat - now;
+        if ahead > plan.capacity || self.used >= plan.quota {
+            return Err(StatusCode::TOO_MANY_REQUESTS);
+        }
+        self.tat = new_tat;
+        self.used += 1;
+        Ok(Counted {
+            remaining: (plan.capacity - ahead) / plan.interval,
+            reset_after: ahead.div_ceil(NANOS).max(1),
+            unix,
+            quota_remaining: plan.quota - self.used,
+            period_left: self.month_end - unix,
+        })
+    }
+}
+
+/// How many independently locked maps hold the states.
+const SHARDS: usize = 64;
+/// Every this many checks of a map, its idle states are dropped.
+const EVICT_EVERY: u32 = 64;
+
+type TenantMap<V> = HashMap<String, V, foldhash::fast::RandomState>;
+
+#[derive(Default)]
+struct StateShard {
+    states: TenantMap<CheckedState>,
+    checks: u32,
+}
+
+/// The checked floor's plans and limit states.
+struct CheckedLimits {
+    plans: RwLock<TenantMap<CheckedPlan>>,
+    shards: Box<[Mutex<StateShard>; SHARDS]>,
+    hasher: foldhash::fast::RandomState,
+}
+
+impl CheckedLimits {
+    fn new(plans: impl IntoIterator<Item = (String, CheckedPlan)>) -> Self {
+        CheckedLimits {
+            plans: RwLock::new(plans.into_iter().collect()),
+            shards: Box::new(std::array::from_fn(|_| Mutex::default())),
+            hasher: foldhash::fast::RandomState::default(),
+        }
+    }
+
+    /// Checks both of the tenant's limits at the wall clock's time and consumes them only if
+    /// both admit: 403 without a plan, 429 when a limit refuses.
+    fn count(&self, tenant_id: &str) -> Result<Counted, StatusCode> {
+        let plan = self
+            .plans
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(tenant_id)
+            .copied()
+            .ok_or(StatusCode::FORBIDDEN)?;
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        let index = (self.hasher.hash_one(tenant_id) >> 32) as usize % SHARDS;
+        let mut shard = self.shards[index]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let shard = &mut *shard;
+        shard.checks = shard.checks.wrapping_add(1);
+        if shard.checks.is_multiple_of(EVICT_EVERY) {
+            shard.states.retain(|_, state| !state.is_idle(now));
+        }
+        match shard.states.get_mut(tenant_id) {
+            Some(state) => state.count(&plan, now),
+            None => {
+                let mut state = CheckedState::default();
+                let counted = state.count(&plan, now);
+                shard.states.insert(tenant_id.to_owned(), state);
+                counted
+            }
+        }
+    }
+}
+
+/// What one admitted request leaves of the limits, for the headers.
+struct Counted {
+    remaining: u64,
+    /// Whole seconds until the rate limit is full again (at least 1).
+    reset_after: u64,
+    /// The time of the decision, in Unix seconds.
+    unix: u64,
+    quota_remaining: u64,
+    /// Seconds until the quota's period ends.
+    period_left: u64,
+}
+
 impl Shared {
-    /// Checks and counts both limits (the rate limit first, the quota only if it admits);
-    /// `None` when either refuses.
-    fn admit(&self, limits: &TenantLimits) -> Option<Values> {
+    /// The bare floor's count: the rate limit checked and consumed first, then the quota (a
+    /// request the quota refuses has used the rate limit); `None` when either refuses.
+    fn count(&self, limits: &TenantLimits) -> Option<Counted> {
         let now = self.epoch.elapsed().as_nanos() as u64;
         let mut tat = limits.tat.load(Ordering::Relaxed);
         let new_tat = loop {
@@ -153,47 +312,62 @@ impl Shared {
             return None;
         }
         let ahead = new_tat - now;
-        let remaining = (u128::from(self.window - ahead) * u128::from(self.limit)
-            / u128::from(self.window)) as u64;
-        let reset_after = ahead.div_ceil(NANOS).max(1);
         let unix = self.epoch_unix + now / NANOS;
-
-        let mut buf = [0u8; 160];
-        let mut len = 0;
-        let mut push = |s: &[u8]| -> Range<usize> {
-            let start = len;
-            buf[start..start + s.len()].copy_from_slice(s);
-            len += s.len();
-            start..len
-        };
-        let mut int = itoa::Buffer::new();
-        let remaining_at = push(int.format(remaining).as_bytes());
-        let reset_at = push(int.format(unix + reset_after).as_bytes());
-        let state_start = push(b"\"tenant\";r=").start;
-        push(int.format(remaining).as_bytes());
-        push(b";t=");
-        push(int.format(reset_after).as_bytes());
-        push(b", \"quota\";r=");
-        push(int.format(self.quota - used - 1).as_bytes());
-        push(b";t=");
-        let state_end = push(int.format(self.period_end_unix - unix).as_bytes()).end;
-        // One allocation (the buffer moves into it); the values are split off its front in
-        // order, the last is what is left: two reference counts, three releases.
-        let mut rest = Bytes::from_owner(Rendered { buf, len });
-        let mut value = |r: Range<usize>| {
-            let bytes = if r.len() == rest.len() {
-                std::mem::take(&mut rest)
-            } else {
-                rest.split_to(r.len())
-            };
-            HeaderValue::from_maybe_shared(bytes).ok()
-        };
-        Some(Values {
-            remaining: value(remaining_at)?,
-            reset: value(reset_at)?,
-            state: value(state_start..state_end)?,
+        Some(Counted {
+            remaining: (u128::from(self.window - ahead) * u128::from(self.limit)
+                / u128::from(self.window)) as u64,
+            reset_after: ahead.div_ceil(NANOS).max(1),
+            unix,
+            quota_remaining: self.quota - used - 1,
+            period_left: self.period_end_unix - unix,
         })
     }
+}
+
+/// The three header values that change per request, for `counted`.
+fn render(counted: &Counted) -> Option<Values> {
+    let Counted {
+        remaining,
+        reset_after,
+        unix,
+        quota_remaining,
+        period_left,
+    } = *counted;
+    let mut buf = [0u8; 160];
+    let mut len = 0;
+    let mut push = |s: &[u8]| -> Range<usize> {
+        let start = len;
+        buf[start..start + s.len()].copy_from_slice(s);
+        len += s.len();
+        start..len
+    };
+    let mut int = itoa::Buffer::new();
+    let remaining_at = push(int.format(remaining).as_bytes());
+    let reset_at = push(int.format(unix + reset_after).as_bytes());
+    let state_start = push(b"\"tenant\";r=").start;
+    push(int.format(remaining).as_bytes());
+    push(b";t=");
+    push(int.format(reset_after).as_bytes());
+    push(b", \"quota\";r=");
+    push(int.format(quota_remaining).as_bytes());
+    push(b";t=");
+    let state_end = push(int.format(period_left).as_bytes()).end;
+    // One allocation (the buffer moves into it); the values are split off its front in
+    // order, the last is what is left: two reference counts, three releases.
+    let mut rest = Bytes::from_owner(Rendered { buf, len });
+    let mut value = |r: Range<usize>| {
+        let bytes = if r.len() == rest.len() {
+            std::mem::take(&mut rest)
+        } else {
+            rest.split_to(r.len())
+        };
+        HeaderValue::from_maybe_shared(bytes).ok()
+    };
+    Some(Values {
+        remaining: value(remaining_at)?,
+        reset: value(reset_at)?,
+        state: value(state_start..state_end)?,
+    })
 }
 
 impl<S, B, R: Default> Service<Request<B>> for FloorLimits<S>
@@ -215,9 +389,18 @@ where
                 status: StatusCode::UNAUTHORIZED,
             };
         };
-        let Some(values) = self.0.admit(limits) else {
+        let counted = match &self.0.checked {
+            None => self.0.count(limits).ok_or(StatusCode::TOO_MANY_REQUESTS),
+            Some(checked) => checked.count(tenant.tenant_id()),
+        };
+        let rendered = match counted {
+            Ok(counted) => render(&counted),
+            Err(status) => return FloorLimitsFuture::Refused { status },
+        };
+        // Unreachable with the buffer's size: never send a truncated value.
+        let Some(values) = rendered else {
             return FloorLimitsFuture::Refused {
-                status: StatusCode::TOO_MANY_REQUESTS,
+                status: StatusCode::INTERNAL_SERVER_ERROR,
             };
         };
         let tenant = tenant.clone();

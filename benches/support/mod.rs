@@ -86,10 +86,22 @@ impl Floors {
     /// The floor of the full pipeline (`floor_limits.rs`) in front of [`hello_app`], with the
     /// limits of [`plan`].
     pub(crate) fn limits_app(&self) -> Router {
+        self.limits_app_with(false)
+    }
+
+    /// The checked floor of the full pipeline (`floor_limits.rs` with `checked`: the plan read
+    /// per request, state for any tenant, all-or-nothing, the calendar month) in front of
+    /// [`hello_app`], with the limits of [`plan`].
+    pub(crate) fn checked_limits_app(&self) -> Router {
+        self.limits_app_with(true)
+    }
+
+    fn limits_app_with(&self, checked: bool) -> Router {
         hello_app().layer(FloorLimitsLayer::new(
             self.0.iter().cloned(),
             u32::MAX,
             u64::MAX,
+            checked,
         ))
     }
 }
