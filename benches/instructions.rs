@@ -6,7 +6,8 @@
 //! Usage: `instructions <side> <requests>`, side `no_auth`, `floor` (the hand-written floor of
 //! `support/floor.rs`), `floor_checked` (the same with keygate's key checks), `floor_limits`
 //! (the floor of the full pipeline, `support/floor_limits.rs`), `floor_limits_checked` (the
-//! same with the limits keygate's contract asks for), `auth` or `pipeline` (as in the
+//! same with the limits keygate's contract asks for), `floor_keygate_headers` (that one with
+//! keygate's `LimitHeaders::apply` rendering its headers), `auth` or `pipeline` (as in the
 //! `layer/*` criterion benchmarks), or
 //! `sql_quota` (the pipeline with its quota leased from a SQLite ledger, feature `sqlite`: the
 //! leases' own work, on the blocking threads, is counted too). The script runs each side twice
@@ -25,7 +26,7 @@ mod support;
 use support::{auth_app, hello_app, pipeline_app, request_ok, store_and_floor_with};
 
 const USAGE: &str = "instructions: counts instructions per request under callgrind; run \
-     scripts/instructions.sh (usage: instructions <no_auth|floor|floor_checked|floor_limits|floor_limits_checked|auth|pipeline|sql_quota> <requests>)";
+     scripts/instructions.sh (usage: instructions <no_auth|floor|floor_checked|floor_limits|floor_limits_checked|floor_keygate_headers|auth|pipeline|sql_quota> <requests>)";
 
 fn main() {
     // `cargo bench` runs every bench target, with `--bench` and any filter it was given: only
@@ -42,6 +43,7 @@ fn main() {
                 | "floor_checked"
                 | "floor_limits"
                 | "floor_limits_checked"
+                | "floor_keygate_headers"
                 | "auth"
                 | "pipeline"
                 | "sql_quota"),
@@ -77,6 +79,7 @@ fn main() {
         "floor_checked" => floor.checked_app(),
         "floor_limits" => floor.limits_app(),
         "floor_limits_checked" => floor.checked_limits_app(),
+        "floor_keygate_headers" => floor.checked_limits_app_with_keygate_headers(),
         "auth" => auth_app(store),
         "sql_quota" => {
             limits::sides(&rt, store, ledger_dir.path())

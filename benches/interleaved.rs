@@ -8,9 +8,11 @@
 //!
 //! Usage: `cargo bench --bench interleaved` (env: `INTERLEAVED_ROUNDS`, default 400;
 //! `INTERLEAVED_BATCH`, requests per side and round, default 500; `INTERLEAVED_BREAKDOWN=1`
-//! for three more sides that split keygate's full pipeline: the plan looked up but no limits
-//! in it, the limits without headers, the `X-RateLimit-*` headers only), best pinned to one
-//! core: `taskset -c 0 cargo bench --bench interleaved`.
+//! for four more sides: three that split keygate's full pipeline (the plan looked up but no
+//! limits in it, the limits without headers, the `X-RateLimit-*` headers only) and the checked
+//! floor of the full pipeline with keygate's header code in place of its own, measured against
+//! that floor: keygate's header code alone, in one binary), best pinned to one core:
+//! `taskset -c 0 cargo bench --bench interleaved`.
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
@@ -38,8 +40,14 @@ const SIDES: [&str; 7] = [
 ];
 
 /// With `INTERLEAVED_BREAKDOWN=1`, added to every round: keygate's full pipeline in parts,
-/// each a step from `auth` towards `pipeline`.
-const BREAKDOWN: [&str; 3] = ["plan_no_limits", "limits_no_headers", "x_headers_only"];
+/// each a step from `auth` towards `pipeline`, and the checked floor of the full pipeline with
+/// keygate's header code.
+const BREAKDOWN: [&str; 4] = [
+    "plan_no_limits",
+    "limits_no_headers",
+    "x_headers_only",
+    "floor_keygate_headers",
+];
 
 /// keygate's sides and the floor each is measured against.
 const AGAINST_FLOOR: [(&str, &str); 3] = [
@@ -79,6 +87,7 @@ fn main() {
             plan_without_limits_app(store.clone()),
             pipeline_app(store.clone(), LimitHeaders::None),
             pipeline_app(store, LimitHeaders::XRateLimit),
+            floors.checked_limits_app_with_keygate_headers(),
         ]);
     }
     let time_batch = |app: &mut Router, n: usize| -> Duration {
@@ -124,7 +133,9 @@ fn main() {
             median(side)
         );
     }
-    for (side, floor) in AGAINST_FLOOR {
+    let breakdown = sides.contains(&"floor_keygate_headers");
+    let swapped = breakdown.then_some(("floor_keygate_headers", "floor_limits_checked"));
+    for (side, floor) in AGAINST_FLOOR.into_iter().chain(swapped) {
         let [q1, m, q3] = ratio(index(side), index(floor));
         println!("{side} against {floor}: {m:.3}x its time (quartiles {q1:.3}-{q3:.3})");
     }

@@ -19,6 +19,12 @@
 //! taken from the wall clock, starting over when it ends. One lock for the plans, 64 for the
 //! states; no pluggable plan source, limiter or clock, no `Usage` in between. The two constant
 //! header values are the bare floor's (the bench has one plan).
+//!
+//! With [`FloorHeaders::Keygate`] (side `floor_keygate_headers`), the checked floor hands its
+//! count to keygate's [`LimitHeaders::apply`] as a [`Usage`] and lets it render and insert the
+//! five headers: everything else is the checked floor's, in the same binary, so that the
+//! difference between the two sides is keygate's header code alone, free of the code-layout
+//! effects that move a comparison between two builds.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -34,7 +40,7 @@ use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Request, Response, StatusCode};
 use keygate::Tenant;
 use keygate::key::KeyFormat;
-use keygate::limit::QuotaPeriod;
+use keygate::limit::{LimitHeaders, QuotaPeriod, QuotaStatus, RateStatus, Usage};
 use keygate::store::KeyRecord;
 use tower::{Layer, Service};
 
@@ -64,6 +70,9 @@ struct Shared {
     interval: u64,
     quota: u64,
     period_end_unix: u64,
+    /// The length of the month the bare floor counts in, in seconds.
+    period_secs: u64,
+    headers: FloorHeaders,
     x_limit: HeaderValue,
     policy: HeaderValue,
 }
@@ -72,14 +81,24 @@ struct Shared {
 #[derive(Clone)]
 pub(crate) struct FloorLimitsLayer(Arc<Shared>);
 
+/// Who renders the five limit headers of the floor of the full pipeline.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FloorHeaders {
+    /// The floor's own code (the module docs).
+    Own,
+    /// keygate's [`LimitHeaders::apply`], from a [`Usage`] made of the floor's count.
+    Keygate,
+}
+
 impl FloorLimitsLayer {
     /// With `checked`, the limits of the checked floor (module docs): every tenant of
-    /// `records` gets the plan of `limit` and `quota`.
+    /// `records` gets the plan of `limit` and `quota`; `headers` says who renders the headers.
     pub(crate) fn new(
         records: impl IntoIterator<Item = KeyRecord>,
         limit: u32,
         quota: u64,
         checked: bool,
+        headers: FloorHeaders,
     ) -> Self {
         let mut tenants: HashMap<String, Arc<TenantLimits>> = HashMap::new();
         let keys = records.into_iter().map(|r| {
@@ -110,6 +129,8 @@ impl FloorLimitsLayer {
             interval: window / u64::from(limit),
             quota,
             period_end_unix: month_end,
+            period_secs: month_end - month_start,
+            headers,
             x_limit: leak(limit.to_string()),
             policy: leak(format!(
                 "\"tenant\";q={limit};w=1, \"quota\";q={quota};w={}",
@@ -177,6 +198,8 @@ struct CheckedState {
     /// The quota's use in the month that ends at `month_end` (Unix seconds).
     used: u64,
     month_end: u64,
+    /// That month's length in seconds.
+    month_secs: u64,
 }
 
 impl CheckedState {
@@ -191,7 +214,9 @@ impl CheckedState {
         let unix = now / NANOS;
         if unix >= self.month_end {
             self.used = 0;
-            self.month_end = QuotaPeriod::Month.bounds(unix).1;
+            let (start, end) = QuotaPeriod::Month.bounds(unix);
+            self.month_end = end;
+            self.month_secs = end - start;
         }
         let new_tat = self.tat.max(now) + plan.interval;
         let ahead = new_tat - now;
@@ -206,6 +231,7 @@ impl CheckedState {
             unix,
             quota_remaining: plan.quota - self.used,
             period_left: self.month_end - unix,
+            period_secs: self.month_secs,
         })
     }
 }
@@ -283,6 +309,31 @@ struct Counted {
     quota_remaining: u64,
     /// Seconds until the quota's period ends.
     period_left: u64,
+    /// The length of the quota's period in seconds.
+    period_secs: u64,
+}
+
+impl Counted {
+    /// What keygate's limiters would report for this count: the rate limit of `shared`, one
+    /// request a second per unit of its limit, and the monthly quota.
+    fn usage(&self, shared: &Shared) -> Usage {
+        Usage {
+            rate: Some(RateStatus {
+                name: "tenant",
+                limit: u32::try_from(shared.limit).unwrap_or(u32::MAX),
+                remaining: u32::try_from(self.remaining).unwrap_or(u32::MAX),
+                window_secs: shared.window / NANOS,
+                reset_after_secs: self.reset_after,
+                reset_at: self.unix + self.reset_after,
+            }),
+            quota: Some(QuotaStatus {
+                limit: shared.quota,
+                remaining: self.quota_remaining,
+                period_secs: self.period_secs,
+                reset_after_secs: self.period_left,
+            }),
+        }
+    }
 }
 
 impl Shared {
@@ -320,6 +371,7 @@ impl Shared {
             unix,
             quota_remaining: self.quota - used - 1,
             period_left: self.period_end_unix - unix,
+            period_secs: self.period_secs,
         })
     }
 }
@@ -332,6 +384,7 @@ fn render(counted: &Counted) -> Option<Values> {
         unix,
         quota_remaining,
         period_left,
+        ..
     } = *counted;
     let mut buf = [0u8; 160];
     let mut len = 0;
@@ -393,30 +446,42 @@ where
             None => self.0.count(limits).ok_or(StatusCode::TOO_MANY_REQUESTS),
             Some(checked) => checked.count(tenant.tenant_id()),
         };
-        let rendered = match counted {
-            Ok(counted) => render(&counted),
+        let counted = match counted {
+            Ok(counted) => counted,
             Err(status) => return FloorLimitsFuture::Refused { status },
         };
-        // Unreachable with the buffer's size: never send a truncated value.
-        let Some(values) = rendered else {
-            return FloorLimitsFuture::Refused {
-                status: StatusCode::INTERNAL_SERVER_ERROR,
-            };
+        let headers = match self.0.headers {
+            FloorHeaders::Own => match render(&counted) {
+                Some(values) => Headers::Own(values, self.0.clone()),
+                // Unreachable with the buffer's size: never send a truncated value.
+                None => {
+                    return FloorLimitsFuture::Refused {
+                        status: StatusCode::INTERNAL_SERVER_ERROR,
+                    };
+                }
+            },
+            FloorHeaders::Keygate => Headers::Keygate(counted.usage(&self.0)),
         };
         let tenant = tenant.clone();
         req.headers_mut().remove(X_API_KEY);
         req.extensions_mut().insert(tenant);
         FloorLimitsFuture::Inner {
             future: self.1.call(req),
-            headers: Some((values, self.0.clone())),
+            headers: Some(headers),
         }
     }
+}
+
+/// The headers an admitted request's response gets: the floor's values, or keygate's usage.
+enum Headers {
+    Own(Values, Arc<Shared>),
+    Keygate(Usage),
 }
 
 pin_project_lite::pin_project! {
     #[project = FloorLimitsProj]
     pub(crate) enum FloorLimitsFuture<F> {
-        Inner { #[pin] future: F, headers: Option<(Values, Arc<Shared>)> },
+        Inner { #[pin] future: F, headers: Option<Headers> },
         Refused { status: StatusCode },
     }
 }
@@ -436,7 +501,10 @@ where
         match self.project() {
             FloorLimitsProj::Inner { future, headers } => {
                 let mut response = std::task::ready!(future.poll(cx))?;
-                if let Some((values, shared)) = headers.take() {
+                // Applied from where it lies, as keygate's response future does.
+                if let Some(Headers::Keygate(usage)) = headers {
+                    LimitHeaders::All.apply(response.headers_mut(), usage);
+                } else if let Some(Headers::Own(values, shared)) = headers.take() {
                     let map = response.headers_mut();
                     map.reserve(6);
                     map.insert(X_RATELIMIT_LIMIT, shared.x_limit.clone());

@@ -10,7 +10,7 @@ mod floor;
 #[allow(dead_code)]
 mod floor_limits;
 use floor::FloorLayer;
-use floor_limits::FloorLimitsLayer;
+use floor_limits::{FloorHeaders, FloorLimitsLayer};
 
 use axum::body::Body;
 use axum::response::Response;
@@ -86,22 +86,29 @@ impl Floors {
     /// The floor of the full pipeline (`floor_limits.rs`) in front of [`hello_app`], with the
     /// limits of [`plan`].
     pub(crate) fn limits_app(&self) -> Router {
-        self.limits_app_with(false)
+        self.limits_app_with(false, FloorHeaders::Own)
     }
 
     /// The checked floor of the full pipeline (`floor_limits.rs` with `checked`: the plan read
     /// per request, state for any tenant, all-or-nothing, the calendar month) in front of
     /// [`hello_app`], with the limits of [`plan`].
     pub(crate) fn checked_limits_app(&self) -> Router {
-        self.limits_app_with(true)
+        self.limits_app_with(true, FloorHeaders::Own)
     }
 
-    fn limits_app_with(&self, checked: bool) -> Router {
+    /// The checked floor of the full pipeline with its five headers rendered by keygate's
+    /// `LimitHeaders::apply` (`floor_limits.rs`, `FloorHeaders::Keygate`).
+    pub(crate) fn checked_limits_app_with_keygate_headers(&self) -> Router {
+        self.limits_app_with(true, FloorHeaders::Keygate)
+    }
+
+    fn limits_app_with(&self, checked: bool, headers: FloorHeaders) -> Router {
         hello_app().layer(FloorLimitsLayer::new(
             self.0.iter().cloned(),
             u32::MAX,
             u64::MAX,
             checked,
+            headers,
         ))
     }
 }
