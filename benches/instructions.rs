@@ -4,7 +4,8 @@
 //! timings on a shared VM cannot.
 //!
 //! Usage: `instructions <side> <requests>`, side `no_auth`, `floor` (the hand-written floor of
-//! `support/floor.rs`), `floor_checked` (the same with keygate's key checks), `floor_limits`
+//! `support/floor.rs`), `floor_checked` (the same with keygate's key checks),
+//! `floor_keygate_verifier` (that one with keygate's verifier deciding), `floor_limits`
 //! (the floor of the full pipeline, `support/floor_limits.rs`), `floor_limits_checked` (the
 //! same with the limits keygate's contract asks for), `floor_keygate_headers` (that one with
 //! keygate's `LimitHeaders::apply` rendering its headers), `auth` or `pipeline` (as in the
@@ -26,7 +27,7 @@ mod support;
 use support::{auth_app, hello_app, pipeline_app, request_ok, store_and_floor_with};
 
 const USAGE: &str = "instructions: counts instructions per request under callgrind; run \
-     scripts/instructions.sh (usage: instructions <no_auth|floor|floor_checked|floor_limits|floor_limits_checked|floor_keygate_headers|auth|pipeline|sql_quota> <requests>)";
+     scripts/instructions.sh (usage: instructions <no_auth|floor|floor_checked|floor_keygate_verifier|floor_limits|floor_limits_checked|floor_keygate_headers|auth|pipeline|sql_quota> <requests>)";
 
 fn main() {
     // `cargo bench` runs every bench target, with `--bench` and any filter it was given: only
@@ -41,6 +42,7 @@ fn main() {
                 side @ ("no_auth"
                 | "floor"
                 | "floor_checked"
+                | "floor_keygate_verifier"
                 | "floor_limits"
                 | "floor_limits_checked"
                 | "floor_keygate_headers"
@@ -80,6 +82,7 @@ fn main() {
         "floor_limits" => floor.limits_app(),
         "floor_limits_checked" => floor.checked_limits_app(),
         "floor_keygate_headers" => floor.checked_limits_app_with_keygate_headers(),
+        "floor_keygate_verifier" => floor.checked_app_with_keygate_verifier(store),
         "auth" => auth_app(store),
         "sql_quota" => {
             limits::sides(&rt, store, ledger_dir.path())

@@ -8,10 +8,12 @@
 //!
 //! Usage: `cargo bench --bench interleaved` (env: `INTERLEAVED_ROUNDS`, default 400;
 //! `INTERLEAVED_BATCH`, requests per side and round, default 500; `INTERLEAVED_BREAKDOWN=1`
-//! for four more sides: three that split keygate's full pipeline (the plan looked up but no
-//! limits in it, the limits without headers, the `X-RateLimit-*` headers only) and the checked
-//! floor of the full pipeline with keygate's header code in place of its own, measured against
-//! that floor: keygate's header code alone, in one binary), best pinned to one core:
+//! for five more sides: three that split keygate's full pipeline (the plan looked up but no
+//! limits in it, the limits without headers, the `X-RateLimit-*` headers only), the checked
+//! floor of the full pipeline with keygate's header code in place of its own, and the checked
+//! floor with keygate's verifier in place of its checks, each measured against its floor
+//! and the last also against keygate's authentication: keygate's header code, verifier and
+//! layer alone, in one binary), best pinned to one core:
 //! `taskset -c 0 cargo bench --bench interleaved`.
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
@@ -40,13 +42,23 @@ const SIDES: [&str; 7] = [
 ];
 
 /// With `INTERLEAVED_BREAKDOWN=1`, added to every round: keygate's full pipeline in parts,
-/// each a step from `auth` towards `pipeline`, and the checked floor of the full pipeline with
-/// keygate's header code.
-const BREAKDOWN: [&str; 4] = [
+/// each a step from `auth` towards `pipeline`, the checked floor of the full pipeline with
+/// keygate's header code, and the checked floor with keygate's verifier.
+const BREAKDOWN: [&str; 5] = [
     "plan_no_limits",
     "limits_no_headers",
     "x_headers_only",
     "floor_keygate_headers",
+    "floor_keygate_verifier",
+];
+
+/// With `INTERLEAVED_BREAKDOWN=1`: the floors with a part of keygate in them, against the
+/// floor each differs from by that part, and keygate's authentication against the floor that
+/// runs its verifier (what is left is its layer).
+const SWAPPED: [(&str, &str); 3] = [
+    ("floor_keygate_headers", "floor_limits_checked"),
+    ("floor_keygate_verifier", "floor_checked"),
+    ("auth", "floor_keygate_verifier"),
 ];
 
 /// keygate's sides and the floor each is measured against.
@@ -86,8 +98,9 @@ fn main() {
         apps.extend([
             plan_without_limits_app(store.clone()),
             pipeline_app(store.clone(), LimitHeaders::None),
-            pipeline_app(store, LimitHeaders::XRateLimit),
+            pipeline_app(store.clone(), LimitHeaders::XRateLimit),
             floors.checked_limits_app_with_keygate_headers(),
+            floors.checked_app_with_keygate_verifier(store),
         ]);
     }
     let time_batch = |app: &mut Router, n: usize| -> Duration {
@@ -133,9 +146,12 @@ fn main() {
             median(side)
         );
     }
-    let breakdown = sides.contains(&"floor_keygate_headers");
-    let swapped = breakdown.then_some(("floor_keygate_headers", "floor_limits_checked"));
-    for (side, floor) in AGAINST_FLOOR.into_iter().chain(swapped) {
+    let swapped = if sides.len() > SIDES.len() {
+        &SWAPPED[..]
+    } else {
+        &[]
+    };
+    for &(side, floor) in AGAINST_FLOOR.iter().chain(swapped) {
         let [q1, m, q3] = ratio(index(side), index(floor));
         println!("{side} against {floor}: {m:.3}x its time (quartiles {q1:.3}-{q3:.3})");
     }

@@ -12,6 +12,12 @@
 //! revocation, expiry and scope, and the credential's header removed before the inner service
 //! sees the request. No public routes, no nested layers, no metrics, no tracing, no pluggable
 //! store or clock.
+//!
+//! With a keygate [`Verifier`] (side `floor_keygate_verifier`), the checked floor asks it
+//! (`Verifier::check_now`) instead of doing its own checks, and does the rest as before: the
+//! difference to the checked floor is keygate's verifier alone, and keygate's authentication
+//! against this side is its layer alone (the response future, the hand-over of an admitted
+//! request), each measured in one binary.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -23,8 +29,10 @@ use std::task::{Context, Poll};
 use http::header::AUTHORIZATION;
 use http::{HeaderMap, HeaderName, Request, Response, StatusCode};
 use keygate::Tenant;
+use keygate::Verifier;
 use keygate::hash::KeyDigest;
 use keygate::key::{Environment, KeyFormat, ParsedKey};
+use keygate::request::RequestHead;
 use keygate::scope::Scope;
 use keygate::store::KeyRecord;
 use sha2::{Digest, Sha256};
@@ -56,6 +64,8 @@ struct Shared {
     keys: ByDigest<Tenant>,
     /// The checked floor's key format; `None` for the bare floor.
     checks: Option<KeyFormat>,
+    /// keygate's verifier, which decides in place of the checked floor's own checks.
+    verifier: Option<Verifier>,
 }
 
 #[derive(Clone)]
@@ -69,6 +79,16 @@ impl FloorLayer {
         FloorLayer(Arc::new(Shared {
             keys: keys.collect(),
             checks: checked.then(KeyFormat::default),
+            verifier: None,
+        }))
+    }
+
+    /// The checked floor with `verifier` deciding in place of its own checks.
+    pub(crate) fn with_verifier(verifier: Verifier) -> Self {
+        FloorLayer(Arc::new(Shared {
+            keys: ByDigest::default(),
+            checks: Some(KeyFormat::default()),
+            verifier: Some(verifier),
         }))
     }
 }
@@ -140,15 +160,22 @@ where
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let shared = &*self.shared;
-        let tenant = match &shared.checks {
-            Some(format) => checked_lookup(&shared.keys, req.headers(), format, |t| t),
-            None => req
+        let tenant = match (&shared.verifier, &shared.checks) {
+            (Some(verifier), _) => verifier
+                .check_now(&RequestHead::from(&req), Some(&Scope::READ))
+                .and_then(Result::ok)
+                .map(|admitted| admitted.tenant),
+            (None, Some(format)) => {
+                checked_lookup(&shared.keys, req.headers(), format, |t| t).cloned()
+            }
+            (None, None) => req
                 .headers()
                 .get(X_API_KEY)
                 .map(|v| KeyDigest::from_bytes(Sha256::digest(v.as_bytes()).into()))
-                .and_then(|d| shared.keys.get(&d)),
+                .and_then(|d| shared.keys.get(&d))
+                .cloned(),
         };
-        let Some(tenant) = tenant.cloned() else {
+        let Some(tenant) = tenant else {
             return FloorFuture::Refused {
                 status: StatusCode::UNAUTHORIZED,
             };

@@ -96,6 +96,12 @@ impl Floors {
         self.limits_app_with(true, FloorHeaders::Own)
     }
 
+    /// The checked floor with keygate's verifier (on `store`) deciding in place of its own
+    /// checks (`floor.rs`, `FloorLayer::with_verifier`).
+    pub(crate) fn checked_app_with_keygate_verifier(&self, store: MemoryStore) -> Router {
+        hello_app().layer(FloorLayer::with_verifier(Verifier::builder(store).build()))
+    }
+
     /// The checked floor of the full pipeline with its five headers rendered by keygate's
     /// `LimitHeaders::apply` (`floor_limits.rs`, `FloorHeaders::Keygate`).
     pub(crate) fn checked_limits_app_with_keygate_headers(&self) -> Router {
