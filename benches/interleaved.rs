@@ -93,7 +93,8 @@ fn main() {
         floors.checked_limits_app(),
         pipeline_app(store.clone(), LimitHeaders::All),
     ];
-    if std::env::var("INTERLEAVED_BREAKDOWN").as_deref() == Ok("1") {
+    let breakdown = std::env::var("INTERLEAVED_BREAKDOWN").as_deref() == Ok("1");
+    if breakdown {
         sides.extend(BREAKDOWN);
         apps.extend([
             plan_without_limits_app(store.clone()),
@@ -146,11 +147,7 @@ fn main() {
             median(side)
         );
     }
-    let swapped = if sides.len() > SIDES.len() {
-        &SWAPPED[..]
-    } else {
-        &[]
-    };
+    let swapped = if breakdown { &SWAPPED[..] } else { &[] };
     for &(side, floor) in AGAINST_FLOOR.iter().chain(swapped) {
         let [q1, m, q3] = ratio(index(side), index(floor));
         println!("{side} against {floor}: {m:.3}x its time (quartiles {q1:.3}-{q3:.3})");

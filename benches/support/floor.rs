@@ -62,10 +62,17 @@ pub(crate) type ByDigest<V> = HashMap<KeyDigest, V, BuildHasherDefault<First8>>;
 /// each `Arc` in it costs two atomic operations then.
 struct Shared {
     keys: ByDigest<Tenant>,
-    /// The checked floor's key format; `None` for the bare floor.
-    checks: Option<KeyFormat>,
-    /// keygate's verifier, which decides in place of the checked floor's own checks.
-    verifier: Option<Verifier>,
+    checks: Checks,
+}
+
+/// Who checks a key beyond its digest.
+enum Checks {
+    /// No one: the bare floor.
+    Bare,
+    /// The checked floor itself, with keygate's key format.
+    Own(KeyFormat),
+    /// keygate's verifier, in place of the checked floor's own checks.
+    Keygate(Verifier),
 }
 
 #[derive(Clone)]
@@ -78,8 +85,11 @@ impl FloorLayer {
             .map(|r| (r.digest, Tenant::new(Arc::new(r))));
         FloorLayer(Arc::new(Shared {
             keys: keys.collect(),
-            checks: checked.then(KeyFormat::default),
-            verifier: None,
+            checks: if checked {
+                Checks::Own(KeyFormat::default())
+            } else {
+                Checks::Bare
+            },
         }))
     }
 
@@ -87,8 +97,7 @@ impl FloorLayer {
     pub(crate) fn with_verifier(verifier: Verifier) -> Self {
         FloorLayer(Arc::new(Shared {
             keys: ByDigest::default(),
-            checks: Some(KeyFormat::default()),
-            verifier: Some(verifier),
+            checks: Checks::Keygate(verifier),
         }))
     }
 }
@@ -160,15 +169,15 @@ where
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let shared = &*self.shared;
-        let tenant = match (&shared.verifier, &shared.checks) {
-            (Some(verifier), _) => verifier
+        let tenant = match &shared.checks {
+            Checks::Keygate(verifier) => verifier
                 .check_now(&RequestHead::from(&req), Some(&Scope::READ))
                 .and_then(Result::ok)
                 .map(|admitted| admitted.tenant),
-            (None, Some(format)) => {
+            Checks::Own(format) => {
                 checked_lookup(&shared.keys, req.headers(), format, |t| t).cloned()
             }
-            (None, None) => req
+            Checks::Bare => req
                 .headers()
                 .get(X_API_KEY)
                 .map(|v| KeyDigest::from_bytes(Sha256::digest(v.as_bytes()).into()))
@@ -180,7 +189,7 @@ where
                 status: StatusCode::UNAUTHORIZED,
             };
         };
-        if shared.checks.is_some() {
+        if !matches!(shared.checks, Checks::Bare) {
             req.headers_mut().remove(X_API_KEY);
         }
         req.extensions_mut().insert(tenant);
