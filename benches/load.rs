@@ -23,7 +23,10 @@
 //! `keygate`, `auth`,
 //! `headers`, `x-headers`, or a shared limiter's side by name such as `keygate-sql-quota`: load one side once, for profiling), `LOAD_BREAKDOWN=1` (two more sides: no
 //! auth but the handler returns the same five limit headers, and keygate's full pipeline
-//! sending only the `X-RateLimit-*` headers).
+//! sending only the `X-RateLimit-*` headers), `LOAD_CONCURRENT=1` (the in-memory sides all at
+//! once instead of in turn, each on a thread of its own sharing the server's core, compared by
+//! each thread's CPU time a request: for a machine whose speed drifts from second to second;
+//! see `concurrent_rounds`).
 //! The shared limiters' sides (`support/limits.rs`) run in every round: the quota leased from
 //! SQLite, from PostgreSQL with `KEYGATE_BENCH_POSTGRES_URL` (feature `postgres`), and
 //! `RedisLimiter` with `KEYGATE_BENCH_REDIS_URL` (feature `redis`).
@@ -37,6 +40,7 @@
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 use std::process::Command;
+use std::time::Duration;
 
 use axum::response::IntoResponse;
 use axum::{Router, routing::get};
@@ -143,6 +147,26 @@ fn wrk_path(
     seconds: u64,
     connections: u64,
 ) -> Run {
+    let ticks = cpu_ticks();
+    let out = wrk_command(addr, path, key, seconds, connections)
+        .output()
+        .expect("wrk runs (see scripts/load.sh)");
+    let ticks = cpu_ticks() - ticks;
+    let (rps, requests) = wrk_counts(&out.stdout);
+    Run {
+        rps,
+        cpu_us_per_request: ticks as f64 / TICKS_PER_SEC * 1e6 / requests,
+    }
+}
+
+/// The wrk command for `path` on `addr`, pinned to the load generator's core.
+fn wrk_command(
+    addr: std::net::SocketAddr,
+    path: &str,
+    key: Option<&str>,
+    seconds: u64,
+    connections: u64,
+) -> Command {
     let mut cmd = Command::new("taskset");
     cmd.args(["-c", &load_core(), "wrk", "-t1"])
         .arg(format!("-c{connections}"))
@@ -150,13 +174,14 @@ fn wrk_path(
     if let Some(key) = key {
         cmd.arg("-H").arg(format!("x-api-key: {key}"));
     }
-    let ticks = cpu_ticks();
-    let out = cmd
-        .arg(format!("http://{addr}{path}"))
-        .output()
-        .expect("wrk runs (see scripts/load.sh)");
-    let ticks = cpu_ticks() - ticks;
-    let text = String::from_utf8_lossy(&out.stdout);
+    cmd.arg(format!("http://{addr}{path}"));
+    cmd
+}
+
+/// Requests per second and the request count of one wrk run's output; every answer must have
+/// been a 2xx.
+fn wrk_counts(stdout: &[u8]) -> (f64, f64) {
+    let text = String::from_utf8_lossy(stdout);
     assert!(!text.contains("Non-2xx"), "wrk saw errors:\n{text}");
     let rps = text
         .lines()
@@ -164,16 +189,13 @@ fn wrk_path(
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or_else(|| panic!("no Requests/sec in wrk output:\n{text}"));
     // "  1234567 requests in 5.00s, 123.45MB read"
-    let requests: f64 = text
+    let requests = text
         .lines()
         .find(|l| l.contains(" requests in "))
         .and_then(|l| l.split_whitespace().next())
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no request count in wrk output:\n{text}"));
-    Run {
-        rps,
-        cpu_us_per_request: ticks as f64 / TICKS_PER_SEC * 1e6 / requests,
-    }
+    (rps, requests)
 }
 
 /// One request by hand, lowercased; it must be answered 200, or the figures would measure
@@ -226,6 +248,147 @@ fn median(v: &mut [f64]) -> f64 {
     } else {
         v[mid]
     }
+}
+
+/// A side served by a thread of its own, on a current-thread runtime, which tells that thread's
+/// CPU time when asked (`LOAD_CONCURRENT=1`).
+struct OwnThread {
+    addr: std::net::SocketAddr,
+    cpu: tokio::sync::mpsc::UnboundedSender<std::sync::mpsc::Sender<Duration>>,
+}
+
+impl OwnThread {
+    fn serve(app: Router) -> OwnThread {
+        let (started, start) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let (cpu, mut asked) = tokio::sync::mpsc::unbounded_channel();
+                started.send((listener.local_addr().unwrap(), cpu)).unwrap();
+                // On the runtime's one thread, as the server: the time read is the server's.
+                tokio::spawn(async move {
+                    while let Some(reply) = asked.recv().await {
+                        let reply: std::sync::mpsc::Sender<Duration> = reply;
+                        let _ = reply.send(thread_cpu_time());
+                    }
+                });
+                axum::serve(listener, app).await.unwrap();
+            });
+        });
+        let (addr, cpu) = start.recv().unwrap();
+        OwnThread { addr, cpu }
+    }
+
+    /// The CPU time the side's thread has run so far.
+    fn cpu_time(&self) -> Duration {
+        let (reply, answer) = std::sync::mpsc::channel();
+        self.cpu.send(reply).unwrap();
+        answer.recv().unwrap()
+    }
+}
+
+/// This thread's CPU time (user + system), to the nanosecond.
+fn thread_cpu_time() -> Duration {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID)
+        .unwrap()
+        .into()
+}
+
+/// `LOAD_CONCURRENT=1`: every side at once, each served by a thread of its own on the server's
+/// core and loaded by a wrk of its own on the other. The sides share the core in slices of a few
+/// milliseconds, so a machine whose speed drifts slows them all alike, where the sequential
+/// rounds give each side its own seconds. What is compared is each side's CPU time a request
+/// (its thread's, kernel time included), which on a saturated core is the inverse of what it
+/// serves; the ratio to no auth is no auth's time over the side's. Each side loads with
+/// `LOAD_CONNECTIONS` of its own. The sharing has a cost the sequential rounds do not: each slice
+/// of a side starts with caches that held the others' code, which weighs most on the sides that
+/// run the most code.
+fn concurrent_rounds(sides: Vec<(&'static str, Router)>, key: &str, rounds: u64, seconds: u64) {
+    let connections = env_or("LOAD_CONNECTIONS", 32);
+    let servers: Vec<(&str, OwnThread)> = sides
+        .into_iter()
+        .map(|(name, app)| (name, OwnThread::serve(app)))
+        .collect();
+    for (_, server) in &servers {
+        get_ok(server.addr, key);
+    }
+    let run_all = |seconds: u64| -> Vec<(f64, Duration)> {
+        let before: Vec<Duration> = servers.iter().map(|(_, s)| s.cpu_time()).collect();
+        let children: Vec<_> = servers
+            .iter()
+            .map(|(_, s)| {
+                wrk_command(s.addr, "/", Some(key), seconds, connections)
+                    .stdout(std::process::Stdio::piped())
+                    .spawn()
+                    .expect("wrk runs (see scripts/load.sh)")
+            })
+            .collect();
+        let counts: Vec<f64> = children
+            .into_iter()
+            .map(|c| wrk_counts(&c.wait_with_output().unwrap().stdout).1)
+            .collect();
+        servers
+            .iter()
+            .zip(before)
+            .zip(counts)
+            .map(|(((_, s), before), requests)| (requests, s.cpu_time() - before))
+            .collect()
+    };
+    run_all(1);
+    let mut cpu: Vec<Vec<f64>> = vec![Vec::new(); servers.len()];
+    let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); servers.len()];
+    for round in 0..rounds {
+        let runs = run_all(seconds);
+        let us: Vec<f64> = runs
+            .iter()
+            .map(|(requests, time)| time.as_secs_f64() * 1e6 / requests)
+            .collect();
+        let mut line = format!("round {round}:");
+        for (i, (name, _)) in servers.iter().enumerate() {
+            cpu[i].push(us[i]);
+            ratios[i].push(us[0] / us[i]);
+            line += &format!("  {name} {:.0} requests {:.2} us", runs[i].0, us[i]);
+            if i > 0 {
+                line += &format!(" ({:.3})", us[0] / us[i]);
+            }
+        }
+        println!("{line}");
+    }
+    for (i, (name, _)) in servers.iter().enumerate() {
+        let c = median(&mut cpu[i]);
+        let q = median(&mut ratios[i]);
+        let (low, high) = quartiles(&mut ratios[i]);
+        println!(
+            "median {name}: {c:.3} us of CPU a request, ratio to no-auth {q:.3} (quartiles {low:.3}-{high:.3})"
+        );
+    }
+    // The ratio of each pair that the targets name, round by round.
+    let index = |name: &str| servers.iter().position(|(n, _)| *n == name);
+    for (side, floor) in [
+        ("keygate-auth-only", "floor-checked"),
+        ("keygate", "floor-limits-checked"),
+        ("keygate", "floor-limits"),
+    ] {
+        if let (Some(a), Some(b)) = (index(side), index(floor)) {
+            let mut r: Vec<f64> = cpu[b].iter().zip(&cpu[a]).map(|(f, k)| f / k).collect();
+            let (low, high) = quartiles(&mut r);
+            println!(
+                "{side} against {floor}: {:.3} (quartiles {low:.3}-{high:.3})",
+                median(&mut r)
+            );
+        }
+    }
+}
+
+/// The first and third quartiles of `v`.
+fn quartiles(v: &mut [f64]) -> (f64, f64) {
+    v.sort_by(|p, q| p.partial_cmp(q).unwrap());
+    let at = |f: f64| v[((v.len() - 1) as f64 * f).round() as usize];
+    (at(0.25), at(0.75))
 }
 
 /// One store's quickstart-like app: its address and a key of it.
@@ -401,6 +564,19 @@ fn main() {
         return;
     }
     let (store, floor, key) = store_and_floor_with(100_000, true);
+    if std::env::var("LOAD_CONCURRENT").is_ok_and(|v| v == "1") {
+        let sides = vec![
+            ("no-auth", hello_app()),
+            ("floor", floor.app()),
+            ("floor-checked", floor.checked_app()),
+            ("keygate-auth-only", auth_app(store.clone())),
+            ("floor-limits", floor.limits_app()),
+            ("floor-limits-checked", floor.checked_limits_app()),
+            ("keygate", pipeline_app(store, LimitHeaders::All)),
+        ];
+        concurrent_rounds(sides, key.expose_secret(), rounds, seconds);
+        return;
+    }
     let plain = serve(&rt, hello_app());
     let guarded = serve(&rt, pipeline_app(store.clone(), LimitHeaders::All));
     let key = key.expose_secret();

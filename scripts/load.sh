@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # End-to-end load benchmark of keygate: installs wrk if needed, then runs benches/load.rs with the
 # server pinned to one core and wrk to the other. Usage: scripts/load.sh (env: LOAD_ROUNDS,
-# LOAD_SECONDS, LOAD_CONNECTIONS, LOAD_PAIRED=1, LOAD_BREAKDOWN=1 for two more sides, LOAD_ONLY=<side>,
+# LOAD_SECONDS, LOAD_CONNECTIONS, LOAD_PAIRED=1, LOAD_CONCURRENT=1 for the sides at once (on a machine
+# whose speed drifts), LOAD_BREAKDOWN=1 for two more sides, LOAD_ONLY=<side>,
 # LOAD_QUICKSTART=1 for the quickstart-like app on SQLite (and on PostgreSQL with
 # LOAD_FEATURES=postgres KEYGATE_BENCH_POSTGRES_URL=postgres://...); see benches/load.rs).
 set -euo pipefail
