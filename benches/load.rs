@@ -26,7 +26,7 @@
 //! sending only the `X-RateLimit-*` headers), `LOAD_CONCURRENT=1` (the in-memory sides all at
 //! once instead of in turn, each on a thread of its own sharing the server's core, compared by
 //! each thread's CPU time a request: for a machine whose speed drifts from second to second;
-//! see `concurrent_rounds`).
+//! see `concurrent_rounds`; `LOAD_SIDES=no-auth,floor-checked,…` for some of them).
 //! The shared limiters' sides (`support/limits.rs`) run in every round: the quota leased from
 //! SQLite, from PostgreSQL with `KEYGATE_BENCH_POSTGRES_URL` (feature `postgres`), and
 //! `RedisLimiter` with `KEYGATE_BENCH_REDIS_URL` (feature `redis`).
@@ -574,6 +574,22 @@ fn main() {
             ("floor-limits-checked", floor.checked_limits_app()),
             ("keygate", pipeline_app(store, LimitHeaders::All)),
         ];
+        // `LOAD_SIDES=no-auth,floor-checked,keygate-auth-only` for some of them (no auth first).
+        let sides = match std::env::var("LOAD_SIDES") {
+            Ok(names) => {
+                let names: Vec<&str> = names.split(',').collect();
+                sides
+                    .into_iter()
+                    .filter(|(n, _)| names.contains(n))
+                    .collect()
+            }
+            Err(_) => sides,
+        };
+        assert_eq!(
+            sides.first().map(|s| s.0),
+            Some("no-auth"),
+            "LOAD_SIDES must hold no-auth"
+        );
         concurrent_rounds(sides, key.expose_secret(), rounds, seconds);
         return;
     }
