@@ -28,7 +28,7 @@ use keygate::store::MemoryStore;
 use keygate::{AuthLayer, Verifier};
 
 mod support;
-use support::{auth_app, hello_app, pipeline_app, request_ok, store_and_floor_with};
+use support::{auth_app, hello_app, pipeline_app, quartiles, request_ok, store_and_floor_with};
 
 /// The sides, in the order each round runs them; keygate's two each follow their floors.
 const SIDES: [&str; 7] = [
@@ -128,9 +128,7 @@ fn main() {
     let index = |name: &str| sides.iter().position(|s| *s == name).unwrap();
     // Median and quartiles of side `a`'s time over side `b`'s, round by round.
     let ratio = |a: usize, b: usize| -> [f64; 3] {
-        let mut r: Vec<f64> = (0..rounds).map(|i| times[a][i] / times[b][i]).collect();
-        r.sort_by(f64::total_cmp);
-        [r[rounds / 4], r[rounds / 2], r[rounds * 3 / 4]]
+        quartiles((0..rounds).map(|i| times[a][i] / times[b][i]).collect())
     };
     let median = |side: usize| {
         let mut t = times[side].clone();

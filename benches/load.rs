@@ -48,7 +48,7 @@ use http::{HeaderName, HeaderValue};
 use keygate::limit::LimitHeaders;
 
 mod support;
-use support::{auth_app, hello_app, pipeline_app, store_and_floor_with};
+use support::{auth_app, hello_app, pipeline_app, quartiles, store_and_floor_with};
 #[path = "support/cache_apps.rs"]
 mod cache_apps;
 #[path = "support/limits.rs"]
@@ -267,12 +267,12 @@ impl OwnThread {
                 .unwrap();
             rt.block_on(async move {
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-                let (cpu, mut asked) = tokio::sync::mpsc::unbounded_channel();
+                let (cpu, mut asked) =
+                    tokio::sync::mpsc::unbounded_channel::<std::sync::mpsc::Sender<Duration>>();
                 started.send((listener.local_addr().unwrap(), cpu)).unwrap();
                 // On the runtime's one thread, as the server: the time read is the server's.
                 tokio::spawn(async move {
                     while let Some(reply) = asked.recv().await {
-                        let reply: std::sync::mpsc::Sender<Duration> = reply;
                         let _ = reply.send(thread_cpu_time());
                     }
                 });
@@ -339,34 +339,36 @@ fn concurrent_rounds(sides: Vec<(&'static str, Router)>, key: &str, rounds: u64,
             .collect()
     };
     run_all(1);
+    // Each side's CPU time a request, round by round (kept in round order: the pairs below
+    // are taken round by round).
     let mut cpu: Vec<Vec<f64>> = vec![Vec::new(); servers.len()];
-    let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); servers.len()];
     for round in 0..rounds {
         let runs = run_all(seconds);
-        let us: Vec<f64> = runs
-            .iter()
-            .map(|(requests, time)| time.as_secs_f64() * 1e6 / requests)
-            .collect();
         let mut line = format!("round {round}:");
         for (i, (name, _)) in servers.iter().enumerate() {
-            cpu[i].push(us[i]);
-            ratios[i].push(us[0] / us[i]);
-            line += &format!("  {name} {:.0} requests {:.2} us", runs[i].0, us[i]);
+            let (requests, time) = runs[i];
+            cpu[i].push(time.as_secs_f64() * 1e6 / requests);
+            line += &format!(
+                "  {name} {requests:.0} requests {:.2} us",
+                cpu[i][round as usize]
+            );
             if i > 0 {
-                line += &format!(" ({:.3})", us[0] / us[i]);
+                line += &format!(" ({:.3})", cpu[0][round as usize] / cpu[i][round as usize]);
             }
         }
         println!("{line}");
     }
+    // `b`'s time over `a`'s, round by round: `a` against `b` in requests served.
+    let against =
+        |a: usize, b: usize| quartiles(cpu[b].iter().zip(&cpu[a]).map(|(b, a)| b / a).collect());
     for (i, (name, _)) in servers.iter().enumerate() {
-        let c = median(&mut cpu[i]);
-        let q = median(&mut ratios[i]);
-        let (low, high) = quartiles(&mut ratios[i]);
+        let [_, c, _] = quartiles(cpu[i].clone());
+        let [low, q, high] = against(i, 0);
         println!(
             "median {name}: {c:.3} us of CPU a request, ratio to no-auth {q:.3} (quartiles {low:.3}-{high:.3})"
         );
     }
-    // The ratio of each pair that the targets name, round by round.
+    // The pairs that the targets name.
     let index = |name: &str| servers.iter().position(|(n, _)| *n == name);
     for (side, floor) in [
         ("keygate-auth-only", "floor-checked"),
@@ -374,21 +376,10 @@ fn concurrent_rounds(sides: Vec<(&'static str, Router)>, key: &str, rounds: u64,
         ("keygate", "floor-limits"),
     ] {
         if let (Some(a), Some(b)) = (index(side), index(floor)) {
-            let mut r: Vec<f64> = cpu[b].iter().zip(&cpu[a]).map(|(f, k)| f / k).collect();
-            let (low, high) = quartiles(&mut r);
-            println!(
-                "{side} against {floor}: {:.3} (quartiles {low:.3}-{high:.3})",
-                median(&mut r)
-            );
+            let [low, m, high] = against(a, b);
+            println!("{side} against {floor}: {m:.3} (quartiles {low:.3}-{high:.3})");
         }
     }
-}
-
-/// The first and third quartiles of `v`.
-fn quartiles(v: &mut [f64]) -> (f64, f64) {
-    v.sort_by(|p, q| p.partial_cmp(q).unwrap());
-    let at = |f: f64| v[((v.len() - 1) as f64 * f).round() as usize];
-    (at(0.25), at(0.75))
 }
 
 /// One store's quickstart-like app: its address and a key of it.
