@@ -239,6 +239,10 @@ impl Verifier {
 
     /// The key checks: found, digest equal (constant-time), environment, not revoked, not
     /// expired.
+    // Always inlined, as `accept_tenant` and the credential's extraction are: the admitted
+    // path is then one block of code in `start`, not four functions' worth of prologues and
+    // partly used cache lines (benches/README.md, "One block for the verifier").
+    #[inline(always)]
     fn accept_key(
         &self,
         presented: &Presented,
@@ -277,6 +281,7 @@ impl Verifier {
 
     /// The tenant checks, none of which consumes anything: tenant status, key restrictions,
     /// scope (granted by the key and allowed by the plan).
+    #[inline(always)]
     fn accept_tenant(
         &self,
         head: &RequestHead<'_>,
