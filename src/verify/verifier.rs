@@ -76,7 +76,10 @@ impl Presented {
 /// Where a check stopped because a backend must be awaited: what it found at once is kept, so
 /// that the awaited rest neither asks again nor counts again (a key cache hit, a development
 /// mode warning).
-pub(crate) struct Pending(Stage);
+// Boxed: only a check that must await a backend makes one (and allocates its future anyway),
+// while every immediate check returns a result that has room for it; unboxed, its credential
+// made that result larger and moved it in byte-sized pieces.
+pub(crate) struct Pending(Box<Stage>);
 
 enum Stage {
     /// The key store could not answer at once.
@@ -478,14 +481,14 @@ impl Verifier {
             Err(e) => return Ok(Err(e.into())),
         };
         let Some(lookup) = self.lookup_now(&presented) else {
-            return Err(Pending(Stage::Lookup(presented)));
+            return Err(Pending(Box::new(Stage::Lookup(presented))));
         };
         let record = match self.accept_key(&presented, lookup) {
             Ok(r) => r,
             Err(e) => return Ok(Err(e.into())),
         };
         let Some(entitlements) = self.entitlements_now(&record) else {
-            return Err(Pending(Stage::Entitlements(presented, record)));
+            return Err(Pending(Box::new(Stage::Entitlements(presented, record))));
         };
         let tenant = match self.accept_tenant(head, &presented, record, entitlements, required) {
             Ok(t) => t,
@@ -494,7 +497,7 @@ impl Verifier {
         let outcome = match self.limit_request(&tenant, limits) {
             Some((limiter, request)) => match limiter.acquire_now(&request) {
                 Some(outcome) => outcome,
-                None => return Err(Pending(Stage::Limits(tenant))),
+                None => return Err(Pending(Box::new(Stage::Limits(tenant)))),
             },
             None => return Ok(Ok(self.admit_unlimited(tenant))),
         };
@@ -541,7 +544,7 @@ impl Verifier {
         limits: Limits,
         pending: Pending,
     ) -> Result<Admitted, Rejection> {
-        let tenant = match pending.0 {
+        let tenant = match *pending.0 {
             Stage::Limits(tenant) => tenant,
             Stage::Entitlements(presented, record) => {
                 let entitlements = self.awaited_entitlements(&record).await;
