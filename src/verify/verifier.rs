@@ -76,9 +76,10 @@ impl Presented {
 /// Where a check stopped because a backend must be awaited: what it found at once is kept, so
 /// that the awaited rest neither asks again nor counts again (a key cache hit, a development
 /// mode warning).
-// Boxed: only a check that must await a backend makes one (and allocates its future anyway),
-// while every immediate check returns a result that has room for it; unboxed, its credential
-// made that result larger and moved it in byte-sized pieces.
+// Boxed: only a check that must await a backend makes one (one allocation beside that
+// backend's I/O; the layer allocates the awaiting future too), while every immediate check
+// returns a result with room for it: unboxed, its credential made that result larger and had
+// it moved in byte-sized pieces.
 pub(crate) struct Pending(Box<Stage>);
 
 enum Stage {
