@@ -168,8 +168,6 @@ pub(crate) fn pipeline_app_with(
     )
 }
 
-/// One `GET /` with `key` in `x-api-key` through `app`, driven to its response on `rt`. Panics
-/// unless the answer is 200: every side must do its whole work, and a refusal would be cheaper.
 /// The first quartile, the median and the third quartile of `values` (at a quarter, half and
 /// three quarters of their number, once sorted).
 #[allow(dead_code)] // not every bench uses it
@@ -179,6 +177,8 @@ pub(crate) fn quartiles(mut values: Vec<f64>) -> [f64; 3] {
     [values[n / 4], values[n / 2], values[n * 3 / 4]]
 }
 
+/// One `GET /` with `key` in `x-api-key` through `app`, driven to its response on `rt`. Panics
+/// unless the answer is 200: every side must do its whole work, and a refusal would be cheaper.
 #[allow(dead_code)] // not every bench uses it
 pub(crate) fn request_ok(rt: &tokio::runtime::Runtime, app: &mut Router, key: &ApiKey) -> Response {
     let req = Request::get("/")
