@@ -130,11 +130,7 @@ fn main() {
     let ratio = |a: usize, b: usize| -> [f64; 3] {
         quartiles((0..rounds).map(|i| times[a][i] / times[b][i]).collect())
     };
-    let median = |side: usize| {
-        let mut t = times[side].clone();
-        t.sort_by(f64::total_cmp);
-        t[rounds / 2]
-    };
+    let median = |side: usize| quartiles(times[side].clone())[1];
     println!("{rounds} rounds of {batch} requests per side, 100,000 keys in memory");
     let no_auth = index("no_auth");
     for (side, name) in sides.iter().enumerate() {
