@@ -26,7 +26,8 @@
 //! sending only the `X-RateLimit-*` headers), `LOAD_CONCURRENT=1` (the in-memory sides all at
 //! once instead of in turn, each on a thread of its own sharing the server's core, compared by
 //! each thread's CPU time a request: for a machine whose speed drifts from second to second;
-//! see `concurrent_rounds`; `LOAD_SIDES=no-auth,floor-checked,…` for some of them).
+//! with them the quota leased from SQLite, its ledger's threads counted as its own; see
+//! `concurrent_rounds`; `LOAD_SIDES=no-auth,floor-checked,…` for some of them).
 //! The shared limiters' sides (`support/limits.rs`) run in every round: the quota leased from
 //! SQLite, from PostgreSQL with `KEYGATE_BENCH_POSTGRES_URL` (feature `postgres`), and
 //! `RedisLimiter` with `KEYGATE_BENCH_REDIS_URL` (feature `redis`).
@@ -255,10 +256,50 @@ fn median(v: &mut [f64]) -> f64 {
 struct OwnThread {
     addr: std::net::SocketAddr,
     cpu: tokio::sync::mpsc::UnboundedSender<std::sync::mpsc::Sender<Duration>>,
+    /// The name prefix of the threads that work for this side alone (the SQLite ledger's
+    /// connection threads), whose CPU time counts as the side's.
+    helpers: Option<&'static str>,
+}
+
+/// What a side's threads have run so far: its own thread's time, and each helper thread's.
+struct CpuReading {
+    own: Duration,
+    helpers: Vec<(String, Duration)>,
+}
+
+impl CpuReading {
+    /// The CPU time run since `before`. A helper thread started since counts whole; one that
+    /// ended since is lost (the ledger's connections live for the whole run).
+    fn since(&self, before: &CpuReading) -> Duration {
+        let helpers = self.helpers.iter().map(|(tid, now)| {
+            let then = before.helpers.iter().find(|(t, _)| t == tid);
+            now.saturating_sub(then.map_or(Duration::ZERO, |(_, d)| *d))
+        });
+        self.own - before.own + helpers.sum::<Duration>()
+    }
+}
+
+/// The CPU time (`/proc/self/task/*/schedstat`: time on a CPU, the source of
+/// `CLOCK_THREAD_CPUTIME_ID`) of each of this process's threads whose name starts with `prefix`.
+fn threads_cpu(prefix: &str) -> Vec<(String, Duration)> {
+    let tasks = std::fs::read_dir("/proc/self/task").unwrap();
+    tasks
+        .filter_map(|task| {
+            let path = task.ok()?.path();
+            let name = std::fs::read_to_string(path.join("comm")).ok()?;
+            if !name.starts_with(prefix) {
+                return None;
+            }
+            let stat = std::fs::read_to_string(path.join("schedstat")).ok()?;
+            let nanos: u64 = stat.split_whitespace().next()?.parse().ok()?;
+            let tid = path.file_name()?.to_string_lossy().into_owned();
+            Some((tid, Duration::from_nanos(nanos)))
+        })
+        .collect()
 }
 
 impl OwnThread {
-    fn serve(app: Router) -> OwnThread {
+    fn serve(app: Router, helpers: Option<&'static str>) -> OwnThread {
         let (started, start) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
@@ -280,14 +321,17 @@ impl OwnThread {
             });
         });
         let (addr, cpu) = start.recv().unwrap();
-        OwnThread { addr, cpu }
+        OwnThread { addr, cpu, helpers }
     }
 
-    /// The CPU time the side's thread has run so far.
-    fn cpu_time(&self) -> Duration {
+    /// The CPU time the side's thread, and its helpers, have run so far.
+    fn cpu_time(&self) -> CpuReading {
         let (reply, answer) = std::sync::mpsc::channel();
         self.cpu.send(reply).unwrap();
-        answer.recv().unwrap()
+        CpuReading {
+            own: answer.recv().unwrap(),
+            helpers: self.helpers.map(threads_cpu).unwrap_or_default(),
+        }
     }
 }
 
@@ -307,17 +351,26 @@ fn thread_cpu_time() -> Duration {
 /// `LOAD_CONNECTIONS` of its own. The sharing has a cost the sequential rounds do not: each slice
 /// of a side starts with caches that held the others' code, which weighs most on the sides that
 /// run the most code.
+///
+/// The quota leased from SQLite (`keygate-sql-quota`) runs here too: its ledger's connection
+/// threads (`sqlx-sqlite-worker-*`, its own) count as its own, so a request pays its share of
+/// the leases. The kernel's work for the ledger's writes that runs elsewhere (the disk's
+/// interrupts) is not counted.
 fn concurrent_rounds(sides: Vec<(&'static str, Router)>, key: &str, rounds: u64, seconds: u64) {
     let connections = env_or("LOAD_CONNECTIONS", 32);
     let servers: Vec<(&str, OwnThread)> = sides
         .into_iter()
-        .map(|(name, app)| (name, OwnThread::serve(app)))
+        .map(|(name, app)| {
+            // sqlx names them `sqlx-sqlite-worker-N`; the kernel keeps 15 characters.
+            let helpers = (name == "keygate-sql-quota").then_some("sqlx-sqlite");
+            (name, OwnThread::serve(app, helpers))
+        })
         .collect();
     for (_, server) in &servers {
         get_ok(server.addr, key);
     }
     let run_all = |seconds: u64| -> Vec<(f64, Duration)> {
-        let before: Vec<Duration> = servers.iter().map(|(_, s)| s.cpu_time()).collect();
+        let before: Vec<CpuReading> = servers.iter().map(|(_, s)| s.cpu_time()).collect();
         let children: Vec<_> = servers
             .iter()
             .map(|(_, s)| {
@@ -335,7 +388,7 @@ fn concurrent_rounds(sides: Vec<(&'static str, Router)>, key: &str, rounds: u64,
             .iter()
             .zip(before)
             .zip(counts)
-            .map(|(((_, s), before), requests)| (requests, s.cpu_time() - before))
+            .map(|(((_, s), before), requests)| (requests, s.cpu_time().since(&before)))
             .collect()
     };
     run_all(1);
@@ -374,6 +427,7 @@ fn concurrent_rounds(sides: Vec<(&'static str, Router)>, key: &str, rounds: u64,
         ("keygate-auth-only", "floor-checked"),
         ("keygate", "floor-limits-checked"),
         ("keygate", "floor-limits"),
+        ("keygate-sql-quota", "keygate"),
     ] {
         if let (Some(a), Some(b)) = (index(side), index(floor)) {
             let [low, m, high] = against(a, b);
@@ -555,18 +609,24 @@ fn main() {
         return;
     }
     let (store, floor, key) = store_and_floor_with(100_000, true);
+    // Where the shared limiters' sides keep their SQLite ledger; removed when `main` returns.
+    let ledger_dir = tempfile::tempdir().unwrap();
     if std::env::var("LOAD_CONCURRENT").is_ok_and(|v| v == "1") {
-        let sides = vec![
+        let mut sides = vec![
             ("no-auth", hello_app()),
             ("floor", floor.app()),
             ("floor-checked", floor.checked_app()),
             ("keygate-auth-only", auth_app(store.clone())),
             ("floor-limits", floor.limits_app()),
             ("floor-limits-checked", floor.checked_limits_app()),
-            ("keygate", pipeline_app(store, LimitHeaders::All)),
+            ("keygate", pipeline_app(store.clone(), LimitHeaders::All)),
         ];
+        // The shared limiters' sides this build and machine run. Only the SQLite-leased quota
+        // by default: the others' work is in a server's process, which a thread's CPU time
+        // does not see.
+        sides.extend(limits::sides(&rt, store, ledger_dir.path()));
         // `LOAD_SIDES=no-auth,floor-checked,keygate-auth-only` for some of them (no auth first).
-        let sides = match std::env::var("LOAD_SIDES") {
+        let sides: Vec<_> = match std::env::var("LOAD_SIDES") {
             Ok(names) => {
                 let names: Vec<&str> = names.split(',').collect();
                 sides
@@ -574,7 +634,10 @@ fn main() {
                     .filter(|(n, _)| names.contains(n))
                     .collect()
             }
-            Err(_) => sides,
+            Err(_) => sides
+                .into_iter()
+                .filter(|(n, _)| !matches!(*n, "keygate-pg-quota" | "keygate-redis"))
+                .collect(),
         };
         assert_eq!(
             sides.first().map(|s| s.0),
@@ -588,8 +651,6 @@ fn main() {
     let guarded = serve(&rt, pipeline_app(store.clone(), LimitHeaders::All));
     let key = key.expose_secret();
     let ours = check_headers(guarded, key);
-    // Where the shared limiters' sides keep their SQLite ledger; removed when `main` returns.
-    let ledger_dir = tempfile::tempdir().unwrap();
 
     // One side alone, for profiling it (e.g. under `perf record`).
     if let Ok(side) = std::env::var("LOAD_ONLY") {
